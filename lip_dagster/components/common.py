@@ -1,0 +1,94 @@
+"""What every source component shares: the hourly partitions, freshness policy,
+tags, retry policy and how a run's landing stats become Dagster materializations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+
+from lip_dagster.lake.layout import partition_to_path, validate_source_name
+from lip_dagster.lake.writer import HourStats, WriteResult
+
+SOURCE_TAG = "lip/source"
+MODE_TAG = "lip/mode"
+MODE_POLL = "poll"
+
+RETRY = dg.RetryPolicy(
+    max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL
+)
+
+
+def hourly_partitions(start_date: str) -> dg.HourlyPartitionsDefinition:
+    """end_offset=1 so the current hour exists and a schedule can target it."""
+    return dg.HourlyPartitionsDefinition(start_date=start_date, timezone="UTC", end_offset=1)
+
+
+def freshness(fail_minutes: int, warn_minutes: int | None) -> dg.FreshnessPolicy:
+    return dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(minutes=fail_minutes),
+        warn_window=timedelta(minutes=warn_minutes) if warn_minutes else None,
+    )
+
+
+def source_tags(name: str, pattern: str) -> dict[str, str]:
+    validate_source_name(name)
+    return {SOURCE_TAG: name, "lip/pattern": pattern}
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None
+
+
+def hour_metadata(stats: HourStats, now: datetime) -> dict[str, Any]:
+    lag = (now - stats.newest_event).total_seconds() if stats.newest_event else None
+    return {
+        "events": stats.events,
+        "duplicates_dropped": stats.duplicates,
+        "objects": stats.objects,
+        "bytes_raw": stats.bytes_raw,
+        "bytes_gzip": stats.bytes_gz,
+        "newest_event": iso(stats.newest_event) or "none",
+        "lag_seconds": dg.MetadataValue.float(lag) if lag is not None else "n/a",
+    }
+
+
+def report_materializations(
+    context: dg.AssetExecutionContext,
+    result: WriteResult,
+    partitions_def: dg.HourlyPartitionsDefinition,
+    run_metadata: Mapping[str, Any],
+) -> dg.MaterializeResult:
+    """Log one materialization per hour partition written to (other than the
+    target), and return the target partition's result with the run's metadata."""
+    now = datetime.now(UTC)
+    target = context.partition_key if context.has_partition_key else None
+    valid = set(partitions_def.get_partition_keys(current_time=now))
+    outside = 0
+    for hour, stats in sorted(result.hours.items()):
+        if hour == target:
+            continue
+        if hour not in valid:
+            outside += stats.events
+            continue
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=hour,
+                description=f"landed by run {context.run_id} under {partition_to_path(hour)}",
+                metadata=hour_metadata(stats, now),
+            )
+        )
+    target_stats = result.hours.get(target) if target else None
+    meta: dict[str, Any] = dict(hour_metadata(target_stats or HourStats(), now))
+    meta.update(run_metadata)
+    meta["partitions_written"] = len(result.hours)
+    meta["events_total"] = result.events
+    meta["duplicates_total"] = result.duplicates
+    meta["objects_total"] = result.objects
+    if outside:
+        meta["events_outside_partitions"] = outside
+    return dg.MaterializeResult(metadata=meta)

@@ -1,0 +1,156 @@
+"""Settings read from the environment once, validated at load.
+
+Every variable LIP reads is declared here (the README's configuration table mirrors
+this file). A missing or malformed value fails at load with a message naming the
+variable, never later inside a run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from lip_dagster.errors import ConfigError
+
+BACKENDS = ("embedded", "aws")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _template(env: Mapping[str, str], name: str, default: str | None) -> str:
+    raw = env.get(name) or default
+    if not raw:
+        raise ConfigError(f"{name} is required when LIP_BACKEND=aws")
+    try:
+        raw.format(source="x")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(f"{name} may only use the placeholder {{source}}: {raw!r}") from None
+    return raw
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    region: str
+    endpoint_url: str | None
+    bucket_template: str
+    kms_key_template: str
+    lake_prefix: str
+    quarantine_prefix: str
+    resource_prefix: str
+    secrets_prefix: str
+
+    def bucket(self, source: str) -> str:
+        return self.bucket_template.format(source=source)
+
+    def kms_key(self, source: str) -> str:
+        return self.kms_key_template.format(source=source)
+
+
+@dataclass(frozen=True)
+class SamSettings:
+    role_arn: str | None
+    queue_arn: str | None
+    index_bucket: str | None
+    vpce_id: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str
+    home: Path
+    max_object_bytes: int
+    max_object_events: int
+    dedupe_ttl_days: int
+    buffer_max_receives: int
+    secret_ttl_seconds: int
+    aws: AwsSettings | None
+    sam: SamSettings
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.home / "tmp"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def state_db(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.home / "secrets.json"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        backend = env.get("LIP_BACKEND", "embedded") or "embedded"
+        if backend not in BACKENDS:
+            raise ConfigError(f"LIP_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        home = Path(env.get("LIP_HOME") or ".lip").expanduser().absolute()
+        if home.exists() and not home.is_dir():
+            raise ConfigError(f"LIP_HOME={home} exists and is not a directory")
+        aws = None
+        if backend == "aws":
+            region = env.get("LIP_AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+            if not region:
+                raise ConfigError("LIP_AWS_REGION (or AWS_DEFAULT_REGION) is required")
+            endpoint = env.get("LIP_AWS_ENDPOINT_URL") or None
+            if endpoint and not endpoint.startswith(("http://", "https://")):
+                raise ConfigError(f"LIP_AWS_ENDPOINT_URL must be an http(s) URL: {endpoint!r}")
+            lake_prefix = env.get("LIP_S3_LAKE_PREFIX", "lake/")
+            quarantine_prefix = env.get("LIP_S3_QUARANTINE_PREFIX", "quarantine/")
+            if lake_prefix and quarantine_prefix.startswith(lake_prefix):
+                raise ConfigError(
+                    "LIP_S3_QUARANTINE_PREFIX must lie outside LIP_S3_LAKE_PREFIX "
+                    "(the SAM reads everything under the lake prefix)"
+                )
+            if not lake_prefix and quarantine_prefix:
+                raise ConfigError(
+                    "LIP_S3_LAKE_PREFIX is empty, so quarantine would sit inside the lake: "
+                    "set a lake prefix such as 'lake/'"
+                )
+            aws = AwsSettings(
+                region=region,
+                endpoint_url=endpoint,
+                bucket_template=_template(env, "LIP_S3_BUCKET", None),
+                kms_key_template=_template(env, "LIP_KMS_KEY", "alias/lip-{source}"),
+                lake_prefix=lake_prefix,
+                quarantine_prefix=quarantine_prefix,
+                resource_prefix=env.get("LIP_AWS_RESOURCE_PREFIX", "lip-"),
+                secrets_prefix=env.get("LIP_SECRETS_PREFIX", "lip/"),
+            )
+        return cls(
+            backend=backend,
+            home=home,
+            max_object_bytes=_int(env, "LIP_MAX_OBJECT_BYTES", 5_000_000, minimum=1024),
+            max_object_events=_int(env, "LIP_MAX_OBJECT_EVENTS", 100_000),
+            dedupe_ttl_days=_int(env, "LIP_DEDUPE_TTL_DAYS", 30),
+            buffer_max_receives=_int(env, "LIP_BUFFER_MAX_RECEIVES", 5),
+            secret_ttl_seconds=_int(env, "LIP_SECRET_TTL_SECONDS", 300, minimum=0),
+            aws=aws,
+            sam=SamSettings(
+                role_arn=env.get("LIP_SAM_ROLE_ARN") or None,
+                queue_arn=env.get("LIP_SAM_QUEUE_ARN") or None,
+                index_bucket=env.get("LIP_SAM_INDEX_BUCKET") or None,
+                vpce_id=env.get("LIP_SAM_VPCE_ID") or None,
+            ),
+        )

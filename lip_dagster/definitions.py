@@ -1,0 +1,16 @@
+"""The Dagster entry point: every source component under ``defs/``, and the backend
+chosen once from the environment."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from lip_dagster.resources import backend_from_env
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions.merge(
+        dg.load_from_defs_folder(project_root=Path(__file__).parent.parent),
+        dg.Definitions(resources={"lip": backend_from_env()}),
+    )

@@ -1,0 +1,65 @@
+"""One exception root for LIP, so callers can catch precisely.
+
+    LipError
+     ├── ConfigError          a setting is missing or malformed (names the variable)
+     ├── InvalidSourceName    a source name cannot become an S3 key / asset key
+     ├── SecretNotFound       a named secret is absent from the store
+     ├── CursorConflict       a stale writer lost the compare-and-set on a cursor
+     ├── StateError           a state backend failed (SQLite, DynamoDB, SQS)
+     ├── LakeWriteError       an object could not be landed
+     └── VendorError          a vendor call failed after bounded retries
+          └── VendorAuthError the vendor refused our credentials
+
+Messages never carry secret values: callers pass names, URLs go through
+``redact_url`` first.
+"""
+
+from __future__ import annotations
+
+
+class LipError(Exception):
+    """Root of every error LIP raises on purpose."""
+
+
+class ConfigError(LipError):
+    """A configuration value is missing or malformed."""
+
+
+class InvalidSourceName(LipError, ValueError):
+    """A source name does not match ``[a-z0-9][a-z0-9_-]{0,62}``."""
+
+
+class SecretNotFound(LipError):
+    """A secret was asked for by name and no backend holds it."""
+
+
+class CursorConflict(LipError):
+    """Another writer committed the cursor first; this run must not overwrite it."""
+
+
+class StateError(LipError):
+    """A state backend (SQLite, DynamoDB, SQS) failed."""
+
+
+class LakeWriteError(LipError):
+    """An object could not be written to the lake."""
+
+
+class VendorError(LipError):
+    """A vendor API call failed after its bounded retries.
+
+    The message names source, endpoint and HTTP status so an on-call engineer knows
+    where to look without reading a traceback.
+    """
+
+    def __init__(self, source: str, endpoint: str, status: int | None, detail: str) -> None:
+        self.source = source
+        self.endpoint = endpoint
+        self.status = status
+        self.detail = detail
+        status_txt = f"HTTP {status}" if status is not None else "no HTTP response"
+        super().__init__(f"source {source!r} endpoint {endpoint!r}: {status_txt}: {detail}")
+
+
+class VendorAuthError(VendorError):
+    """The vendor refused the credentials (401/403 or a token-endpoint error)."""

@@ -1,0 +1,73 @@
+"""Small auth helpers: a token cache that refreshes before expiry, and a signed JWT
+assertion builder (Okta private_key_jwt, Google service-account flow)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from lip_dagster.secrets import Secret
+
+
+@dataclass
+class CachedToken:
+    """An access token and when it stops being usable."""
+
+    token: Secret
+    expires_at: float
+
+
+class TokenCache:
+    """Caches one access token until ``refresh_margin`` seconds before it expires, so
+    a long run never sends an expired token and a short one fetches it once."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], tuple[str, float]],
+        refresh_margin: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._fetch = fetch
+        self._margin = refresh_margin
+        self._clock = clock
+        self._cached: CachedToken | None = None
+        self.fetches = 0
+
+    def get(self) -> Secret:
+        now = self._clock()
+        if self._cached is None or self._cached.expires_at - self._margin <= now:
+            token, lifetime = self._fetch()
+            self.fetches += 1
+            self._cached = CachedToken(Secret(token), now + float(lifetime))
+        return self._cached.token
+
+    def clear(self) -> None:
+        self._cached = None
+
+
+def signed_assertion(
+    private_key_pem: Secret,
+    claims: dict[str, Any],
+    lifetime: int = 300,
+    algorithm: str = "RS256",
+    headers: dict[str, Any] | None = None,
+) -> str:
+    """A short-lived JWT signed with the client's private key; ``iat``/``exp``/``jti``
+    are added here so no adapter gets them wrong."""
+    now = int(time.time())
+    body = {"iat": now, "exp": now + lifetime, "jti": uuid.uuid4().hex, **claims}
+    return jwt.encode(body, private_key_pem.reveal(), algorithm=algorithm, headers=headers)
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """A vendor-supplied link may only point back at the vendor we configured: a
+    ``next`` link to another host would carry our credential to it."""
+    from urllib.parse import urlsplit
+
+    a, b = urlsplit(url), urlsplit(base_url)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)

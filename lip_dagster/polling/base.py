@@ -1,0 +1,314 @@
+"""``BasePoller``: the one polling loop. Adapters implement three hooks.
+
+    get_auth_token()                      -> a bearer/SSWS credential (cache it)
+    call_api(token, endpoint, cursor, start_time, end_time) -> PollResult
+    get_cursor_key(endpoint)              -> where the endpoint's cursor is stored
+
+Everything else lives here, once: secrets through the cached store; first run starts
+``initial_lookback`` back; cursor read and compare-and-set commit only after the page
+is landed; time-budgeted paging; backpressure; bounded retries (``HttpClient``).
+A backfill (``window`` given) asks the vendor for exactly that window and commits no
+cursor; it fails loudly if it cannot finish, so an incomplete hour never looks done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any, ClassVar
+
+import httpx
+
+from lip_dagster.errors import ConfigError, LipError, VendorAuthError, VendorError
+from lip_dagster.lake.envelope import EventIdentity
+from lip_dagster.lake.writer import LakeWriter, WriteResult
+from lip_dagster.polling.http import BudgetExhausted, HttpClient
+from lip_dagster.secrets import Secret
+from lip_dagster.state.base import CursorStore, SecretStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """One page: the events, the cursor to resume after them, and whether to keep
+    paging now (False: caught up, or the bounded window is exhausted)."""
+
+    events: list[dict[str, Any]]
+    cursor: str | None
+    has_more: bool
+
+
+class Backpressure(Enum):
+    NORMAL = "normal"
+    REDUCED = "reduced"  # 25% of the time budget
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class BackpressurePolicy:
+    """Thresholds on the source's backlog (queued runs, buffer depth)."""
+
+    reduce_at: int = 2
+    skip_at: int = 5
+    reduced_share: float = 0.25
+
+    def decide(self, probe: Callable[[], int] | None) -> Backpressure:
+        """Fail open: a probe that raises means NORMAL (monitoring never stops
+        collection)."""
+        if probe is None:
+            return Backpressure.NORMAL
+        try:
+            depth = int(probe())
+        except Exception as exc:  # noqa: BLE001 - fail open on monitoring, by design
+            log.warning("backpressure probe failed (%s); polling normally", type(exc).__name__)
+            return Backpressure.NORMAL
+        if depth >= self.skip_at:
+            return Backpressure.SKIP
+        if depth >= self.reduce_at:
+            return Backpressure.REDUCED
+        return Backpressure.NORMAL
+
+
+@dataclass(frozen=True)
+class PollerConfig:
+    """One source's polling settings, from its YAML block."""
+
+    source: str
+    base_url: str
+    endpoints: tuple[str, ...]
+    page_size: int = 1000
+    time_budget_seconds: float = 240.0
+    safety_margin_seconds: float = 15.0
+    initial_lookback_hours: float = 24.0
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def option(self, name: str, default: str | None = None) -> str:
+        value = self.options.get(name, default)
+        if value is None or value == "":
+            raise ConfigError(f"source {self.source!r}: option {name!r} is required")
+        return value
+
+
+@dataclass
+class EndpointReport:
+    cursor_before: str | None = None
+    cursor_after: str | None = None
+    pages: int = 0
+    events: int = 0
+    stopped: str = ""
+
+
+@dataclass
+class PollReport:
+    """What one run did; the asset turns it into materializations and metadata."""
+
+    source: str
+    backpressure: str
+    result: WriteResult = field(default_factory=WriteResult)
+    endpoints: dict[str, EndpointReport] = field(default_factory=dict)
+    retries: int = 0
+    throttled: int = 0
+    seconds: float = 0.0
+
+    @property
+    def pages(self) -> int:
+        return sum(e.pages for e in self.endpoints.values())
+
+
+class BasePoller(ABC):
+    """Subclass per vendor: set ``identity`` and ``default_endpoints``, implement the
+    three hooks. ``self.request`` is the only way an adapter talks HTTP."""
+
+    identity: ClassVar[EventIdentity]
+    default_endpoints: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        config: PollerConfig,
+        *,
+        http: HttpClient,
+        secrets: SecretStore,
+        cursors: CursorStore,
+        writer: LakeWriter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.source = config.source
+        self.http = http
+        self.secrets = secrets
+        self.cursors = cursors
+        self.writer = writer
+        self.clock = clock
+        self._deadline: float | None = None
+        self._endpoint = ""
+
+    # ------------------------------------------------------------ adapter hooks
+    @abstractmethod
+    def get_auth_token(self) -> Secret:
+        """The credential for the next call; cache it (``TokenCache``)."""
+
+    @abstractmethod
+    def call_api(
+        self,
+        auth_token: Secret,
+        endpoint: str,
+        cursor: str | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+    ) -> PollResult:
+        """Fetch one page. ``cursor`` is what this adapter returned before (opaque to
+        the base); without one, start at ``start_time``. ``end_time`` is set only by
+        backfills, which want a bounded window."""
+
+    @abstractmethod
+    def get_cursor_key(self, endpoint: str) -> str:
+        """The cursor store key for an endpoint."""
+
+    # ------------------------------------------------------------ for adapters
+    def secret(self, option: str, default: str | None = None) -> Secret:
+        """The secret named by the source option ``option`` (e.g. ``token_secret``)."""
+        return self.secrets.get(self.config.option(option, default))
+
+    def bearer(self, option: str, default: str) -> Secret:
+        """``Bearer <token>`` from the secret named by ``option``."""
+        return Secret("Bearer " + self.secret(option, default).reveal())
+
+    def token_request(self, url: str, form: dict[str, str], what: str) -> tuple[str, float]:
+        """POST an OAuth token request; any refusal is a ``VendorAuthError`` naming
+        ``what`` (the token endpoint), never the assertion or the secret."""
+        try:
+            resp = self.request("POST", url, data=form)
+        except VendorError as exc:
+            raise VendorAuthError(self.source, what, exc.status, exc.detail) from exc
+        body = resp.json()
+        return body["access_token"], float(body.get("expires_in", 3600))
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self.http.request(
+            self.source, self._endpoint, method, url, deadline=self._deadline, **kwargs
+        )
+
+    # ------------------------------------------------------------ the loop
+    def run(
+        self,
+        *,
+        window: tuple[datetime, datetime] | None = None,
+        depth_probe: Callable[[], int] | None = None,
+        backpressure: BackpressurePolicy | None = None,
+        endpoints: tuple[str, ...] | None = None,
+    ) -> PollReport:
+        started = self.clock()
+        decision = (
+            Backpressure.NORMAL
+            if window is not None
+            else (backpressure or BackpressurePolicy()).decide(depth_probe)
+        )
+        report = PollReport(self.source, decision.value)
+        if decision is Backpressure.SKIP:
+            log.warning("%s: backlog too deep; skipping this poll", self.source)
+            return report
+        budget = self.config.time_budget_seconds
+        if decision is Backpressure.REDUCED:
+            budget *= (backpressure or BackpressurePolicy()).reduced_share
+        margin = min(self.config.safety_margin_seconds, budget * 0.25)
+        final_deadline = started + budget - margin
+        retries0, throttled0 = self.http.retries, self.http.throttled
+        todo = list(endpoints or self.config.endpoints)
+        for i, endpoint in enumerate(todo):
+            # each endpoint gets a fair share of what is left, so one busy endpoint
+            # cannot starve the others
+            now = self.clock()
+            share = (final_deadline - now) / (len(todo) - i)
+            self._deadline = now + max(share, 0.0)
+            self._endpoint = endpoint
+            ep = report.endpoints.setdefault(endpoint, EndpointReport())
+            if window is None:
+                self._poll_live(endpoint, ep, report)
+            else:
+                self._poll_window(endpoint, window, ep, report)
+        report.retries = self.http.retries - retries0
+        report.throttled = self.http.throttled - throttled0
+        report.seconds = self.clock() - started
+        return report
+
+    def _land(self, res: PollResult, ep: EndpointReport, report: PollReport) -> WriteResult:
+        ep.pages += 1
+        wr = WriteResult()
+        if res.events:
+            wr = self.writer.write(self.source, res.events, self.identity, "polling")
+            ep.events += wr.events
+            report.result.merge(wr)
+        return wr
+
+    def _poll_live(self, endpoint: str, ep: EndpointReport, report: PollReport) -> None:
+        key = self.get_cursor_key(endpoint)
+        rec = self.cursors.get(self.source, key)
+        cursor = rec.value if rec else None
+        version = rec.version if rec else None
+        start_time = None
+        if rec is None:
+            start_time = datetime.fromtimestamp(self.clock(), UTC) - timedelta(
+                hours=self.config.initial_lookback_hours
+            )
+        ep.cursor_before = cursor
+        assert self._deadline is not None
+        while True:
+            if self.clock() >= self._deadline:
+                ep.stopped = "budget"
+                break
+            asked_at = datetime.fromtimestamp(self.clock(), UTC)
+            try:
+                res = self.call_api(self.get_auth_token(), endpoint, cursor, start_time)
+            except BudgetExhausted as exc:
+                log.warning("%s", exc)
+                ep.stopped = "rate_limited"
+                break
+            wr = self._land(res, ep, report)
+            # caught up: the vendor had nothing newer when asked, so coverage can
+            # advance to the time of the request, not just to the newest event
+            newest = asked_at if not res.has_more else wr.newest_event
+            if res.cursor is not None and (res.cursor != cursor or not res.has_more):
+                hw = newest.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if newest else None
+                rec = self.cursors.commit(self.source, key, res.cursor, version, high_water=hw)
+                version, cursor, start_time = rec.version, res.cursor, None
+            if not res.has_more:
+                ep.stopped = "caught_up"
+                break
+        ep.cursor_after = cursor
+
+    def _poll_window(
+        self,
+        endpoint: str,
+        window: tuple[datetime, datetime],
+        ep: EndpointReport,
+        report: PollReport,
+    ) -> None:
+        start, end = window
+        cursor: str | None = None
+        assert self._deadline is not None
+        while True:
+            if self.clock() >= self._deadline:
+                raise BackfillIncomplete(
+                    f"source {self.source!r} endpoint {endpoint!r}: backfill of "
+                    f"{start.isoformat()}..{end.isoformat()} ran out of its time budget "
+                    f"after {ep.pages} pages; re-run it (events already landed are kept)"
+                )
+            try:
+                res = self.call_api(self.get_auth_token(), endpoint, cursor, start, end)
+            except BudgetExhausted as exc:
+                raise BackfillIncomplete(str(exc)) from exc
+            self._land(res, ep, report)
+            cursor = res.cursor
+            if not res.has_more:
+                ep.stopped = "window_done"
+                break
+
+
+class BackfillIncomplete(LipError):
+    """A bounded window could not be fetched to its end within the budget."""

@@ -1,0 +1,222 @@
+"""The backend, chosen once per deployment from ``Settings``.
+
+``Backend`` bundles the lake, quarantine and the four stores. ``EmbeddedBackend`` is
+a directory plus SQLite and needs nothing running; ``AwsBackend`` is S3 + KMS,
+DynamoDB, SQS and Secrets Manager (every client takes ``endpoint_url``). Nothing else
+in LIP asks which one is in use: assets and sensors receive a ``Backend`` as the
+Dagster resource ``lip``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from functools import cached_property
+from typing import Any
+
+from lip_dagster.config import Settings
+from lip_dagster.lake.backends import (
+    LakeBackend,
+    LocalLake,
+    LocalQuarantine,
+    Quarantine,
+    S3Lake,
+    S3Quarantine,
+)
+from lip_dagster.lake.writer import LakeWriter
+from lip_dagster.state.base import Buffer, CursorStore, DedupeStore, SecretStore
+
+
+class Backend(ABC):
+    """Everything a run needs to land events and keep state."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(lake={self.lake_location!r})"
+
+    @property
+    @abstractmethod
+    def lake_location(self) -> str: ...
+
+    @cached_property
+    @abstractmethod
+    def lake(self) -> LakeBackend: ...
+
+    @cached_property
+    @abstractmethod
+    def quarantine(self) -> Quarantine: ...
+
+    @cached_property
+    @abstractmethod
+    def cursors(self) -> CursorStore: ...
+
+    @cached_property
+    @abstractmethod
+    def dedupe(self) -> DedupeStore: ...
+
+    @cached_property
+    @abstractmethod
+    def buffer(self) -> Buffer: ...
+
+    @cached_property
+    @abstractmethod
+    def secrets(self) -> SecretStore: ...
+
+    def writer(self) -> LakeWriter:
+        return LakeWriter(
+            self.lake,
+            self.dedupe,
+            max_object_bytes=self.settings.max_object_bytes,
+            max_object_events=self.settings.max_object_events,
+        )
+
+    def ensure_source(self, source: str) -> list[str]:
+        """Create the source's state resources if the backend needs them."""
+        notes: list[str] = []
+        for store in (self.cursors, self.dedupe, self.buffer):
+            notes += store.ensure(source)
+        return notes
+
+
+class EmbeddedBackend(Backend):
+    """A directory lake under ``$LIP_HOME/lake`` and SQLite state in
+    ``$LIP_HOME/state.db``; temporary files in ``$LIP_HOME/tmp`` (same filesystem,
+    outside the lake root)."""
+
+    @property
+    def lake_location(self) -> str:
+        return str(self.settings.lake_dir)
+
+    @cached_property
+    def lake(self) -> LakeBackend:
+        return LocalLake(self.settings.lake_dir, self.settings.tmp_dir)
+
+    @cached_property
+    def quarantine(self) -> Quarantine:
+        return LocalQuarantine(self.settings.quarantine_dir)
+
+    @cached_property
+    def cursors(self) -> CursorStore:
+        from lip_dagster.state.sqlite import SqliteCursorStore
+
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        return SqliteCursorStore(self.settings.state_db)
+
+    @cached_property
+    def dedupe(self) -> DedupeStore:
+        from lip_dagster.state.sqlite import SqliteDedupeStore
+
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        return SqliteDedupeStore(
+            self.settings.state_db, ttl_seconds=self.settings.dedupe_ttl_days * 86400
+        )
+
+    @cached_property
+    def buffer(self) -> Buffer:
+        from lip_dagster.state.sqlite import SqliteBuffer
+
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        return SqliteBuffer(self.settings.state_db, max_receives=self.settings.buffer_max_receives)
+
+    @cached_property
+    def secrets(self) -> SecretStore:
+        from lip_dagster.state.local_secrets import EnvFileSecretStore
+
+        return EnvFileSecretStore(
+            self.settings.secrets_file, ttl_seconds=self.settings.secret_ttl_seconds
+        )
+
+
+class AwsBackend(Backend):
+    """S3 + KMS lake, DynamoDB cursors and dedupe, SQS buffers, Secrets Manager."""
+
+    @property
+    def _aws(self) -> Any:
+        assert self.settings.aws is not None
+        return self.settings.aws
+
+    @property
+    def lake_location(self) -> str:
+        return f"s3://{self._aws.bucket_template}/{self._aws.lake_prefix}"
+
+    @cached_property
+    def session(self) -> Any:
+        import boto3
+
+        return boto3.session.Session(region_name=self._aws.region)
+
+    def client(self, service: str) -> Any:
+        from botocore.config import Config
+
+        cfg = Config(
+            connect_timeout=5,
+            read_timeout=30,
+            retries={"max_attempts": 5, "mode": "standard"},
+        )
+        return self.session.client(service, endpoint_url=self._aws.endpoint_url, config=cfg)
+
+    @cached_property
+    def lake(self) -> LakeBackend:
+        a = self._aws
+        return S3Lake(self.client("s3"), a.bucket, a.kms_key, prefix=a.lake_prefix)
+
+    @cached_property
+    def quarantine(self) -> Quarantine:
+        a = self._aws
+        return S3Quarantine(self.client("s3"), a.bucket, a.kms_key, prefix=a.quarantine_prefix)
+
+    @cached_property
+    def cursors(self) -> CursorStore:
+        from lip_dagster.state.aws import DynamoCursorStore
+
+        return DynamoCursorStore(
+            session=self.session,
+            endpoint_url=self._aws.endpoint_url,
+            prefix=self._aws.resource_prefix,
+        )
+
+    @cached_property
+    def dedupe(self) -> DedupeStore:
+        from lip_dagster.state.aws import DynamoDedupeStore
+
+        return DynamoDedupeStore(
+            session=self.session,
+            endpoint_url=self._aws.endpoint_url,
+            prefix=self._aws.resource_prefix,
+            ttl_seconds=self.settings.dedupe_ttl_days * 86400,
+        )
+
+    @cached_property
+    def buffer(self) -> Buffer:
+        from lip_dagster.state.aws import SqsBuffer
+
+        return SqsBuffer(
+            session=self.session,
+            endpoint_url=self._aws.endpoint_url,
+            prefix=self._aws.resource_prefix,
+            max_receives=self.settings.buffer_max_receives,
+        )
+
+    @cached_property
+    def secrets(self) -> SecretStore:
+        from lip_dagster.state.aws import AwsSecretsManagerStore
+
+        return AwsSecretsManagerStore(
+            session=self.session,
+            endpoint_url=self._aws.endpoint_url,
+            prefix=self._aws.secrets_prefix,
+            ttl_seconds=self.settings.secret_ttl_seconds,
+        )
+
+
+BACKEND_CLASSES: dict[str, type[Backend]] = {"embedded": EmbeddedBackend, "aws": AwsBackend}
+
+
+def backend_from_settings(settings: Settings) -> Backend:
+    """The one place the backend is chosen."""
+    return BACKEND_CLASSES[settings.backend](settings)
+
+
+def backend_from_env() -> Backend:
+    return backend_from_settings(Settings.from_env())

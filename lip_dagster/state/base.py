@@ -1,0 +1,236 @@
+"""The state interfaces: one small ABC per store, two implementations each
+(SQLite for the embedded default, AWS for production).
+
+Order of effects (DESIGN §4): land the object, mark ids landed, then commit the cursor
+or delete from the buffer. These interfaces are what make that order enforceable.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from lip_dagster.secrets import Secret
+
+# ----------------------------------------------------------------------------- cursor
+
+
+@dataclass(frozen=True)
+class CursorRecord:
+    """A cursor as stored.
+
+    ``value`` is the vendor's opaque cursor (a next link, a 1Password cursor, a
+    timestamp). ``version`` increases by one on every commit and is what
+    compare-and-set compares. ``high_water`` is the newest event time (ISO 8601 UTC)
+    the cursor has passed; it never moves backwards and feeds coverage.
+    """
+
+    value: str
+    version: int
+    high_water: str | None = None
+    updated_at: float = 0.0
+
+
+class CursorStore(ABC):
+    """Per (source, endpoint) cursor with compare-and-set commit."""
+
+    @abstractmethod
+    def get(self, source: str, endpoint: str) -> CursorRecord | None:
+        """The stored cursor, or None before the first commit."""
+
+    @abstractmethod
+    def commit(
+        self,
+        source: str,
+        endpoint: str,
+        value: str,
+        expected_version: int | None,
+        high_water: str | None = None,
+    ) -> CursorRecord:
+        """Store ``value`` if the stored version still equals ``expected_version``
+        (None: only if no cursor exists yet). Raises ``CursorConflict`` otherwise.
+        ``high_water`` is kept as the max of the stored and the given value.
+        """
+
+    def ensure(self, source: str) -> list[str]:
+        """Create this source's backend resources if missing (never delete or
+        replace); returns notes on drift. Nothing to do for SQLite."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+# ----------------------------------------------------------------------------- dedupe
+
+IdStatus = Literal["accepted", "pending", "landed"]
+
+
+@dataclass(frozen=True)
+class IdState:
+    """Where one event id stands in the commit log."""
+
+    status: IdStatus
+    object_key: str | None = None
+
+
+@dataclass(frozen=True)
+class DedupeKey:
+    """An event's identity within a source, led by its hour so inserts arrive in
+    index order and old ids are pruned by time. ``hour`` is the partition key
+    ``YYYY-MM-DD-HH:00``."""
+
+    hour: str
+    event_id: str
+
+
+class DedupeStore(ABC):
+    """The commit log: ``accepted`` -> ``pending(K)`` -> ``landed(K)``.
+
+    Entries expire ``ttl_seconds`` after their last write (default 30 days).
+    Every method is batched: one call per page, not per event.
+    """
+
+    ttl_seconds: int = 30 * 24 * 3600
+
+    @abstractmethod
+    def accept(self, source: str, keys: Sequence[DedupeKey]) -> list[bool]:
+        """Insert-if-absent as ``accepted`` (webhook receiver). Returns, per key in
+        order, True if it was new (buffer it) or False if already known (a duplicate
+        delivery: acknowledge, do not buffer)."""
+
+    @abstractmethod
+    def claim(
+        self, source: str, keys: Sequence[DedupeKey], object_key: str
+    ) -> dict[DedupeKey, IdState]:
+        """Move every key that is not ``landed`` to ``pending(object_key)``.
+
+        Returns the *prior* state of the keys the caller must look at: those already
+        ``landed`` (drop them) and those that were ``pending`` under a different object
+        key (drop them if that object exists in the lake, else keep them: they are now
+        pending under ``object_key``). Keys absent from the result were claimed
+        cleanly."""
+
+    @abstractmethod
+    def mark_landed(self, source: str, keys: Sequence[DedupeKey], object_key: str) -> None:
+        """Record that ``object_key`` holding these ids is in the lake."""
+
+    @abstractmethod
+    def get(self, source: str, keys: Sequence[DedupeKey]) -> dict[DedupeKey, IdState]:
+        """Current state of the keys that exist (absent keys are omitted)."""
+
+    @abstractmethod
+    def prune(self, now: float | None = None) -> int:
+        """Delete expired entries; returns how many. (DynamoDB does this by TTL.)"""
+
+    def ensure(self, source: str) -> list[str]:
+        """Create this source's backend resources if missing (never delete or
+        replace); returns notes on drift. Nothing to do for SQLite."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+# ----------------------------------------------------------------------------- buffer
+
+
+@dataclass(frozen=True)
+class BufferMessage:
+    """One received message. ``receipt`` is what ``delete`` takes; it changes on every
+    receive. SQLite refuses a stale receipt; SQS may accept one, which is harmless
+    because a receipt is only used after its events have landed."""
+
+    message_id: str
+    receipt: str
+    body: bytes
+    receive_count: int
+    sent_at: float
+
+
+@dataclass(frozen=True)
+class BufferDepth:
+    """What the arrival sensor and backpressure look at."""
+
+    messages: int
+    oldest_age_seconds: float | None
+    dead_letters: int
+
+
+class Buffer(ABC):
+    """At-least-once queue per source, with visibility timeout and a dead-letter
+    queue after ``max_receives`` receives (SQS with a redrive policy on AWS)."""
+
+    max_receives: int = 5
+
+    @abstractmethod
+    def send(self, source: str, bodies: Sequence[bytes]) -> list[str]:
+        """Durably append; returns message ids. Durable before it returns."""
+
+    @abstractmethod
+    def receive(
+        self, source: str, max_messages: int, visibility_timeout: float
+    ) -> list[BufferMessage]:
+        """Up to ``max_messages`` visible messages, hidden for ``visibility_timeout``
+        seconds. A message received more than ``max_receives`` times moves to the
+        dead-letter queue instead of being returned."""
+
+    @abstractmethod
+    def delete(self, source: str, receipts: Sequence[str]) -> None:
+        """Delete after the messages' events are landed."""
+
+    @abstractmethod
+    def depth(self, source: str) -> BufferDepth:
+        """Visible + in-flight messages, age of the oldest, and DLQ depth."""
+
+    @abstractmethod
+    def dead_letters(self, source: str, max_messages: int = 10) -> list[BufferMessage]:
+        """Peek at dead-lettered messages (for the DLQ check and the replay job)."""
+
+    @abstractmethod
+    def redrive(self, source: str) -> int:
+        """Move every dead-lettered message back to the main queue; returns how many."""
+
+    def ensure(self, source: str) -> list[str]:
+        """Create this source's backend resources if missing (never delete or
+        replace); returns notes on drift. Nothing to do for SQLite."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+# ---------------------------------------------------------------------------- secrets
+
+
+class SecretStore(ABC):
+    """Named secrets. Implementations never log or embed the value in errors."""
+
+    @abstractmethod
+    def _fetch(self, name: str) -> str:
+        """The raw value, or raise ``SecretNotFound`` naming only ``name``."""
+
+    def __init__(self, ttl_seconds: float = 300.0) -> None:
+        self._ttl = ttl_seconds
+        self._cache: dict[str, tuple[float, Secret]] = {}
+
+    def get(self, name: str) -> Secret:
+        """The secret, cached for ``ttl_seconds`` so rotation is picked up without a
+        restart and the backend is not called on every page."""
+        now = time.monotonic()
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        secret = Secret(self._fetch(name))
+        self._cache[name] = (now + self._ttl, secret)
+        return secret
+
+    def invalidate(self, name: str | None = None) -> None:
+        """Forget cached values (after a 401, the secret may have rotated)."""
+        if name is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(name, None)

@@ -1,0 +1,809 @@
+"""SQLite state stores: the embedded default, one file (normally ``$LIP_HOME/state.db``).
+
+The cursor, the dedupe commit log and the buffer can share one file (separate tables),
+so one backup covers a deployment, and WAL keeps every commit a sequential
+append: a crash loses at most a suffix of transactions, never a middle one, so the
+order of effects (land, mark landed, commit cursor / delete from buffer) survives it.
+
+Concurrency: every thread gets its own connection (``sqlite3`` connections are not
+meant to be shared), a process that forks opens fresh ones, every read-modify-write
+runs in ``BEGIN IMMEDIATE`` so two writers queue on the file lock instead of failing
+with a deadlock on upgrade, and ``busy_timeout`` makes that queueing wait rather than
+error. Transactions are one call long: nothing holds the write lock between calls.
+
+``synchronous=FULL`` is the default so a ``send`` to the buffer that returned (the
+webhook receiver then answered 200 to the vendor) survives a power cut, not only a
+killed process. ``NORMAL`` is available where that trade is acceptable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from lip_dagster.errors import StateError
+from lip_dagster.lake.layout import validate_source_name
+from lip_dagster.state._common import cursor_conflict, later_high_water
+from lip_dagster.state.base import (
+    Buffer,
+    BufferDepth,
+    BufferMessage,
+    CursorRecord,
+    CursorStore,
+    DedupeKey,
+    DedupeStore,
+    IdState,
+    IdStatus,
+)
+
+__all__ = [
+    "SqliteBuffer",
+    "SqliteCursorStore",
+    "SqliteDedupeStore",
+    "cursor_conflict",
+    "later_high_water",
+]
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0
+DEFAULT_TTL_SECONDS = 30 * 24 * 3600
+
+# Host parameters per statement: below even the 999 of SQLite builds older than 3.32,
+# large enough that a page of 1,000 ids is two or three statements.
+_CHUNK = 500
+_CACHE_KIB = 32 * 1024
+_WAL_CHECKPOINT_PAGES = 10_000
+
+
+# ------------------------------------------------------------------ shared connection
+
+
+class _Database:
+    """Per-thread connections to one SQLite file, schema created on first use.
+
+    One object per store; several stores (and processes) may point at the same file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        schema: Sequence[str],
+        busy_timeout: float,
+        synchronous: Synchronous,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise StateError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        self.path = Path(path)
+        self._schema = tuple(schema)
+        self._busy_ms = max(0, int(busy_timeout * 1000))
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._open_conns: list[tuple[int, sqlite3.Connection]] = []
+        self._schema_ready = False
+
+    def __repr__(self) -> str:
+        return f"<SQLite state database {str(self.path)!r}>"
+
+    def _error(self, what: str, err: sqlite3.Error) -> StateError:
+        return StateError(f"SQLite state database {str(self.path)!r}: {what} failed: {err}")
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened (and the schema created) on first use."""
+        local = self._local
+        pid = os.getpid()
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if (
+            conn is not None
+            and getattr(local, "pid", None) == pid
+            and getattr(local, "generation", None) == self._generation
+        ):
+            return conn
+        conn = self._open()
+        local.conn, local.pid, local.generation = conn, pid, self._generation
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StateError(
+                f"SQLite state database {str(self.path)!r}: cannot create its directory: "
+                f"{err.strerror}"
+            ) from err
+        try:
+            # isolation_level=None: this module issues BEGIN/COMMIT itself, so a
+            # transaction is exactly as long as the code says.
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            # The hot end of the dedupe index (the current hours) must stay in memory,
+            # and a larger WAL rewrites those pages into the main file less often.
+            conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
+        except sqlite3.Error as err:
+            raise self._error("opening the database", err) from err
+        if str(mode).lower() != "wal":
+            conn.close()
+            raise StateError(
+                f"SQLite state database {str(self.path)!r}: WAL mode is not available "
+                f"(journal_mode stayed {mode!r}); put LIP_HOME on a local filesystem"
+            )
+        with self._lock:
+            self._open_conns.append((os.getpid(), conn))
+            ready = self._schema_ready
+        if not ready:
+            self._create_schema(conn)
+        return conn
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in self._schema:
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            raise self._error("creating tables", err) from err
+        with self._lock:
+            self._schema_ready = True
+
+    @contextmanager
+    def write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed if the block returns, rolled
+        back if it raises (``CursorConflict`` and friends pass through unchanged)."""
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise self._error(what, err) from err
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            self._rollback(conn)
+            raise self._error(what, err) from err
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    @contextmanager
+    def read(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One deferred (read) transaction, so a multi-statement read is one snapshot."""
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as err:
+            raise self._error(what, err) from err
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            self._rollback(conn)
+            raise self._error(what, err) from err
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        # SQLite may already have rolled back (e.g. on SQLITE_FULL); a second ROLLBACK
+        # would raise and hide the original error.
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def close(self) -> None:
+        """Close the connections this process opened; the next call reopens."""
+        pid = os.getpid()
+        with self._lock:
+            self._generation += 1
+            mine = [c for p, c in self._open_conns if p == pid]
+            # Connections inherited through fork belong to the parent: never close
+            # them here (closing can checkpoint or unlink the parent's WAL).
+            self._open_conns = []
+        for conn in mine:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+
+def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ----------------------------------------------------------------------------- cursor
+
+_CURSOR_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS lip_cursor (
+        source     TEXT NOT NULL,
+        endpoint   TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        high_water TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (source, endpoint)
+    ) WITHOUT ROWID""",
+)
+
+
+class SqliteCursorStore(CursorStore):
+    """Cursors in the ``lip_cursor`` table, compare-and-set on ``version``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT_SECONDS,
+        synchronous: Synchronous = "FULL",
+    ) -> None:
+        self._db = _Database(path, _CURSOR_SCHEMA, busy_timeout, synchronous)
+
+    def __repr__(self) -> str:
+        return f"SqliteCursorStore({str(self._db.path)!r})"
+
+    def get(self, source: str, endpoint: str) -> CursorRecord | None:
+        validate_source_name(source)
+        with self._db.read(f"reading the cursor of source {source!r}") as conn:
+            row = conn.execute(
+                "SELECT value, version, high_water, updated_at FROM lip_cursor "
+                "WHERE source = ? AND endpoint = ?",
+                (source, endpoint),
+            ).fetchone()
+        if row is None:
+            return None
+        return CursorRecord(value=row[0], version=row[1], high_water=row[2], updated_at=row[3])
+
+    def commit(
+        self,
+        source: str,
+        endpoint: str,
+        value: str,
+        expected_version: int | None,
+        high_water: str | None = None,
+    ) -> CursorRecord:
+        validate_source_name(source)
+        where = f"cursor of source {source!r} endpoint {endpoint!r}"
+        with self._db.write(f"committing the {where}") as conn:
+            row = conn.execute(
+                "SELECT version, high_water FROM lip_cursor WHERE source = ? AND endpoint = ?",
+                (source, endpoint),
+            ).fetchone()
+            stored_version = None if row is None else int(row[0])
+            if stored_version != expected_version:
+                raise cursor_conflict(source, endpoint, expected_version, stored_version)
+            new_high = later_high_water(None if row is None else row[1], high_water, where=where)
+            new_version = 1 if expected_version is None else expected_version + 1
+            now = time.time()
+            conn.execute(
+                "INSERT INTO lip_cursor (source, endpoint, value, version, high_water, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (source, endpoint) DO UPDATE SET value = excluded.value, "
+                "version = excluded.version, high_water = excluded.high_water, "
+                "updated_at = excluded.updated_at",
+                (source, endpoint, value, new_version, new_high, now),
+            )
+        return CursorRecord(value=value, version=new_version, high_water=new_high, updated_at=now)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# ----------------------------------------------------------------------------- dedupe
+
+_STATUS_CODE: dict[IdStatus, int] = {"accepted": 0, "pending": 1, "landed": 2}
+_CODE_STATUS: dict[int, IdStatus] = {v: k for k, v in _STATUS_CODE.items()}
+_LANDED = _STATUS_CODE["landed"]
+_PENDING = _STATUS_CODE["pending"]
+_ACCEPTED = _STATUS_CODE["accepted"]
+
+_HOUR_RE = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}:00\Z")
+_HOUR_FORMAT = "%Y-%m-%d-%H:00"
+
+# Rows are pruned only in hours older than (now - ttl + this). An id is written after
+# its event happened, so a row in a younger hour cannot have expired unless its event
+# claimed to be from the future; such rows are pruned once their hour ages into range.
+_PRUNE_HORIZON_SLACK_SECONDS = 2 * 24 * 3600
+_PRUNE_CHUNK = 5000
+
+_DEDUPE_SCHEMA = (
+    # Key order (source, hour, event_id): within a source, ids arrive in hour order, so
+    # writes stay in the hot end of the B-tree instead of random pages (DESIGN §10:
+    # ~10x). WITHOUT ROWID keeps the row in the key's B-tree: one B-tree write per id.
+    # There is deliberately no index on expires_at: it would double the bytes written
+    # per id; ``prune`` walks old hours by primary key instead.
+    """CREATE TABLE IF NOT EXISTS lip_dedupe (
+        source     TEXT NOT NULL,
+        hour       TEXT NOT NULL,
+        event_id   TEXT NOT NULL,
+        status     INTEGER NOT NULL,
+        object_id  INTEGER,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (source, hour, event_id)
+    ) WITHOUT ROWID""",
+    # Object keys are ~90 bytes and shared by a whole batch: stored once here and
+    # referenced by number, which halves the size of every dedupe row. An object row
+    # outlives every row pointing at it: its expires_at and max_hour are the max over
+    # all writes that referenced it, and prune deletes it only when both are past.
+    """CREATE TABLE IF NOT EXISTS lip_dedupe_object (
+        id         INTEGER PRIMARY KEY,
+        object_key TEXT NOT NULL UNIQUE,
+        max_hour   TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+)
+
+
+class SqliteDedupeStore(DedupeStore):
+    """The commit log in the ``lip_dedupe`` table.
+
+    Every call is one transaction however many keys it carries. Rows past
+    ``expires_at`` still count until ``prune`` deletes them, as on DynamoDB, whose TTL
+    deletion is also lazy.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT_SECONDS,
+        synchronous: Synchronous = "FULL",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if ttl_seconds <= 0:
+            raise StateError(f"dedupe ttl_seconds must be positive, not {ttl_seconds!r}")
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._db = _Database(path, _DEDUPE_SCHEMA, busy_timeout, synchronous)
+
+    def __repr__(self) -> str:
+        return f"SqliteDedupeStore({str(self._db.path)!r}, ttl_seconds={self.ttl_seconds})"
+
+    @staticmethod
+    def _unique(source: str, keys: Sequence[DedupeKey]) -> list[DedupeKey]:
+        """Keys without repeats, in first-seen order; refuses a malformed hour, which
+        would sort outside the time order that pruning relies on."""
+        validate_source_name(source)
+        unique = list(dict.fromkeys(keys))
+        for hour in {k.hour for k in unique}:
+            if not isinstance(hour, str) or not _HOUR_RE.match(hour):
+                raise StateError(
+                    f"dedupe key hour {hour!r} of source {source!r} is not a partition "
+                    "key of the form YYYY-MM-DD-HH:00"
+                )
+        return unique
+
+    @staticmethod
+    def _object_id(
+        conn: sqlite3.Connection, object_key: str, keys: Sequence[DedupeKey], expires: float
+    ) -> int:
+        max_hour = max(k.hour for k in keys)
+        conn.execute(
+            "INSERT INTO lip_dedupe_object (object_key, max_hour, expires_at) "
+            "VALUES (?, ?, ?) ON CONFLICT (object_key) DO UPDATE SET "
+            "max_hour = max(max_hour, excluded.max_hour), "
+            "expires_at = max(expires_at, excluded.expires_at)",
+            (object_key, max_hour, expires),
+        )
+        row = conn.execute(
+            "SELECT id FROM lip_dedupe_object WHERE object_key = ?", (object_key,)
+        ).fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def _states(
+        conn: sqlite3.Connection, source: str, keys: Iterable[DedupeKey]
+    ) -> dict[DedupeKey, tuple[int, int | None, str | None]]:
+        """Stored (status, object id, object key) of the keys that exist, by chunked
+        ``IN`` per hour: a page spans few hours, so this is a few index range scans."""
+        by_hour: dict[str, list[str]] = {}
+        for key in keys:
+            by_hour.setdefault(key.hour, []).append(key.event_id)
+        found: dict[DedupeKey, tuple[int, int | None, str | None]] = {}
+        for hour, ids in by_hour.items():
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT d.event_id, d.status, d.object_id, o.object_key "  # noqa: S608
+                    "FROM lip_dedupe d LEFT JOIN lip_dedupe_object o ON o.id = d.object_id "
+                    f"WHERE d.source = ? AND d.hour = ? AND d.event_id IN ({marks})",
+                    (source, hour, *chunk),
+                )
+                for event_id, status, object_id, object_key in rows:
+                    found[DedupeKey(hour, event_id)] = (int(status), object_id, object_key)
+        return found
+
+    def accept(self, source: str, keys: Sequence[DedupeKey]) -> list[bool]:
+        unique = self._unique(source, keys)
+        if not unique:
+            return []
+        expires = self._clock() + self.ttl_seconds
+        with self._db.write(f"accepting ids of source {source!r}") as conn:
+            known = set(self._states(conn, source, unique))
+            conn.executemany(
+                "INSERT INTO lip_dedupe (source, hour, event_id, status, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (source, k.hour, k.event_id, _ACCEPTED, expires)
+                    for k in unique
+                    if k not in known
+                ],
+            )
+        result: list[bool] = []
+        for key in keys:
+            # The first occurrence of a new key is new; a repeat in the same call is a
+            # duplicate delivery like any other.
+            result.append(key not in known)
+            known.add(key)
+        return result
+
+    def claim(
+        self, source: str, keys: Sequence[DedupeKey], object_key: str
+    ) -> dict[DedupeKey, IdState]:
+        unique = self._unique(source, keys)
+        if not unique:
+            return {}
+        expires = self._clock() + self.ttl_seconds
+        with self._db.write(f"claiming ids of source {source!r}") as conn:
+            oid = self._object_id(conn, object_key, unique, expires)
+            # A polling page is almost always all new ids: try the plain insert first
+            # and look at prior states only if some ids already existed. Reading after
+            # the insert is still exact: the ids just inserted read back as
+            # pending(object_key), which is "claimed cleanly", as they should.
+            inserted = conn.executemany(
+                "INSERT INTO lip_dedupe (source, hour, event_id, status, object_id, "
+                "expires_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (source, hour, event_id) DO NOTHING",
+                [(source, k.hour, k.event_id, _PENDING, oid, expires) for k in unique],
+            ).rowcount
+            if inserted == len(unique):
+                return {}
+            report: dict[DedupeKey, IdState] = {}
+            moved: list[tuple[int, int, float, str, str, str]] = []
+            for key, (status, old_id, old_key) in self._states(conn, source, unique).items():
+                if status == _LANDED:
+                    report[key] = IdState("landed", old_key)
+                    continue
+                if status == _PENDING and old_id == oid:
+                    continue
+                if status == _PENDING:
+                    report[key] = IdState("pending", old_key)
+                moved.append((_PENDING, oid, expires, source, key.hour, key.event_id))
+            conn.executemany(
+                "UPDATE lip_dedupe SET status = ?, object_id = ?, expires_at = ? "
+                "WHERE source = ? AND hour = ? AND event_id = ?",
+                moved,
+            )
+        return report
+
+    def mark_landed(self, source: str, keys: Sequence[DedupeKey], object_key: str) -> None:
+        unique = self._unique(source, keys)
+        if not unique:
+            return
+        expires = self._clock() + self.ttl_seconds
+        with self._db.write(f"marking ids of source {source!r} landed") as conn:
+            oid = self._object_id(conn, object_key, unique, expires)
+            # Claimed ids exist, so a plain UPDATE is the fast path; ids marked without
+            # a claim are inserted rather than forgotten.
+            updated = conn.executemany(
+                "UPDATE lip_dedupe SET status = ?, object_id = ?, expires_at = ? "
+                "WHERE source = ? AND hour = ? AND event_id = ?",
+                [(_LANDED, oid, expires, source, k.hour, k.event_id) for k in unique],
+            ).rowcount
+            if updated != len(unique):
+                conn.executemany(
+                    "INSERT INTO lip_dedupe (source, hour, event_id, status, object_id, "
+                    "expires_at) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (source, hour, event_id) DO NOTHING",
+                    [(source, k.hour, k.event_id, _LANDED, oid, expires) for k in unique],
+                )
+
+    def get(self, source: str, keys: Sequence[DedupeKey]) -> dict[DedupeKey, IdState]:
+        unique = self._unique(source, keys)
+        if not unique:
+            return {}
+        with self._db.read(f"reading ids of source {source!r}") as conn:
+            found = self._states(conn, source, unique)
+        return {key: IdState(_CODE_STATUS[st], ok) for key, (st, _, ok) in found.items()}
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete ids whose ``expires_at`` has passed, in short transactions so the
+        receiver and the writers are never locked out for long.
+
+        Only hours older than ``now - ttl`` (plus two days of slack) are visited, so
+        a prune reads about a day of rows, not the whole table. An id whose event
+        claimed a future time is therefore pruned late, never early.
+        """
+        cutoff = self._clock() if now is None else now
+        horizon_at = cutoff - self.ttl_seconds + _PRUNE_HORIZON_SLACK_SECONDS
+        horizon = datetime.fromtimestamp(max(0.0, horizon_at), UTC).strftime(_HOUR_FORMAT)
+        total = 0
+        source: str | None = ""
+        while True:
+            with self._db.read("listing sources in the dedupe store") as conn:
+                (source,) = conn.execute(
+                    "SELECT min(source) FROM lip_dedupe WHERE source > ?", (source,)
+                ).fetchone()
+            if source is None:
+                break
+            total += self._prune_source(source, horizon, cutoff)
+        with self._db.write("pruning expired dedupe object keys") as conn:
+            # Safe: every id pointing at such an object has hour <= max_hour < horizon
+            # and expires_at <= the object's expires_at <= cutoff, so it is gone.
+            conn.execute(
+                "DELETE FROM lip_dedupe_object WHERE expires_at <= ? AND max_hour < ?",
+                (cutoff, horizon),
+            )
+        return total
+
+    def _prune_source(self, source: str, horizon: str, cutoff: float) -> int:
+        deleted = 0
+        last_hour, last_id = "", ""
+        while True:
+            with self._db.write(f"pruning expired ids of source {source!r}") as conn:
+                rows = conn.execute(
+                    "SELECT hour, event_id, expires_at FROM lip_dedupe "
+                    "WHERE source = ? AND hour < ? AND (hour, event_id) > (?, ?) "
+                    "ORDER BY hour, event_id LIMIT ?",
+                    (source, horizon, last_hour, last_id, _PRUNE_CHUNK),
+                ).fetchall()
+                expired = [(source, h, e) for h, e, x in rows if x <= cutoff]
+                conn.executemany(
+                    "DELETE FROM lip_dedupe WHERE source = ? AND hour = ? AND event_id = ?",
+                    expired,
+                )
+            deleted += len(expired)
+            # Keyset walk: each pass starts after the last key seen, so the loop ends
+            # after one pass over the old hours.
+            if len(rows) < _PRUNE_CHUNK:
+                return deleted
+            last_hour, last_id = rows[-1][0], rows[-1][1]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# ----------------------------------------------------------------------------- buffer
+
+_BUFFER_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS lip_buffer (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        source        TEXT NOT NULL,
+        message_id    TEXT NOT NULL UNIQUE,
+        body          BLOB NOT NULL,
+        sent_at       REAL NOT NULL,
+        receive_count INTEGER NOT NULL DEFAULT 0,
+        visible_at    REAL NOT NULL,
+        receipt       TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS lip_buffer_order ON lip_buffer (source, seq, visible_at)",
+    "CREATE INDEX IF NOT EXISTS lip_buffer_receipt ON lip_buffer (receipt)",
+    """CREATE TABLE IF NOT EXISTS lip_buffer_dead (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        source        TEXT NOT NULL,
+        message_id    TEXT NOT NULL UNIQUE,
+        body          BLOB NOT NULL,
+        sent_at       REAL NOT NULL,
+        receive_count INTEGER NOT NULL,
+        dead_at       REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS lip_buffer_dead_order ON lip_buffer_dead (source, seq)",
+)
+
+
+class SqliteBuffer(Buffer):
+    """An at-least-once queue per source in ``lip_buffer``, dead letters in
+    ``lip_buffer_dead``.
+
+    Matches SQS with a redrive policy where it matters to the drain run: a receive
+    hides a message for the visibility timeout and hands out a fresh receipt, and the
+    receive that would be number ``max_receives + 1`` moves the message to the
+    dead-letter table instead. Unlike SQS, a stale receipt deletes nothing.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_receives: int = 5,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT_SECONDS,
+        synchronous: Synchronous = "FULL",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_receives < 1:
+            raise StateError(f"max_receives must be at least 1, not {max_receives!r}")
+        self.max_receives = max_receives
+        self._clock = clock
+        self._db = _Database(path, _BUFFER_SCHEMA, busy_timeout, synchronous)
+
+    def __repr__(self) -> str:
+        return f"SqliteBuffer({str(self._db.path)!r}, max_receives={self.max_receives})"
+
+    def send(self, source: str, bodies: Sequence[bytes]) -> list[str]:
+        validate_source_name(source)
+        if not bodies:
+            return []
+        now = self._clock()
+        ids = [str(uuid.uuid4()) for _ in bodies]
+        rows = [
+            (source, mid, sqlite3.Binary(bytes(body)), now, now)
+            for mid, body in zip(ids, bodies, strict=True)
+        ]
+        with self._db.write(f"buffering messages of source {source!r}") as conn:
+            conn.executemany(
+                "INSERT INTO lip_buffer (source, message_id, body, sent_at, visible_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        return ids
+
+    def receive(
+        self, source: str, max_messages: int, visibility_timeout: float
+    ) -> list[BufferMessage]:
+        validate_source_name(source)
+        if max_messages <= 0:
+            return []
+        hide_for = max(0.0, float(visibility_timeout))
+        out: list[BufferMessage] = []
+        with self._db.write(f"receiving messages of source {source!r}") as conn:
+            now = self._clock()
+            after = 0
+            while len(out) < max_messages:
+                # Walk forward by seq: every row seen is either handed out or moved to
+                # the dead-letter table, so a zero visibility timeout cannot loop.
+                rows = conn.execute(
+                    "SELECT seq, message_id, body, sent_at, receive_count FROM lip_buffer "
+                    "WHERE source = ? AND seq > ? AND visible_at <= ? ORDER BY seq LIMIT ?",
+                    (source, after, now, min(_CHUNK, max_messages - len(out))),
+                ).fetchall()
+                if not rows:
+                    break
+                after = rows[-1][0]
+                dead = [r[0] for r in rows if r[4] + 1 > self.max_receives]
+                if dead:
+                    self._bury(conn, dead, now)
+                updates: list[tuple[int, float, str, int]] = []
+                for seq, message_id, body, sent_at, count in rows:
+                    if count + 1 > self.max_receives:
+                        continue
+                    receipt = f"{message_id}:{uuid.uuid4().hex}"
+                    updates.append((count + 1, now + hide_for, receipt, seq))
+                    out.append(
+                        BufferMessage(
+                            message_id=message_id,
+                            receipt=receipt,
+                            body=bytes(body),
+                            receive_count=count + 1,
+                            sent_at=sent_at,
+                        )
+                    )
+                conn.executemany(
+                    "UPDATE lip_buffer SET receive_count = ?, visible_at = ?, receipt = ? "
+                    "WHERE seq = ?",
+                    updates,
+                )
+        return out
+
+    @staticmethod
+    def _bury(conn: sqlite3.Connection, seqs: Sequence[int], now: float) -> None:
+        marks = ",".join("?" * len(seqs))
+        conn.execute(
+            "INSERT INTO lip_buffer_dead (source, message_id, body, sent_at, receive_count, "  # noqa: S608
+            "dead_at) SELECT source, message_id, body, sent_at, receive_count, ? "
+            f"FROM lip_buffer WHERE seq IN ({marks}) ORDER BY seq",
+            (now, *seqs),
+        )
+        conn.execute(f"DELETE FROM lip_buffer WHERE seq IN ({marks})", tuple(seqs))  # noqa: S608
+
+    def delete(self, source: str, receipts: Sequence[str]) -> None:
+        """Delete by current receipt; a stale or unknown receipt deletes nothing (the
+        message went back to the queue and someone else holds it now)."""
+        validate_source_name(source)
+        if not receipts:
+            return
+        with self._db.write(f"deleting messages of source {source!r}") as conn:
+            conn.executemany(
+                "DELETE FROM lip_buffer WHERE receipt = ? AND source = ?",
+                [(r, source) for r in dict.fromkeys(receipts)],
+            )
+
+    def depth(self, source: str) -> BufferDepth:
+        validate_source_name(source)
+        with self._db.read(f"measuring the buffer of source {source!r}") as conn:
+            count, oldest = conn.execute(
+                "SELECT count(*), min(sent_at) FROM lip_buffer WHERE source = ?", (source,)
+            ).fetchone()
+            (dead,) = conn.execute(
+                "SELECT count(*) FROM lip_buffer_dead WHERE source = ?", (source,)
+            ).fetchone()
+        age = None if oldest is None else max(0.0, self._clock() - float(oldest))
+        return BufferDepth(messages=int(count), oldest_age_seconds=age, dead_letters=int(dead))
+
+    def dead_letters(self, source: str, max_messages: int = 10) -> list[BufferMessage]:
+        """Oldest dead letters first. Their ``receipt`` is a fresh token that deletes
+        nothing: dead letters leave only through ``redrive``."""
+        validate_source_name(source)
+        if max_messages <= 0:
+            return []
+        with self._db.read(f"reading dead letters of source {source!r}") as conn:
+            rows = conn.execute(
+                "SELECT message_id, body, sent_at, receive_count FROM lip_buffer_dead "
+                "WHERE source = ? ORDER BY seq LIMIT ?",
+                (source, max_messages),
+            ).fetchall()
+        return [
+            BufferMessage(
+                message_id=mid,
+                receipt=f"dead:{uuid.uuid4().hex}",
+                body=bytes(body),
+                receive_count=count,
+                sent_at=sent_at,
+            )
+            for mid, body, sent_at, count in rows
+        ]
+
+    def redrive(self, source: str) -> int:
+        """Move dead letters back in chunks (short transactions), receive count reset,
+        original ``sent_at`` and message id kept so age and tracing stay truthful."""
+        validate_source_name(source)
+        moved = 0
+        with self._db.read(f"counting dead letters of source {source!r}") as conn:
+            (pending,) = conn.execute(
+                "SELECT count(*) FROM lip_buffer_dead WHERE source = ?", (source,)
+            ).fetchone()
+        # Bounded by what was there at the start, so letters dying meanwhile (a drain
+        # that keeps failing) cannot keep this loop alive.
+        for _ in range(int(pending) // _CHUNK + 1):
+            with self._db.write(f"redriving dead letters of source {source!r}") as conn:
+                seqs = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT seq FROM lip_buffer_dead WHERE source = ? ORDER BY seq LIMIT ?",
+                        (source, _CHUNK),
+                    )
+                ]
+                if not seqs:
+                    break
+                marks = ",".join("?" * len(seqs))
+                now = self._clock()
+                conn.execute(
+                    "INSERT INTO lip_buffer (source, message_id, body, sent_at, "  # noqa: S608
+                    "receive_count, visible_at) SELECT source, message_id, body, sent_at, "
+                    f"0, ? FROM lip_buffer_dead WHERE seq IN ({marks}) ORDER BY seq",
+                    (now, *seqs),
+                )
+                conn.execute(
+                    f"DELETE FROM lip_buffer_dead WHERE seq IN ({marks})",  # noqa: S608
+                    tuple(seqs),
+                )
+            moved += len(seqs)
+        return moved
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from lip_dagster.lake.backends import LocalLake
+from lip_dagster.lake.envelope import EventIdentity
+from lip_dagster.lake.writer import LakeWriter
+from lip_dagster.state.sqlite import SqliteDedupeStore
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+OKTA = EventIdentity(id_fields=("uuid",), time_field="published")
+
+
+def okta_events(n: int, start: datetime, step: timedelta, seed: int = 0) -> list[dict[str, Any]]:
+    """The recorded Okta event, re-stamped: unique uuids, spread timestamps."""
+    base = orjson.loads((FIXTURES / "lake" / "okta_event.json").read_bytes())
+    out = []
+    for i in range(n):
+        ev = copy.deepcopy(base)
+        ev["uuid"] = str(uuid.UUID(int=(seed << 64) + i))
+        t = start + step * i
+        ev["published"] = t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+        out.append(ev)
+    return out
+
+
+@pytest.fixture
+def make_events() -> Callable[..., list[dict[str, Any]]]:
+    def make(
+        n: int,
+        start: datetime = datetime(2026, 3, 1, 10, 0, tzinfo=UTC),
+        step: timedelta = timedelta(seconds=10),
+        seed: int = 0,
+    ) -> list[dict[str, Any]]:
+        return okta_events(n, start, step, seed)
+
+    return make
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> LocalLake:
+    return LocalLake(tmp_path / "lake", tmp_path / "tmp")
+
+
+@pytest.fixture
+def dedupe(tmp_path: Path) -> Iterator[SqliteDedupeStore]:
+    store = SqliteDedupeStore(tmp_path / "state.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def writer(lake: LocalLake, dedupe: SqliteDedupeStore) -> Iterator[LakeWriter]:
+    w = LakeWriter(lake, dedupe)
+    yield w
+    w.close()

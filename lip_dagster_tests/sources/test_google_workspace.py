@@ -1,0 +1,74 @@
+"""Google Workspace Reports adapter against the simulator (VENDORS.md §4)."""
+
+from __future__ import annotations
+
+import gzip
+
+import orjson
+import pytest
+
+from lip_dagster.errors import ConfigError, VendorAuthError, VendorError
+
+from .conftest import Harness
+
+
+def sim_ids(h: Harness, app: str) -> set[str]:
+    return {
+        "|".join(
+            str(e["id"][k]) for k in ("time", "uniqueQualifier", "applicationName", "customerId")
+        )
+        for e in h.sim.events("google_workspace", app)
+    }
+
+
+def test_every_application_lands_with_string_int64_identity(harness: Harness) -> None:
+    report = harness.poller("google_workspace", initial_lookback_hours=4).run()
+    expected = set().union(*(sim_ids(harness, a) for a in ("admin", "login", "drive", "token")))
+    ids = harness.lake_ids("google_workspace")
+    assert set(ids) == expected and max(ids.values()) == 1
+    assert all(r.stopped == "caught_up" for r in report.endpoints.values())
+    qualifiers = [i.split("|")[1] for i in ids]
+    assert any(q.startswith("-") for q in qualifiers)  # negative int64s survive as strings
+    root = harness.backend.settings.lake_dir / "source=google_workspace"
+    line = gzip.decompress(next(root.rglob("*.gz")).read_bytes()).splitlines()[0]
+    assert isinstance(orjson.loads(line)["id"]["uniqueQualifier"], str)
+
+
+def test_token_is_fetched_once_for_many_pages(harness: Harness) -> None:
+    harness.poller("google_workspace", initial_lookback_hours=4, page_size=50).run()
+    assert harness.sim.tokens_issued.get("google_workspace") == 1
+
+
+def test_overlap_rereads_are_dropped_as_duplicates(harness: Harness) -> None:
+    harness.poller("google_workspace", initial_lookback_hours=4, endpoints=("login",)).run()
+    again = harness.poller(
+        "google_workspace", endpoints=("login",), options={"overlap_minutes": "600"}
+    ).run()
+    assert again.result.events == 0 and again.result.duplicates > 0
+
+
+def test_503_overload_then_success(harness: Harness) -> None:
+    harness.sim.script("google", [503, 503])
+    harness.poller("google_workspace", initial_lookback_hours=4, endpoints=("admin",)).run()
+    assert set(harness.lake_ids("google_workspace")) == sim_ids(harness, "admin")
+
+
+def test_5xx_beyond_the_bound(harness: Harness) -> None:
+    harness.sim.script("google", [500, 500, 500])
+    with pytest.raises(VendorError, match="HTTP 500"):
+        harness.poller("google_workspace", endpoints=("admin",), max_attempts=2).run()
+
+
+def test_wrong_delegated_admin_key_is_refused(harness: Harness, monkeypatch) -> None:
+    sa = orjson.loads(harness.sim.credentials()["google/service-account"])
+    sa["client_email"] = "someone-else@project.iam.gserviceaccount.com"
+    monkeypatch.setenv("LIP_SECRET_GOOGLE_SERVICE_ACCOUNT", orjson.dumps(sa).decode())
+    with pytest.raises(VendorAuthError, match="token"):
+        harness.poller("google_workspace", endpoints=("admin",)).run()
+
+
+def test_a_malformed_key_file_names_the_problem_not_the_key(harness: Harness, monkeypatch) -> None:
+    monkeypatch.setenv("LIP_SECRET_GOOGLE_SERVICE_ACCOUNT", "-----BEGIN PRIVATE KEY----- oops")
+    with pytest.raises(ConfigError, match="not a Google key file") as ei:
+        harness.poller("google_workspace", endpoints=("admin",)).run()
+    assert "oops" not in str(ei.value)

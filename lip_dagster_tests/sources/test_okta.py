@@ -1,0 +1,117 @@
+"""Okta System Log adapter against the simulator (VENDORS.md §1)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from lip_dagster.errors import VendorAuthError, VendorError
+from lip_dagster.sources.okta import OktaPoller
+
+from .conftest import Harness
+
+
+def okta_ids(h: Harness) -> set[str]:
+    return {e["uuid"] for e in h.sim.events("okta", "logs")}
+
+
+def test_pages_to_the_end_and_lands_every_event_once(harness: Harness) -> None:
+    p = harness.poller("okta", initial_lookback_hours=4)
+    report = p.run()
+    assert report.endpoints["logs"].stopped == "caught_up"
+    assert report.pages >= 9  # 900 events in pages of 100, then the empty page
+    ids = harness.lake_ids("okta")
+    assert set(ids) == okta_ids(harness) and max(ids.values()) == 1
+
+
+def test_endless_next_link_empty_page_means_caught_up(harness: Harness) -> None:
+    p = harness.poller("okta", initial_lookback_hours=4)
+    p.run()
+    cursor = p.cursors.get("okta", "logs")
+    assert cursor is not None and "after=" in cursor.value  # the next link, verbatim
+    # nothing new: one request, an empty page, and the cursor still a next link
+    again = p.run()
+    assert again.pages == 1 and again.result.events == 0
+    assert p.cursors.get("okta", "logs").value.startswith(harness.sim.base_url)
+
+
+def test_resumes_from_the_stored_cursor(harness: Harness) -> None:
+    p = harness.poller("okta", initial_lookback_hours=4)
+    p.run()
+    now = datetime.now(UTC)
+    harness.sim.add_events("okta", "logs", 50, start=now - timedelta(seconds=30), end=now)
+    report = harness.poller("okta").run()
+    assert report.result.events == 50 and report.result.duplicates == 0
+    assert set(harness.lake_ids("okta")) == okta_ids(harness)
+
+
+def test_429_then_success(harness: Harness) -> None:
+    harness.sim.script("okta", [429, 429])
+    report = harness.poller("okta", initial_lookback_hours=4).run()
+    assert report.throttled >= 2
+    assert set(harness.lake_ids("okta")) == okta_ids(harness)
+    assert harness.slept and all(s >= 0 for s in harness.slept)
+
+
+def test_5xx_beyond_the_retry_bound_fails_loudly_and_keeps_the_cursor(harness: Harness) -> None:
+    p = harness.poller("okta", initial_lookback_hours=4)
+    p.run()
+    before = p.cursors.get("okta", "logs")
+    harness.sim.script("okta", [500, 502, 503])
+    with pytest.raises(VendorError) as ei:
+        harness.poller("okta", max_attempts=3).run()
+    msg = str(ei.value)
+    assert "'okta'" in msg and "'logs'" in msg and "HTTP 503" in msg
+    assert p.cursors.get("okta", "logs") == before
+
+
+def test_bad_api_token_is_a_clear_auth_error(harness: Harness, monkeypatch) -> None:
+    monkeypatch.setenv("LIP_SECRET_OKTA_API_TOKEN", "not-the-token")
+    with pytest.raises(VendorAuthError, match="HTTP 401") as ei:
+        harness.poller("okta").run()
+    assert "not-the-token" not in str(ei.value) and "E0000011" in str(ei.value)
+
+
+def test_oauth_private_key_jwt_and_token_cached(harness: Harness) -> None:
+    p = harness.poller("okta", initial_lookback_hours=4, options={"auth": "oauth"})
+    assert isinstance(p, OktaPoller)
+    p.run()
+    assert set(harness.lake_ids("okta")) == okta_ids(harness)
+    assert harness.sim.tokens_issued.get("okta") == 1  # many pages, one token
+
+
+def test_oauth_with_the_wrong_key_is_refused(harness: Harness, monkeypatch) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    monkeypatch.setenv("LIP_SECRET_OKTA_PRIVATE_KEY", other.decode())
+    with pytest.raises(VendorAuthError, match="oauth2/v1/token"):
+        harness.poller("okta", options={"auth": "oauth"}).run()
+
+
+def test_backfill_asks_for_the_bounded_window(harness: Harness) -> None:
+    events = harness.sim.events("okta", "logs")
+    hour = datetime.fromisoformat(events[len(events) // 2]["published"]).replace(
+        minute=0, second=0, microsecond=0
+    )
+    window = (hour, hour + timedelta(hours=1))
+    report = harness.poller("okta").run(window=window)
+    expected = {
+        e["uuid"] for e in events if window[0] <= datetime.fromisoformat(e["published"]) < window[1]
+    }
+    assert set(harness.lake_ids("okta")) == expected
+    assert report.endpoints["logs"].stopped == "window_done"
+    assert harness.backend.cursors.get("okta", "logs") is None
+
+
+def test_a_next_link_to_another_host_is_not_followed(harness: Harness) -> None:
+    p = harness.poller("okta")
+    evil = "https://attacker.example/api/v1/logs?after=x"
+    with pytest.raises(VendorError, match="off the Okta org"):
+        p.call_api(p.get_auth_token(), "logs", cursor=evil)

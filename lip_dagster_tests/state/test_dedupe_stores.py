@@ -1,0 +1,279 @@
+"""Dedupe store (the commit log) contract, run against SQLite and against DynamoDB on
+the local moto server: accepted -> pending(K) -> landed(K), as base.py documents."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from lip_dagster.errors import StateError
+from lip_dagster.state.aws import DynamoDedupeStore
+from lip_dagster.state.base import DedupeKey, DedupeStore, IdState
+from lip_dagster.state.sqlite import SqliteDedupeStore
+
+H1 = "2024-05-01-10:00"
+H2 = "2024-05-01-11:00"
+K1 = "source=x/year=2024/month=05/day=01/hour=10/20240501T100000Z_aaaa.ndjson.gz"
+K2 = "source=x/year=2024/month=05/day=01/hour=10/20240501T100500Z_bbbb.ndjson.gz"
+
+
+def keys(n: int, hour: str = H1) -> list[DedupeKey]:
+    return [DedupeKey(hour, f"evt-{uuid.uuid4().hex}") for _ in range(n)]
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[DedupeStore, str]]:
+    source = f"t{uuid.uuid4().hex[:12]}"
+    dedupe: DedupeStore
+    if request.param == "sqlite":
+        dedupe = SqliteDedupeStore(tmp_path / "state.db")
+    else:
+        dynamo = DynamoDedupeStore(
+            session=request.getfixturevalue("boto_session"),
+            endpoint_url=request.getfixturevalue("moto_endpoint"),
+        )
+        dynamo.ensure(source)
+        dedupe = dynamo
+    yield dedupe, source
+    dedupe.close()
+
+
+def test_accept_tells_new_ids_from_duplicates(store: tuple[DedupeStore, str]) -> None:
+    dedupe, source = store
+    a, b, c = keys(3)
+    assert dedupe.accept(source, [a, b]) == [True, True]
+    # A redelivery of b, and c twice in one request: only the first c is new.
+    assert dedupe.accept(source, [b, c, c]) == [False, True, False]
+    assert dedupe.get(source, [a, b, c]) == {
+        a: IdState("accepted"),
+        b: IdState("accepted"),
+        c: IdState("accepted"),
+    }
+
+
+def test_the_same_event_id_in_another_hour_or_source_is_another_id(
+    store: tuple[DedupeStore, str],
+) -> None:
+    dedupe, source = store
+    assert dedupe.accept(source, [DedupeKey(H1, "e1")]) == [True]
+    assert dedupe.accept(source, [DedupeKey(H2, "e1")]) == [True]
+    assert dedupe.accept(source, [DedupeKey(H1, "e1")]) == [False]
+
+
+def test_a_clean_claim_reports_nothing_and_leaves_ids_pending(
+    store: tuple[DedupeStore, str],
+) -> None:
+    dedupe, source = store
+    fresh = keys(3)
+    accepted = keys(2)
+    dedupe.accept(source, accepted)
+    assert dedupe.claim(source, fresh + accepted, K1) == {}
+    assert dedupe.get(source, fresh + accepted) == {
+        k: IdState("pending", K1) for k in fresh + accepted
+    }
+
+
+def test_claiming_again_under_the_same_object_key_is_idempotent(
+    store: tuple[DedupeStore, str],
+) -> None:
+    dedupe, source = store
+    batch = keys(4)
+    assert dedupe.claim(source, batch, K1) == {}
+    assert dedupe.claim(source, batch, K1) == {}
+    assert dedupe.get(source, batch) == {k: IdState("pending", K1) for k in batch}
+
+
+def test_a_claim_reports_ids_pending_under_another_object_and_takes_them(
+    store: tuple[DedupeStore, str],
+) -> None:
+    dedupe, source = store
+    old, new = keys(2), keys(2)
+    dedupe.claim(source, old, K1)
+    assert dedupe.claim(source, old + new, K2) == {k: IdState("pending", K1) for k in old}
+    assert dedupe.get(source, old + new) == {k: IdState("pending", K2) for k in old + new}
+
+
+def test_landed_ids_are_reported_and_never_reclaimed(store: tuple[DedupeStore, str]) -> None:
+    dedupe, source = store
+    landed, other = keys(3), keys(2)
+    dedupe.claim(source, landed, K1)
+    dedupe.mark_landed(source, landed, K1)
+    assert dedupe.get(source, landed) == {k: IdState("landed", K1) for k in landed}
+    # The retry of the same batch and a different batch both see "landed(K1)".
+    assert dedupe.claim(source, landed, K1) == {k: IdState("landed", K1) for k in landed}
+    assert dedupe.claim(source, landed + other, K2) == {k: IdState("landed", K1) for k in landed}
+    state = dedupe.get(source, landed + other)
+    assert {k: state[k] for k in landed} == {k: IdState("landed", K1) for k in landed}
+    assert {k: state[k] for k in other} == {k: IdState("pending", K2) for k in other}
+    assert dedupe.accept(source, landed) == [False] * 3
+
+
+def test_mark_landed_without_a_claim_still_records_the_ids(
+    store: tuple[DedupeStore, str],
+) -> None:
+    dedupe, source = store
+    batch = keys(2)
+    dedupe.mark_landed(source, batch, K1)
+    assert dedupe.get(source, batch) == {k: IdState("landed", K1) for k in batch}
+
+
+def test_get_omits_unknown_ids_and_empty_calls_do_nothing(
+    store: tuple[DedupeStore, str],
+) -> None:
+    dedupe, source = store
+    known, unknown = keys(1), keys(2)
+    dedupe.accept(source, known)
+    assert dedupe.get(source, known + unknown) == {known[0]: IdState("accepted")}
+    assert dedupe.accept(source, []) == []
+    assert dedupe.claim(source, [], K1) == {}
+    dedupe.mark_landed(source, [], K1)
+    assert dedupe.get(source, []) == {}
+
+
+def test_sources_do_not_see_each_other(store: tuple[DedupeStore, str], tmp_path: Path) -> None:
+    dedupe, source = store
+    other = f"t{uuid.uuid4().hex[:12]}"
+    ensure = getattr(dedupe, "ensure", None)
+    if ensure is not None:
+        ensure(other)
+    key = DedupeKey(H1, "shared-id")
+    dedupe.mark_landed(source, [key], K1)
+    assert dedupe.get(other, [key]) == {}
+    assert dedupe.accept(other, [key]) == [True]
+
+
+def test_a_page_spanning_hours_and_batch_limits(store: tuple[DedupeStore, str]) -> None:
+    # 130 ids over two hours: more than one DynamoDB BatchGetItem (100) and several
+    # BatchWriteItem (25) chunks.
+    dedupe, source = store
+    page = keys(70, H1) + keys(60, H2)
+    dedupe.accept(source, page[:10])
+    assert dedupe.claim(source, page, K1) == {}
+    dedupe.mark_landed(source, page[:100], K1)
+    state = dedupe.get(source, page)
+    assert len(state) == 130
+    assert all(state[k] == IdState("landed", K1) for k in page[:100])
+    assert all(state[k] == IdState("pending", K1) for k in page[100:])
+    retry = dedupe.claim(source, page, K2)
+    assert retry == {
+        **{k: IdState("landed", K1) for k in page[:100]},
+        **{k: IdState("pending", K1) for k in page[100:]},
+    }
+
+
+def test_two_writers_claiming_the_same_ids_each_id_goes_to_one(
+    store: tuple[DedupeStore, str],
+) -> None:
+    dedupe, source = store
+    batch = keys(40)
+    results: dict[str, dict[DedupeKey, IdState]] = {}
+    barrier = threading.Barrier(2)
+
+    def claim(object_key: str) -> None:
+        barrier.wait()
+        results[object_key] = dedupe.claim(source, batch, object_key)
+
+    threads = [threading.Thread(target=claim, args=(k,)) for k in (K1, K2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = dedupe.get(source, batch)
+    for key in batch:
+        winner = final[key].object_key
+        assert final[key].status == "pending" and winner in (K1, K2)
+        loser = K2 if winner == K1 else K1
+        # Whoever claimed last holds the id and was told the other had it first.
+        assert results[winner].get(key) == IdState("pending", loser)
+        assert key not in results[loser]
+
+
+# ---------------------------------------------------------------------- SQLite only
+
+
+class FakeClock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def hour_of(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d-%H:00")
+
+
+def test_prune_removes_expired_ids_only(tmp_path: Path) -> None:
+    start = datetime(2024, 5, 1, 10, 5, tzinfo=UTC).timestamp()
+    clock = FakeClock(start)
+    dedupe = SqliteDedupeStore(tmp_path / "state.db", ttl_seconds=3600, clock=clock)
+    old, refreshed = keys(5, hour_of(start)), keys(3, hour_of(start))
+    other_source = keys(2, hour_of(start))
+    dedupe.claim("okta", old + refreshed, K1)
+    dedupe.accept("github", other_source)
+    clock.now = start + 1800
+    young = keys(4, hour_of(clock.now))
+    dedupe.claim("okta", young, K2)
+    dedupe.mark_landed("okta", refreshed, K2)  # a write renews the 1-hour lease
+
+    assert dedupe.prune(now=start + 3599) == 0
+    assert dedupe.prune(now=start + 3600) == 5 + 2
+    remaining = dedupe.get("okta", old + refreshed + young)
+    assert set(remaining) == set(refreshed + young)
+    # Surviving ids still know their object key after the old object was pruned.
+    assert all(remaining[k] == IdState("landed", K2) for k in refreshed)
+    assert all(remaining[k] == IdState("pending", K2) for k in young)
+    assert dedupe.get("github", other_source) == {}
+    assert dedupe.accept("okta", old) == [True] * 5  # expired ids are new again
+
+    clock.now = start + 10 * 3600
+    assert dedupe.prune() == 3 + 4 + 5
+    assert dedupe.get("okta", old + refreshed + young) == {}
+
+
+def test_prune_keeps_an_object_key_while_an_unexpired_id_points_at_it(tmp_path: Path) -> None:
+    start = datetime(2024, 5, 1, 10, 5, tzinfo=UTC).timestamp()
+    clock = FakeClock(start)
+    dedupe = SqliteDedupeStore(tmp_path / "state.db", ttl_seconds=3600, clock=clock)
+    early, late = keys(2, hour_of(start)), keys(2, hour_of(start))
+    dedupe.claim("okta", early, K1)
+    clock.now = start + 3000
+    dedupe.claim("okta", late, K1)  # same object, later write
+    assert dedupe.prune(now=start + 3600) == 2
+    assert dedupe.get("okta", late) == {k: IdState("pending", K1) for k in late}
+
+
+def test_prune_walks_many_ids_in_chunks(tmp_path: Path) -> None:
+    start = datetime(2024, 5, 1, 10, 5, tzinfo=UTC).timestamp()
+    clock = FakeClock(start)
+    dedupe = SqliteDedupeStore(tmp_path / "state.db", ttl_seconds=60, clock=clock)
+    batch = keys(6000, hour_of(start)) + keys(6000, hour_of(start + 3600))
+    dedupe.claim("okta", batch, K1)
+    clock.now = start + 30
+    keep = keys(100, hour_of(start))
+    dedupe.claim("okta", keep, K2)
+    assert dedupe.prune(now=start + 61) == 12000
+    assert len(dedupe.get("okta", batch + keep)) == 100
+
+
+def test_a_malformed_hour_is_refused(tmp_path: Path) -> None:
+    dedupe = SqliteDedupeStore(tmp_path / "state.db")
+    with pytest.raises(StateError, match="YYYY-MM-DD-HH:00"):
+        dedupe.claim("okta", [DedupeKey("2024-05-01T10", "e1")], K1)
+
+
+def test_several_stores_share_one_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    first, second = SqliteDedupeStore(path), SqliteDedupeStore(path)
+    batch = keys(3)
+    first.mark_landed("okta", batch, K1)
+    assert second.claim("okta", batch, K2) == {k: IdState("landed", K1) for k in batch}
+    first.close()
+    second.close()
+    # A closed store reopens on next use rather than failing.
+    assert first.get("okta", batch) == {k: IdState("landed", K1) for k in batch}
