@@ -42,6 +42,19 @@ def cmd_sources(_: argparse.Namespace) -> int:
     return 0
 
 
+def failure_message(result: object) -> str:
+    """The innermost error of a failed run: the source, endpoint and HTTP status
+    LIP put there, not Dagster's wrapper around it."""
+    for event in result.all_events:  # type: ignore[attr-defined]
+        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data:
+            err = event.step_failure_data.error
+            while err is not None and err.cause is not None:
+                err = err.cause
+            if err is not None:
+                return err.message.strip()
+    return "run failed (see the Dagster run log)"
+
+
 def run_source(source: str, partition: str | None, log_level: str = "WARNING") -> dict[str, int]:
     """Materialize one source in-process; returns totals. Raises on failure."""
     import dagster as dg
@@ -71,13 +84,7 @@ def run_source(source: str, partition: str | None, log_level: str = "WARNING") -
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
     if not result.success:
-        failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
-        msg = (
-            failure.step_failure_data.error.message.strip()
-            if failure and failure.step_failure_data and failure.step_failure_data.error
-            else "run failed"
-        )
-        raise LipError(f"{source}: {msg}")
+        raise LipError(f"{source}: {failure_message(result)}")
     totals = {"events": 0, "duplicates": 0, "objects": 0, "partitions": 0}
     for mat in result.asset_materializations_for_node(source):
         md = mat.metadata

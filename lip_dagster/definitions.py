@@ -11,6 +11,6 @@ from lip_dagster.resources import backend_from_env
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
-        dg.load_from_defs_folder(project_root=Path(__file__).parent.parent),
+        dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
         dg.Definitions(resources={"lip": backend_from_env()}),
     )

@@ -11,6 +11,10 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from lip_dagster.config import Settings
+from lip_dagster.demo import demo_env, write_secrets
+from lip_dagster.simulator import SimConfig, VendorSimulator
+
 AWS_REGION = "us-east-1"
 
 
@@ -53,3 +57,16 @@ def lip_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("LIP_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def demo_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[VendorSimulator]:
+    """The simulator plus the environment a deployment would set, pointed at it."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("LIP_HOME", str(home))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with VendorSimulator(SimConfig(live_rate_per_s=0, history_hours=3, events_per_hour=120)) as sim:
+        for k, v in demo_env(sim.base_url).items():
+            monkeypatch.setenv(k, v)
+        write_secrets(Settings.from_env().secrets_file, sim.credentials())
+        yield sim

@@ -17,9 +17,18 @@ SOURCE_TAG = "lip/source"
 MODE_TAG = "lip/mode"
 MODE_POLL = "poll"
 
-RETRY = dg.RetryPolicy(
-    max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL
-)
+
+def retry_policy(max_retries: int = 2, delay: int = 30) -> dg.RetryPolicy | None:
+    """Step retries for transient failures that outlast the HTTP retries (a vendor
+    outage of a few minutes); bounded, exponential, jittered. 0 means none."""
+    if max_retries <= 0:
+        return None
+    return dg.RetryPolicy(
+        max_retries=max_retries,
+        delay=delay,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.FULL,
+    )
 
 
 def hourly_partitions(start_date: str) -> dg.HourlyPartitionsDefinition:
@@ -78,7 +87,7 @@ def report_materializations(
             dg.AssetMaterialization(
                 asset_key=context.asset_key,
                 partition=hour,
-                description=f"landed by run {context.run_id} under {partition_to_path(hour)}",
+                description=f"landed by run {context.run.run_id} under {partition_to_path(hour)}",
                 metadata=hour_metadata(stats, now),
             )
         )

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from lip_dagster.components import common
 from lip_dagster.components.checks import content_check
-from lip_dagster.errors import ConfigError
+from lip_dagster.errors import ConfigError, VendorAuthError
 from lip_dagster.lake.layout import hour_of, partition_start, validate_source_name
 from lip_dagster.polling.base import PollerConfig, PollReport
 from lip_dagster.polling.http import HttpClient
@@ -35,6 +35,8 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
     freshness_fail_minutes: int = 60
     freshness_warn_minutes: int | None = 30
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    step_retries: int = 2
+    step_retry_delay_seconds: int = 30
     description: str | None = None
 
     def poller_config(self) -> PollerConfig:
@@ -99,7 +101,7 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
             freshness_policy=common.freshness(
                 self.freshness_fail_minutes, self.freshness_warn_minutes
             ),
-            retry_policy=common.RETRY,
+            retry_policy=common.retry_policy(self.step_retries, self.step_retry_delay_seconds),
             pool=f"lip-source-{name}",
             kinds={"polling", self.adapter},
             tags={"lip/pattern": "polling"},
@@ -118,9 +120,13 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
                     )
                 )
 
-            report = component.poll(
-                lip, partition_key=context.partition_key, live=live, depth_probe=queued_runs
-            )
+            try:
+                report = component.poll(
+                    lip, partition_key=context.partition_key, live=live, depth_probe=queued_runs
+                )
+            except (VendorAuthError, ConfigError) as exc:
+                # retrying in 30 s will not fix a refused credential or a missing setting
+                raise dg.Failure(description=str(exc), allow_retries=False) from exc
             for ep, er in report.endpoints.items():
                 context.log.info(
                     f"{name}/{ep}: {er.pages} pages, {er.events} events landed, "

@@ -57,9 +57,13 @@ def _header_float(headers: httpx.Headers, *names: str) -> float | None:
     return None
 
 
-def retry_after_seconds(resp: httpx.Response, now: float) -> float | None:
+def retry_after_seconds(
+    resp: httpx.Response, now: float, use_reset: bool = True
+) -> float | None:
     """Seconds the vendor asked us to wait: ``Retry-After`` (seconds or HTTP date), or
-    the reset epoch of Okta's ``X-Rate-Limit-Reset`` / GitHub's ``x-ratelimit-reset``."""
+    (``use_reset``: only when the answer is about the rate limit) the reset epoch of
+    Okta's ``X-Rate-Limit-Reset`` / GitHub's ``x-ratelimit-reset``. Okta sends the reset
+    header on every answer, a 500 included; there it says nothing about when to retry."""
     raw = resp.headers.get("retry-after")
     if raw:
         try:
@@ -69,7 +73,7 @@ def retry_after_seconds(resp: httpx.Response, now: float) -> float | None:
             if parsed is not None:
                 return max(0.0, parsed.timestamp() - now)
     reset = _header_float(resp.headers, "x-rate-limit-reset", "x-ratelimit-reset")
-    if reset is not None:
+    if use_reset and reset is not None:
         return max(0.0, reset - now)
     return None
 
@@ -145,7 +149,9 @@ class HttpClient:
                     raise VendorError(source, endpoint, resp.status_code, last_detail)
                 if resp.status_code == 429:
                     self.throttled += 1
-                asked = retry_after_seconds(resp, self.clock())
+                asked = retry_after_seconds(
+                    resp, self.clock(), use_reset=resp.status_code == 429
+                )
                 wait = (
                     min(asked, self.retry.max_delay) + self.rng.uniform(0, 0.25)
                     if asked is not None

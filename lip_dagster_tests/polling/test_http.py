@@ -101,3 +101,14 @@ def test_every_request_has_a_timeout() -> None:
     c = HttpClient()
     assert c.client.timeout.read is not None and c.client.timeout.connect is not None
     c.close()
+
+
+def test_a_5xx_does_not_wait_for_the_rate_limit_window() -> None:
+    """Okta sends X-Rate-Limit-Reset on every answer; on a 500 it is no wait order."""
+    clock = Clock()
+    reset = str(int(clock.now + 55))
+    c = client(
+        [httpx.Response(502, headers={"X-Rate-Limit-Reset": reset}), httpx.Response(200)], clock
+    )
+    c.request("okta", "logs", "GET", "https://x/a")
+    assert clock.slept[0] < 1.0

@@ -1,0 +1,69 @@
+"""`lip`: what the on-call engineer types."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lip_dagster.cli import main
+from lip_dagster.simulator import VendorSimulator
+
+
+def test_sources_lists_pattern_and_schedule(
+    demo_world: VendorSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sources"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert {"okta", "onepassword", "slack", "google_workspace"} <= set(lines)
+    assert "polling" in lines["okta"] and "*/5 * * * *" in lines["okta"]
+
+
+def test_run_prints_totals_and_backfill_is_idempotent(
+    demo_world: VendorSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "slack"]) == 0
+    out = capsys.readouterr().out
+    n = len(demo_world.events("slack", "logs"))
+    assert f"slack: {n} events landed, 0 duplicates dropped" in out
+    assert "partitions written" in out
+    first = demo_world.events("slack", "logs")[0]
+    from datetime import UTC, datetime
+
+    hour = datetime.fromtimestamp(first["date_create"], UTC).strftime("%Y-%m-%d-%H:00")
+    assert main(["run", "slack", "--partition", hour]) == 0
+    assert "slack: 0 events landed" in capsys.readouterr().out
+
+
+def test_run_exits_non_zero_naming_the_failure(
+    demo_world: VendorSimulator, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.setenv("LIP_SECRET_ONEPASSWORD_TOKEN", "wrong")
+    assert main(["run", "onepassword"]) == 1
+    err = capsys.readouterr().err
+    assert "lip: error: onepassword:" in err and "HTTP 401" in err and "wrong" not in err
+    assert main(["run", "no_such_source"]) == 1
+    assert "no source named 'no_such_source'" in capsys.readouterr().err
+
+
+def test_demo_once_lands_every_demo_source(tmp_path: Path) -> None:
+    env = {**os.environ, "LIP_HOME": str(tmp_path / "home")}
+    env.pop("DAGSTER_HOME", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lip_dagster.cli", "demo", "--once", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    for source in ("okta", "onepassword", "slack", "google_workspace"):
+        assert f"  {source}" in proc.stdout
+        objs = list((tmp_path / "home" / "lake" / f"source={source}").rglob("*.ndjson.gz"))
+        assert objs and all(gzip.decompress(p.read_bytes()) for p in objs)

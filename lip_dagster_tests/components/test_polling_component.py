@@ -1,0 +1,177 @@
+"""The PollingSource component through Dagster itself: definitions, schedule ticks,
+runs, backfills, metadata, and secrets kept out of all of it."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import orjson
+import pytest
+
+from lip_dagster.config import Settings
+from lip_dagster.definitions import defs
+from lip_dagster.simulator import VendorSimulator
+
+POLLING = {"okta", "onepassword", "slack", "google_workspace"}
+
+
+def load() -> dg.Definitions:
+    return defs()
+
+
+def test_definitions_load_with_every_polling_source(demo_world) -> None:
+    d = load()
+    keys = {k.to_user_string() for k in d.resolve_asset_graph().get_all_asset_keys()}
+    assert POLLING <= keys
+    for name in POLLING:
+        node = d.resolve_asset_graph().get(dg.AssetKey(name))
+        assert node.partitions_def is not None
+        assert node.freshness_policy is not None
+        assert d.resolve_job_def(f"{name}_poll").tags["lip/source"] == name
+
+
+def test_schedule_tick_at_0325_targets_the_0300_partition(demo_world) -> None:
+    d = load()
+    sched = d.resolve_schedule_def("okta_every_5m")
+    assert sched.cron_schedule == "*/5 * * * *"
+    ctx = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 3, 1, 3, 25, tzinfo=UTC),
+        repository_def=d.get_repository_def(),
+    )
+    data = sched.evaluate_tick(ctx)
+    (req,) = data.run_requests
+    assert req.partition_key == "2026-03-01-03:00"
+    assert req.tags["lip/mode"] == "poll" and req.tags["lip/source"] == "okta"
+    assert req.run_key == "okta-20260301T0325"
+
+
+def lake_ids(source: str, hour_path: str | None = None) -> set[str]:
+    root = Settings.from_env().lake_dir / f"source={source}"
+    ids = set()
+    for p in root.rglob("*.ndjson.gz"):
+        if hour_path and hour_path not in p.as_posix():
+            continue
+        ids |= {orjson.loads(x)["_lip"]["id"] for x in gzip.decompress(p.read_bytes()).splitlines()}
+    return ids
+
+
+def test_a_scheduled_run_materializes_every_hour_it_wrote(demo_world: VendorSimulator) -> None:
+    d = load()
+    job = d.resolve_job_def("okta_poll")
+    now_hour = datetime.now(UTC).strftime("%Y-%m-%d-%H:00")
+    result = job.execute_in_process(
+        partition_key=now_hour,
+        tags={"lip/mode": "poll", "lip/source": "okta"},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    mats = result.asset_materializations_for_node("okta")
+    partitions = {m.partition for m in mats}
+    assert len(partitions) >= 3  # three hours of history plus the current hour
+    target = next(m for m in mats if m.partition == now_hour)
+    md = target.metadata
+    assert md["events_total"].value == len(demo_world.events("okta", "logs"))
+    for key in (
+        "duplicates_dropped",
+        "objects",
+        "bytes_raw",
+        "bytes_gzip",
+        "lag_seconds",
+        "cursor_before/logs",
+        "cursor_after/logs",
+    ):
+        assert key in md
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks)
+
+
+def test_a_backfill_of_a_past_hour_lands_exactly_that_hour(demo_world: VendorSimulator) -> None:
+    d = load()
+    events = demo_world.events("okta", "logs")
+    t = datetime.fromisoformat(events[len(events) // 2]["published"])
+    hour = t.replace(minute=0, second=0, microsecond=0)
+    partition = hour.strftime("%Y-%m-%d-%H:00")
+    result = d.resolve_job_def("okta_poll").execute_in_process(
+        partition_key=partition, instance=dg.DagsterInstance.ephemeral()
+    )
+    assert result.success
+    expected = {
+        e["uuid"]
+        for e in events
+        if hour <= datetime.fromisoformat(e["published"]) < hour + timedelta(hours=1)
+    }
+    assert lake_ids("okta") == expected
+    (mat,) = result.asset_materializations_for_node("okta")
+    assert mat.partition == partition and mat.metadata["mode"].value == "backfill"
+    # run again: lands only what is not already landed (nothing)
+    again = d.resolve_job_def("okta_poll").execute_in_process(
+        partition_key=partition, instance=dg.DagsterInstance.ephemeral()
+    )
+    assert again.asset_materializations_for_node("okta")[0].metadata["events_total"].value == 0
+
+
+def test_a_failed_collection_fails_the_run_naming_source_endpoint_status(
+    demo_world: VendorSimulator,
+) -> None:
+    from lip_dagster.components.polling import PollingSource
+
+    demo_world.script("slack", [500] * 6)
+    component = PollingSource(
+        name="slack", adapter="slack", base_url_env="LIP_SLACK_BASE_URL", step_retries=0
+    )
+    d = dg.Definitions.merge(
+        component.build_defs(None),  # type: ignore[arg-type]
+        dg.Definitions(resources={"lip": load().resources["lip"]}),
+    )
+    result = d.resolve_job_def("slack_poll").execute_in_process(
+        partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
+        tags={"lip/mode": "poll"},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    from lip_dagster.cli import failure_message
+
+    msg = failure_message(result)
+    assert "'slack'" in msg and "'logs'" in msg and "HTTP 500" in msg
+
+
+def test_secrets_never_reach_logs_metadata_or_errors(
+    demo_world: VendorSimulator, capfd: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.setenv("LIP_OKTA_AUTH", "oauth")
+    d = load()
+    instance = dg.DagsterInstance.ephemeral()
+    results = [
+        d.resolve_job_def(f"{s}_poll").execute_in_process(
+            partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
+            tags={"lip/mode": "poll"},
+            instance=instance,
+            run_config={"loggers": {"console": {"config": {"log_level": "DEBUG"}}}},
+        )
+        for s in sorted(POLLING)
+    ]
+    assert all(r.success for r in results)
+    # a refused credential, too
+    monkeypatch.setenv("LIP_SECRET_SLACK_TOKEN", "xoxp-this-is-a-wrong-but-secret-token")
+    bad = load().resolve_job_def("slack_poll").execute_in_process(
+        partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
+        tags={"lip/mode": "poll"},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not bad.success
+    out = capfd.readouterr()
+    texts = [out.out, out.err]
+    for r in [*results, bad]:
+        for ev in r.all_events:
+            texts.append(str(ev.message))
+            texts.append(repr(ev.event_specific_data))
+    blob = "\n".join(texts)
+    secrets = [*demo_world.credentials().values(), "xoxp-this-is-a-wrong-but-secret-token"]
+    for value in secrets:
+        for line in value.splitlines():
+            if len(line) >= 16 and "BEGIN" not in line and "END" not in line:
+                assert line not in blob, "a secret reached Dagster's logs, metadata or errors"

@@ -1,0 +1,71 @@
+"""Configuration is read once; a bad value stops the load and names the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from lip_dagster.config import Settings
+from lip_dagster.errors import ConfigError
+from lip_dagster.resources import AwsBackend, EmbeddedBackend, backend_from_settings
+
+
+def test_defaults_are_the_embedded_backend(tmp_path) -> None:
+    s = Settings.from_env({"LIP_HOME": str(tmp_path)})
+    assert s.backend == "embedded" and s.lake_dir == tmp_path / "lake"
+    assert s.max_object_bytes == 5_000_000 and s.max_object_events == 100_000
+    assert isinstance(backend_from_settings(s), EmbeddedBackend)
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"LIP_BACKEND": "azure"}, "LIP_BACKEND"),
+        ({"LIP_MAX_OBJECT_BYTES": "5MB"}, "LIP_MAX_OBJECT_BYTES"),
+        ({"LIP_MAX_OBJECT_EVENTS": "0"}, "LIP_MAX_OBJECT_EVENTS"),
+        ({"LIP_DEDUPE_TTL_DAYS": "-1"}, "LIP_DEDUPE_TTL_DAYS"),
+        ({"LIP_BACKEND": "aws", "LIP_AWS_REGION": "eu-west-1"}, "LIP_S3_BUCKET"),
+        ({"LIP_BACKEND": "aws", "LIP_S3_BUCKET": "b"}, "LIP_AWS_REGION"),
+        (
+            {"LIP_BACKEND": "aws", "LIP_AWS_REGION": "x", "LIP_S3_BUCKET": "b-{bucket}"},
+            "LIP_S3_BUCKET",
+        ),
+        (
+            {
+                "LIP_BACKEND": "aws",
+                "LIP_AWS_REGION": "x",
+                "LIP_S3_BUCKET": "b",
+                "LIP_AWS_ENDPOINT_URL": "localhost:5000",
+            },
+            "LIP_AWS_ENDPOINT_URL",
+        ),
+        (
+            {
+                "LIP_BACKEND": "aws",
+                "LIP_AWS_REGION": "x",
+                "LIP_S3_BUCKET": "b",
+                "LIP_S3_LAKE_PREFIX": "lake/",
+                "LIP_S3_QUARANTINE_PREFIX": "lake/quarantine/",
+            },
+            "LIP_S3_QUARANTINE_PREFIX",
+        ),
+    ],
+)
+def test_bad_settings_fail_at_load_naming_the_variable(env: dict, names: str, tmp_path) -> None:
+    with pytest.raises(ConfigError, match=names):
+        Settings.from_env({"LIP_HOME": str(tmp_path), **env})
+
+
+def test_aws_backend_is_chosen_by_one_variable(tmp_path) -> None:
+    s = Settings.from_env(
+        {
+            "LIP_HOME": str(tmp_path),
+            "LIP_BACKEND": "aws",
+            "LIP_AWS_REGION": "eu-west-1",
+            "LIP_S3_BUCKET": "acme-lip-{source}",
+        }
+    )
+    b = backend_from_settings(s)
+    assert isinstance(b, AwsBackend)
+    assert s.aws is not None and s.aws.bucket("okta") == "acme-lip-okta"
+    assert s.aws.kms_key("okta") == "alias/lip-okta"
+    assert "acme-lip-{source}" in repr(b)
