@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import landing
+from benchmarks import landing, polling, s3stream
 from benchmarks.common import machine, moto_server, print_table, write_results
 
 
@@ -12,12 +12,8 @@ def main() -> int:
     rows = []
     with moto_server() as endpoint:
         rows += landing.run(moto_endpoint=endpoint)
-    try:
-        from benchmarks import polling
-    except ImportError:
-        polling = None  # type: ignore[assignment]
-    if polling is not None:
-        rows += polling.run()
+        rows += s3stream.run(moto_endpoint=endpoint)
+    rows += polling.run()
     for r in rows:
         r["machine"] = machine()
     print_table(rows)

@@ -21,7 +21,7 @@ import orjson
 from lip_dagster.config import Settings
 from lip_dagster.errors import LipError
 
-DEMO_SOURCES = ("okta", "onepassword", "slack", "google_workspace")
+POLLING_DEMO_SOURCES = ("okta", "onepassword", "slack", "google_workspace")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,6 +47,7 @@ def write_secrets(path: Path, creds: dict[str, str]) -> None:
 
 def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
     from lip_dagster.cli import run_source
+    from lip_dagster.s3stream.demo import S3_DEMO_SOURCES, populate_landing
     from lip_dagster.simulator import SimConfig, VendorSimulator
 
     settings = Settings.from_env()
@@ -63,8 +64,9 @@ def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
         write_secrets(settings.secrets_file, sim.credentials())
         os.environ.update(demo_env(sim.base_url))
         print(f"vendor simulator: {sim.base_url}  (secrets in {settings.secrets_file})")
+        populate_landing(settings.home)  # the vendors' buckets, played by directories
         failed = []
-        for source in DEMO_SOURCES:
+        for source in (*POLLING_DEMO_SOURCES, *S3_DEMO_SOURCES):
             try:
                 t = run_source(source, None)
             except LipError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lip_dagster.config import Settings
 from lip_dagster.lake.backends import (
@@ -24,6 +24,9 @@ from lip_dagster.lake.backends import (
 )
 from lip_dagster.lake.writer import LakeWriter
 from lip_dagster.state.base import Buffer, CursorStore, DedupeStore, SecretStore
+
+if TYPE_CHECKING:
+    from lip_dagster.s3stream.objects import ArrivalQueue, ObjectLocation, ObjectSource
 
 
 class Backend(ABC):
@@ -78,6 +81,18 @@ class Backend(ABC):
             notes += store.ensure(source)
         return notes
 
+    # S3 streaming: where a vendor writes its own objects (never the lake itself).
+    def object_source(self, location: ObjectLocation) -> ObjectSource:
+        """Read-only access to the objects a vendor writes for one S3 source."""
+        from lip_dagster.errors import ConfigError
+
+        raise ConfigError(f"{type(self).__name__} cannot read vendor objects")
+
+    def arrival_queue(self, location: ObjectLocation) -> ArrivalQueue | None:
+        """The queue the vendor bucket's ``s3:ObjectCreated:*`` notifications go to,
+        or None: new objects are then found by listing."""
+        return None
+
 
 class EmbeddedBackend(Backend):
     """A directory lake under ``$LIP_HOME/lake`` and SQLite state in
@@ -119,6 +134,13 @@ class EmbeddedBackend(Backend):
         self.settings.home.mkdir(parents=True, exist_ok=True)
         return SqliteBuffer(self.settings.state_db, max_receives=self.settings.buffer_max_receives)
 
+    def object_source(self, location: ObjectLocation) -> ObjectSource:
+        """A landing directory plays the vendor's bucket: ``$LIP_HOME/landing/<source>``
+        unless the source names a directory variable."""
+        from lip_dagster.s3stream.objects import LocalObjectSource
+
+        return LocalObjectSource(location.landing_dir(self.settings.home), location.prefix())
+
     @cached_property
     def secrets(self) -> SecretStore:
         from lip_dagster.state.local_secrets import EnvFileSecretStore
@@ -155,6 +177,17 @@ class AwsBackend(Backend):
             retries={"max_attempts": 5, "mode": "standard"},
         )
         return self.session.client(service, endpoint_url=self._aws.endpoint_url, config=cfg)
+
+    def object_source(self, location: ObjectLocation) -> ObjectSource:
+        from lip_dagster.s3stream.objects import S3ObjectSource
+
+        return S3ObjectSource(self.client("s3"), location.bucket(), location.prefix())
+
+    def arrival_queue(self, location: ObjectLocation) -> ArrivalQueue | None:
+        from lip_dagster.s3stream.objects import SqsArrivalQueue
+
+        url = location.queue_url()
+        return SqsArrivalQueue(self.client("sqs"), url) if url else None
 
     @cached_property
     def lake(self) -> LakeBackend:

@@ -8,7 +8,7 @@ arrival-hour fallback, is decided here once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -99,6 +99,41 @@ def dig(event: Any, path: str) -> Any:
     return cur
 
 
+def time_and_hour(value: Any) -> tuple[datetime | None, str | None]:
+    """The event time and its hour partition key. Canonical RFC 3339 UTC strings
+    (``2020-02-14T22:18:51.843Z``, what most vendors send) take a fast path that reads
+    the hour off the string; everything else goes through ``parse_timestamp``."""
+    if (
+        type(value) is str
+        and len(value) >= 20
+        and value[-1] == "Z"
+        and value[4] == "-"
+        and value[7] == "-"
+        and value[10] in "Tt "
+        and value[13] == ":"
+    ):
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return dt, f"{value[:10]}-{value[11:13]}:00"
+    dt = parse_timestamp(value)
+    if dt is None:
+        return None, None
+    return dt, f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}-{dt.hour:02d}:00"
+
+
+def _getter(path: str) -> Callable[[Any], Any]:
+    """A compiled lookup for a dotted path: one ``dict.get`` for the common flat
+    field, so the per-event cost does not include splitting the path again."""
+    parts = tuple(path.split("."))
+    if len(parts) == 1:
+        key = parts[0]
+        return lambda ev: ev.get(key) if isinstance(ev, dict) else None
+    return lambda ev: dig(ev, path)
+
+
 @dataclass(frozen=True)
 class EventIdentity:
     """Where a source's events keep their id and their time.
@@ -112,38 +147,77 @@ class EventIdentity:
     time_field: str | None = None
     id_func: Callable[[dict[str, Any]], str | None] | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_id_getters", tuple(_getter(f) for f in self.id_fields))
+        object.__setattr__(
+            self, "_time_getter", _getter(self.time_field) if self.time_field else None
+        )
+
     def event_id(self, event: dict[str, Any]) -> str:
         if self.id_func is not None:
             got = self.id_func(event)
             if got:
                 return got
-        elif self.id_fields:
-            if len(self.id_fields) == 1:
-                v = dig(event, self.id_fields[0])
+        else:
+            getters = self._id_getters  # type: ignore[attr-defined]
+            if len(getters) == 1:
+                v = getters[0](event)
                 if v is not None and v != "":
-                    return str(v)
-            else:
-                parts = [dig(event, f) for f in self.id_fields]
+                    return v if type(v) is str else str(v)
+            elif getters:
+                parts = [g(event) for g in getters]
                 if all(p is not None and p != "" for p in parts):
                     return "|".join(str(p) for p in parts)
         return stable_hash_id(event)
 
     def event_time(self, event: dict[str, Any]) -> datetime | None:
-        if self.time_field is None:
-            return None
-        return parse_timestamp(dig(event, self.time_field))
+        return self.locate_time(event)[0]
+
+    def locate_time(self, event: dict[str, Any]) -> tuple[datetime | None, str | None]:
+        """(event time, its hour partition key), or (None, None) without a usable
+        timestamp."""
+        getter = self._time_getter  # type: ignore[attr-defined]
+        if getter is None:
+            return None, None
+        return time_and_hour(getter(event))
+
+
+RESERVED_ENVELOPE_KEYS = frozenset({"source", "id", "ingested_at", "pattern", "hour_from"})
+
+
+def check_extra_envelope(extra: Mapping[str, str] | None) -> dict[str, str]:
+    """Extra ``_lip`` keys a pattern adds (S3 streaming records ``origin``): they may
+    never shadow the fixed keys, whose meaning the SAM relies on."""
+    if not extra:
+        return {}
+    clash = RESERVED_ENVELOPE_KEYS.intersection(extra)
+    if clash:
+        raise ValueError(f"extra _lip keys may not replace {sorted(clash)}")
+    bad = [k for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"extra _lip keys and values must be strings: {bad!r}")
+    return dict(extra)
 
 
 def envelope(
-    source: str, event_id: str, ingested_at: str, pattern: str, hour_from: str
+    source: str,
+    event_id: str,
+    ingested_at: str,
+    pattern: str,
+    hour_from: str,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The ``_lip`` key. The first four keys never change meaning; ``hour_from`` says
     whether the partition hour came from the event (``event``) or its arrival
-    (``arrival``: timestamp missing or unparseable)."""
-    return {
+    (``arrival``: timestamp missing or unparseable). ``extra`` adds keys (checked by
+    ``check_extra_envelope``) after the fixed ones."""
+    env = {
         "source": source,
         "id": event_id,
         "ingested_at": ingested_at,
         "pattern": pattern,
         "hour_from": hour_from,
     }
+    if extra:
+        env.update(extra)
+    return env

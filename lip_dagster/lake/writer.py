@@ -16,21 +16,22 @@ serializing and compressing the next object.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from isal import igzip
 
 from lip_dagster.errors import LakeWriteError, LipError
 from lip_dagster.lake.backends import LakeBackend
-from lip_dagster.lake.envelope import PATTERNS, EventIdentity, envelope
+from lip_dagster.lake.envelope import PATTERNS, EventIdentity, check_extra_envelope, envelope
 from lip_dagster.lake.layout import hour_of, object_key, partition_start, validate_source_name
 from lip_dagster.state.base import DedupeKey, DedupeStore
 
@@ -95,8 +96,7 @@ class WriteResult:
                 mine.newest_event = s.newest_event
 
 
-@dataclass
-class _Item:
+class _Item(NamedTuple):
     key: DedupeKey
     line: bytes
     time: datetime | None
@@ -148,16 +148,23 @@ class LakeWriter:
         identity: EventIdentity,
         pattern: str,
         arrival: datetime | None = None,
+        *,
+        extra_envelope: Mapping[str, str] | None = None,
     ) -> WriteResult:
         """Land ``events`` and return per-hour stats. Raises ``LakeWriteError`` (or
         the state store's error) if any object could not be landed; ids of objects
-        that did land are marked, the rest stay pending and a retry lands them."""
+        that did land are marked, the rest stay pending and a retry lands them.
+
+        ``extra_envelope`` adds keys to every event's ``_lip`` (S3 streaming records
+        the vendor object an event came from as ``origin``); it cannot replace the
+        fixed keys."""
         validate_source_name(source)
         if pattern not in PATTERNS:
             raise ValueError(f"pattern must be one of {PATTERNS}, not {pattern!r}")
+        extra = check_extra_envelope(extra_envelope)
         now = datetime.now(UTC)
         arrival = arrival or now
-        groups, dup_in_batch = self._prepare(source, events, identity, pattern, arrival, now)
+        groups, dup_in_batch = self._prepare(source, events, identity, pattern, arrival, now, extra)
         result = WriteResult()
         for hour, dups in dup_in_batch.items():
             result.hours.setdefault(hour, HourStats()).duplicates += dups
@@ -190,6 +197,7 @@ class LakeWriter:
         pattern: str,
         arrival: datetime,
         now: datetime,
+        extra: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, list[_Item]], dict[str, int]]:
         ingested_at = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         arrival_hour = hour_of(arrival)
@@ -197,25 +205,56 @@ class LakeWriter:
         seen: dict[str, set[str]] = {}
         dups: dict[str, int] = {}
         dumps = orjson.dumps
-        for ev in events:
-            eid = identity.event_id(ev)
-            t = identity.event_time(ev)
-            if t is not None:
-                hour = hour_of(t)
-                dkey = DedupeKey(hour, eid)
-                hour_from = "event"
-            else:
-                hour = arrival_hour
-                dkey = DedupeKey(UNTIMED_HOUR, eid)
-                hour_from = "arrival"
-            s = seen.setdefault(hour, set())
-            if eid in s:
-                dups[hour] = dups.get(hour, 0) + 1
-                continue
-            s.add(eid)
-            rec = dict(ev)
-            rec["_lip"] = envelope(source, eid, ingested_at, pattern, hour_from)
-            groups.setdefault(hour, []).append(_Item(dkey, dumps(rec) + b"\n", t))
+        # The envelope is spliced into the vendor's serialized event as bytes instead
+        # of copying each event into a new dict: per-event allocations are what make
+        # Python slow here (and the garbage collector scan a large heap).
+        head = b',"_lip":{"source":' + dumps(source) + b',"id":'
+        tails = {
+            hf: b',"ingested_at":'
+            + dumps(ingested_at)
+            + b',"pattern":'
+            + dumps(pattern)
+            + b',"hour_from":"'
+            + hf.encode()
+            + b'"'
+            + b"".join(b"," + dumps(k) + b":" + dumps(v) for k, v in (extra or {}).items())
+            + b"}}\n"
+            for hf in ("event", "arrival")
+        }
+        locate_time = identity.locate_time
+        event_id = identity.event_id
+        gc_was_on = gc.isenabled()
+        gc.disable()  # nothing here makes reference cycles; refcounting frees it all
+        try:
+            for ev in events:
+                eid = event_id(ev)
+                t, hour = locate_time(ev)
+                if hour is not None:
+                    dkey = DedupeKey(hour, eid)
+                    hour_from = "event"
+                else:
+                    hour = arrival_hour
+                    dkey = DedupeKey(UNTIMED_HOUR, eid)
+                    hour_from = "arrival"
+                s = seen.get(hour)
+                if s is None:
+                    s = seen[hour] = set()
+                    groups[hour] = []
+                if eid in s:
+                    dups[hour] = dups.get(hour, 0) + 1
+                    continue
+                s.add(eid)
+                if ev and "_lip" not in ev:
+                    body = dumps(ev)
+                    line = body[:-1] + head + dumps(eid) + tails[hour_from]
+                else:  # empty, or the vendor sent its own _lip: ours wins
+                    rec = dict(ev)
+                    rec["_lip"] = envelope(source, eid, ingested_at, pattern, hour_from, extra)
+                    line = dumps(rec) + b"\n"
+                groups[hour].append(_Item(dkey, line, t))
+        finally:
+            if gc_was_on:
+                gc.enable()
         return groups, dups
 
     def _chunks(self, items: list[_Item]) -> Iterable[list[_Item]]:

@@ -63,7 +63,15 @@ def test_demo_once_lands_every_demo_source(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    for source in ("okta", "onepassword", "slack", "google_workspace"):
+    for source in (
+        "okta",
+        "onepassword",
+        "slack",
+        "google_workspace",  # polling
+        "cloudtrail",
+        "github_audit_stream",
+        "cloudflare",  # vendor writes to S3
+    ):
         assert f"  {source}" in proc.stdout
         objs = list((tmp_path / "home" / "lake" / f"source={source}").rglob("*.ndjson.gz"))
         assert objs and all(gzip.decompress(p.read_bytes()) for p in objs)

@@ -1,0 +1,148 @@
+"""The vendor formats an S3 source can transcode: how records are found in an
+object, which objects are vendor housekeeping, and where each record keeps its id and
+time (VENDORS.md §5-§7).
+
+A format only reads; what to do with damage (quarantine, a red check) is the
+transcoder's decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lip_dagster.errors import ConfigError
+from lip_dagster.lake.envelope import EventIdentity
+from lip_dagster.s3stream.streams import (
+    ARRAY_HEADER,
+    DEFAULT_MAX_RECORD_BYTES,
+    RECORDS_HEADER,
+    BadObjectError,
+    Problems,
+    gunzip_chunks,
+    iter_json_array,
+    iter_ndjson,
+)
+
+_WS = b" \t\r\n"
+
+
+def _peek(chunks: Iterable[bytes]) -> tuple[bytes, Iterator[bytes]]:
+    """The first non-blank byte of a stream, and the stream with nothing consumed."""
+    it = iter(chunks)
+    head = b""
+    for chunk in it:
+        head += chunk
+        stripped = head.lstrip(_WS)
+        if stripped:
+            return stripped[:1], _chain(head, it)
+    return b"", iter(())
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
+@dataclass(frozen=True)
+class VendorFormat:
+    """Base: gzip of NDJSON, nothing skipped."""
+
+    name: str
+    identity: EventIdentity
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+
+    def housekeeping(self, key: str) -> str | None:
+        """Why ``key`` is a vendor housekeeping object to skip on purpose, or None."""
+        return None
+
+    def records(self, raw: Iterable[bytes], problems: Problems) -> Iterator[dict[str, Any]]:
+        return iter_ndjson(gunzip_chunks(raw, problems), problems, self.max_record_bytes)
+
+
+@dataclass(frozen=True)
+class CloudTrailFormat(VendorFormat):
+    """Gzip of ``{"Records":[...]}``. Digest files (``CloudTrail-Digest/``, written
+    when log file validation is on) hold hashes, not events. Any key layout is
+    accepted, organization trails' extra ``o-<orgid>/`` level included."""
+
+    def housekeeping(self, key: str) -> str | None:
+        if "/CloudTrail-Digest/" in f"/{key}":
+            return "CloudTrail digest file (log file validation), not events"
+        return None
+
+    def records(self, raw: Iterable[bytes], problems: Problems) -> Iterator[dict[str, Any]]:
+        return iter_json_array(
+            gunzip_chunks(raw, problems),
+            problems,
+            header=RECORDS_HEADER,
+            trailer=b"}",
+            max_record_bytes=self.max_record_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class GithubStreamFormat(VendorFormat):
+    """GitHub audit-log streaming: "compressed JSON" per GitHub's docs; in practice
+    NDJSON, and a JSON array is accepted too. Key depth is not assumed (the documented
+    ``YYYY/MM/HH/MM/<uuid>.json.gz`` lacks the day)."""
+
+    def records(self, raw: Iterable[bytes], problems: Problems) -> Iterator[dict[str, Any]]:
+        first, stream = _peek(gunzip_chunks(raw, problems))
+        if first == b"[":
+            return iter_json_array(
+                stream, problems, header=ARRAY_HEADER, max_record_bytes=self.max_record_bytes
+            )
+        if first in (b"{", b""):
+            return iter_ndjson(stream, problems, self.max_record_bytes)
+        raise BadObjectError(
+            f"unknown format: GitHub streaming content starts with {first!r}, not JSON"
+        )
+
+
+@dataclass(frozen=True)
+class CloudflareLogpushFormat(VendorFormat):
+    """Logpush: gzip of NDJSON. ``ownership-challenge.txt`` is the token Cloudflare
+    drops to prove the bucket is ours, not a log."""
+
+    def housekeeping(self, key: str) -> str | None:
+        if key.rsplit("/", 1)[-1] == "ownership-challenge.txt":
+            return "Logpush ownership challenge, not logs"
+        return None
+
+
+CLOUDFLARE_DATASETS: dict[str, EventIdentity] = {
+    "audit": EventIdentity(id_fields=("ID",), time_field="When"),
+    "audit_logs": EventIdentity(id_fields=("ID",), time_field="When"),
+    "http_requests": EventIdentity(id_fields=("RayID",), time_field="EdgeStartTimestamp"),
+}
+
+FORMAT_NAMES = ("cloudtrail", "github_audit_stream", "cloudflare_logpush")
+
+
+def vendor_format(name: str, options: Mapping[str, str] | None = None) -> VendorFormat:
+    """The format named in a source's YAML; unknown names and options fail at load."""
+    options = dict(options or {})
+    max_record = int(options.pop("max_record_bytes", DEFAULT_MAX_RECORD_BYTES))
+    if name == "cloudtrail":
+        fmt: VendorFormat = CloudTrailFormat(
+            name, EventIdentity(id_fields=("eventID",), time_field="eventTime"), max_record
+        )
+    elif name == "github_audit_stream":
+        fmt = GithubStreamFormat(
+            name, EventIdentity(id_fields=("_document_id",), time_field="@timestamp"), max_record
+        )
+    elif name == "cloudflare_logpush":
+        dataset = options.pop("dataset", "")
+        if dataset not in CLOUDFLARE_DATASETS:
+            raise ConfigError(
+                f"cloudflare_logpush needs options.dataset, one of "
+                f"{', '.join(sorted(CLOUDFLARE_DATASETS))}; got {dataset!r}"
+            )
+        fmt = CloudflareLogpushFormat(name, CLOUDFLARE_DATASETS[dataset], max_record)
+    else:
+        raise ConfigError(f"unknown S3 format {name!r}: use one of {', '.join(FORMAT_NAMES)}")
+    if options:
+        raise ConfigError(f"format {name!r} does not take options {sorted(options)}")
+    return fmt

@@ -1,0 +1,163 @@
+"""Transcoding: a vendor object in, lake objects out, streaming.
+
+For each object: skip vendor housekeeping on purpose; otherwise stream it (gunzip,
+split into records), hand the writer pages of about 1,000 records, each line's
+``_lip.origin`` naming the vendor object it came from. Landing is the writer's (claim,
+put, mark landed), so transcoding the same object twice lands nothing twice.
+
+Damage never stops the run and never loses a readable record: the records before
+and around the damage land; the object is recorded in quarantine with the reason (a
+copy of its bytes when small enough, else a reference: vendor objects are immutable
+and stay where the vendor put them). Failures that a retry can fix (a network error
+reading the object, the lake refusing a put) are raised, so Dagster retries the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from lip_dagster.lake.backends import Quarantine
+from lip_dagster.lake.writer import LakeWriter, WriteResult
+from lip_dagster.s3stream.formats import VendorFormat
+from lip_dagster.s3stream.objects import ObjectInfo, ObjectMissing, ObjectSource
+from lip_dagster.s3stream.streams import BadObjectError, Problems
+
+log = logging.getLogger(__name__)
+
+PAGE_EVENTS = 1000
+QUARANTINE_COPY_MAX_BYTES = 16 << 20
+
+Status = Literal["landed", "skipped", "partial", "quarantined", "missing"]
+
+
+@dataclass
+class ObjectOutcome:
+    """What happened to one vendor object."""
+
+    key: str
+    status: Status
+    records: int = 0
+    bad_records: int = 0
+    reason: str | None = None
+    quarantined_at: str | None = None
+
+
+@dataclass
+class TranscodeReport:
+    result: WriteResult = field(default_factory=WriteResult)
+    objects: list[ObjectOutcome] = field(default_factory=list)
+
+    def count(self, *statuses: Status) -> int:
+        return sum(1 for o in self.objects if o.status in statuses)
+
+    @property
+    def records(self) -> int:
+        return sum(o.records for o in self.objects)
+
+
+class Transcoder:
+    """Lands one source's vendor objects in the lake."""
+
+    def __init__(
+        self,
+        source: str,
+        fmt: VendorFormat,
+        objects: ObjectSource,
+        writer: LakeWriter,
+        quarantine: Quarantine,
+        *,
+        page_events: int = PAGE_EVENTS,
+        quarantine_copy_max_bytes: int = QUARANTINE_COPY_MAX_BYTES,
+    ) -> None:
+        if page_events < 1:
+            raise ValueError("page_events must be >= 1")
+        self.source = source
+        self.fmt = fmt
+        self.objects = objects
+        self.writer = writer
+        self.quarantine = quarantine
+        self.page_events = page_events
+        self.quarantine_copy_max_bytes = quarantine_copy_max_bytes
+
+    def run(self, keys: Iterable[str], report: TranscodeReport | None = None) -> TranscodeReport:
+        report = report or TranscodeReport()
+        for key in keys:
+            report.objects.append(self.transcode(key, report.result))
+        return report
+
+    def transcode(self, key: str, result: WriteResult | None = None) -> ObjectOutcome:
+        """Land one object; merges what landed into ``result``."""
+        result = result if result is not None else WriteResult()
+        if not self.objects.owns(key):
+            return ObjectOutcome(key, "skipped", reason="outside this source's prefix")
+        skip = self.fmt.housekeeping(key)
+        if skip:
+            log.info("%s: skipped %s: %s", self.source, key, skip)
+            return ObjectOutcome(key, "skipped", reason=skip)
+        try:
+            info, body = self.objects.open(key)
+        except ObjectMissing:
+            reason = f"announced object {self.objects.describe(key)} no longer exists"
+            where = self.quarantine.put(self.source, key, b"", reason)
+            return ObjectOutcome(key, "missing", reason=reason, quarantined_at=where)
+        problems = Problems()
+        landed = 0
+        try:
+            records = self.fmt.records(body, problems)
+            for page in _pages(records, self.page_events):
+                res = self.writer.write(
+                    self.source,
+                    page,
+                    self.fmt.identity,
+                    "s3",
+                    info.last_modified,
+                    extra_envelope={"origin": key},
+                )
+                result.merge(res)
+                landed += len(page)
+        except BadObjectError as exc:
+            problems.add(str(exc), fatal=True)
+        if not problems:
+            return ObjectOutcome(key, "landed", records=landed)
+        return self._quarantine(info, problems, landed)
+
+    def _quarantine(self, info: ObjectInfo, problems: Problems, landed: int) -> ObjectOutcome:
+        where_from = self.objects.describe(info.key)
+        summary = "; ".join(problems.messages) or f"{problems.bad_records} bad records"
+        reason = (
+            f"{self.fmt.name} object {where_from}: {summary}. {landed} records landed, "
+            f"{problems.bad_records} bad records skipped; the vendor object is unchanged"
+        )
+        if info.size is not None and info.size <= self.quarantine_copy_max_bytes:
+            data = b"".join(self.objects.iter_bytes(info.key))
+        else:
+            data = orjson.dumps(
+                {"origin": where_from, "size": info.size, "etag": info.etag, "copied": False}
+            )
+            reason += f" (not copied: larger than {self.quarantine_copy_max_bytes} bytes)"
+        where = self.quarantine.put(self.source, info.key, data, reason)
+        log.warning("%s: quarantined %s: %s", self.source, info.key, reason)
+        return ObjectOutcome(
+            info.key,
+            "partial" if landed else "quarantined",
+            records=landed,
+            bad_records=problems.bad_records,
+            reason=reason,
+            quarantined_at=where,
+        )
+
+
+def _pages(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    page: list[dict[str, Any]] = []
+    for rec in records:
+        page.append(rec)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
