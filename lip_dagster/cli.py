@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from lip_dagster.errors import LipError
+from lip_dagster.instance import open_instance
 
 
 def _defs():
@@ -57,7 +57,6 @@ def failure_message(result: object) -> str:
 
 def run_source(source: str, partition: str | None, log_level: str = "WARNING") -> dict[str, int]:
     """Materialize one source in-process; returns totals. Raises on failure."""
-    import dagster as dg
 
     from lip_dagster.components.common import MODE_POLL, MODE_TAG, SOURCE_TAG
     from lip_dagster.lake.layout import hour_of
@@ -71,11 +70,7 @@ def run_source(source: str, partition: str | None, log_level: str = "WARNING") -
     if partition is None:
         partition = hour_of(datetime.now(UTC))
         tags[MODE_TAG] = MODE_POLL
-    instance = (
-        dg.DagsterInstance.get()
-        if os.environ.get("DAGSTER_HOME")
-        else dg.DagsterInstance.ephemeral()
-    )
+    instance, _ = open_instance(d.resources["lip"].settings)
     result = job.execute_in_process(
         partition_key=partition,
         tags=tags,
@@ -105,6 +100,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from lip_dagster.alerts.status import main as status_main
+
+    return status_main(args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lip_dagster.demo import run_demo
 
@@ -120,6 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("source")
     p.add_argument("--partition", help="hour partition YYYY-MM-DD-HH:00 (a backfill)")
     p.set_defaults(fn=cmd_run)
+    p = sub.add_parser(
+        "status",
+        help="per source: freshness, last run, failing checks, buffer (exit 2 if unhealthy)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    p.set_defaults(fn=cmd_status)
     p = sub.add_parser("demo", help="simulator + demo sources")
     p.add_argument("--once", action="store_true", help="run every demo source once and exit")
     p.add_argument("--port", type=int, default=8900, help="simulator port")

@@ -68,6 +68,39 @@ class SamSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    notifiers: tuple[str, ...]
+    webhook_secret: str
+    slack_secret: str
+    github_token_secret: str
+    github_repo: str | None
+    github_api_url: str | None
+
+
+NOTIFIERS = ("webhook", "slack", "github")
+
+
+def _alerts(env: Mapping[str, str]) -> AlertSettings:
+    names = tuple(n.strip() for n in env.get("LIP_ALERT_NOTIFIERS", "").split(",") if n.strip())
+    unknown = [n for n in names if n not in NOTIFIERS]
+    if unknown:
+        raise ConfigError(
+            f"LIP_ALERT_NOTIFIERS: unknown notifier(s) {unknown}; use {', '.join(NOTIFIERS)}"
+        )
+    repo = env.get("LIP_ALERT_GITHUB_REPO") or None
+    if "github" in names and not repo:
+        raise ConfigError("LIP_ALERT_GITHUB_REPO (OWNER/REPO) is required for the github notifier")
+    return AlertSettings(
+        notifiers=names,
+        webhook_secret=env.get("LIP_ALERT_WEBHOOK_SECRET", "alerts/webhook-url"),
+        slack_secret=env.get("LIP_ALERT_SLACK_SECRET", "alerts/slack-webhook-url"),
+        github_token_secret=env.get("LIP_ALERT_GITHUB_TOKEN_SECRET", "alerts/github-token"),
+        github_repo=repo,
+        github_api_url=env.get("LIP_GITHUB_API_URL") or None,
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     backend: str
     home: Path
@@ -78,6 +111,7 @@ class Settings:
     secret_ttl_seconds: int
     aws: AwsSettings | None
     sam: SamSettings
+    alerts: AlertSettings
 
     @property
     def lake_dir(self) -> Path:
@@ -153,4 +187,5 @@ class Settings:
                 index_bucket=env.get("LIP_SAM_INDEX_BUCKET") or None,
                 vpce_id=env.get("LIP_SAM_VPCE_ID") or None,
             ),
+            alerts=_alerts(env),
         )

@@ -1,10 +1,11 @@
-"""The Dagster entry point: every source component under ``defs/``, and the backend
-chosen once from the environment."""
+"""The Dagster entry point: every source component under ``defs/``, the alert sensor,
+and the backend chosen once from the environment."""
 
 from pathlib import Path
 
 import dagster as dg
 
+from lip_dagster.alerts.sensor import build_alert_sensor
 from lip_dagster.resources import backend_from_env
 
 
@@ -12,5 +13,5 @@ from lip_dagster.resources import backend_from_env
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-        dg.Definitions(resources={"lip": backend_from_env()}),
+        dg.Definitions(resources={"lip": backend_from_env()}, sensors=[build_alert_sensor()]),
     )

@@ -58,6 +58,10 @@ def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
     if settings.state_db.exists():
         for suffix in ("", "-wal", "-shm"):
             Path(str(settings.state_db) + suffix).unlink(missing_ok=True)
+    dagster_home = home / "dagster"  # runs of the first collection show in the UI too
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
     sim = VendorSimulator(SimConfig(port=port, live_rate_per_s=2.0))
     sim.start()
     try:
@@ -88,10 +92,7 @@ def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
 
 
 def _serve_ui(settings: Settings, ui_port: int) -> int:
-    dagster_home = settings.home / "dagster"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "LIP_SCHEDULES_ON": "1"}
+    env = {**os.environ, "LIP_SCHEDULES_ON": "1"}
     exe = Path(sys.executable).parent / "dagster"
     cmd = [
         str(exe),

@@ -75,3 +75,24 @@ def test_demo_once_lands_every_demo_source(tmp_path: Path) -> None:
         assert f"  {source}" in proc.stdout
         objs = list((tmp_path / "home" / "lake" / f"source={source}").rglob("*.ndjson.gz"))
         assert objs and all(gzip.decompress(p.read_bytes()) for p in objs)
+
+
+def test_status_reads_state_only_and_reports_each_source(
+    demo_world: VendorSimulator, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    assert main(["run", "okta"]) == 0
+    capsys.readouterr()
+    demo_world.stop()  # the vendor is gone: status must still answer from state
+    assert main(["status", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    by = {s["source"]: s for s in data["sources"]}
+    assert by["okta"]["freshness"] == "pass" and by["okta"]["last_run_status"] == "SUCCESS"
+    assert by["okta"]["lag_seconds"] is not None and by["okta"]["newest_event"]
+    assert by["slack"]["freshness"] == "unknown" and by["slack"]["last_landed_at"] is None
+    assert main(["status"]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:3] == ["SOURCE", "PATTERN", "FRESH"]

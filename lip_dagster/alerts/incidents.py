@@ -1,0 +1,160 @@
+"""Incidents: what is wrong now, compared with what was wrong at the last tick.
+
+A problem that appears opens an incident and queues one ``open`` notification per
+notifier; a problem that disappears queues one ``resolved``. Nothing is sent twice for
+the same incident, however many ticks see it. Deliveries that fail stay queued and are
+retried with backoff, a bounded number of times. The whole state is small JSON: it
+lives in the alert sensor's cursor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from lip_dagster.alerts.health import SourceHealth
+
+MAX_ATTEMPTS = 12
+MAX_OUTBOX = 500
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str  # "<kind>|<subject>", stable across ticks
+    kind: str  # freshness | run | check | dlq
+    source: str
+    severity: str  # warn | fail
+    message: str
+
+
+@dataclass
+class Delivery:
+    event: str  # open | resolved
+    key: str
+    kind: str
+    source: str
+    severity: str
+    message: str
+    at: float
+    notifier: str
+    attempts: int = 0
+    next_at: float = 0.0
+    last_error: str = ""
+
+
+@dataclass
+class AlertState:
+    open: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outbox: list[Delivery] = field(default_factory=list)
+    dropped: int = 0
+
+    def dumps(self) -> str:
+        return orjson.dumps(
+            {"open": self.open, "outbox": [asdict(d) for d in self.outbox], "dropped": self.dropped}
+        ).decode()
+
+    @classmethod
+    def loads(cls, raw: str | None) -> AlertState:
+        if not raw:
+            return cls()
+        d = orjson.loads(raw)
+        return cls(
+            open=d.get("open", {}),
+            outbox=[Delivery(**x) for x in d.get("outbox", [])],
+            dropped=int(d.get("dropped", 0)),
+        )
+
+
+def _fmt_age(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+def problems_of(h: SourceHealth, now: float) -> list[Problem]:
+    out = []
+    lag = h.lag_seconds(now)
+    if h.freshness in ("warn", "fail") and lag is not None:
+        window = h.fail_window_s if h.freshness == "fail" else h.warn_window_s
+        out.append(
+            Problem(
+                f"freshness-{h.freshness}|{h.source}",
+                "freshness",
+                h.source,
+                h.freshness,
+                f"{h.source}: nothing has landed for {_fmt_age(lag)} "
+                f"({h.freshness} window {_fmt_age(window or 0)}); newest event "
+                f"{h.newest_event or 'unknown'}. Check the source's latest runs and its "
+                "lake_content check; backfill the gap once it lands again.",
+            )
+        )
+    if h.last_run_status == "FAILURE":
+        out.append(
+            Problem(
+                f"run|{h.source}",
+                "run",
+                h.source,
+                "fail",
+                f"{h.source}: the latest run {h.last_run_id} failed; its error names the "
+                "endpoint and HTTP status (Dagster UI, Runs).",
+            )
+        )
+    for check in h.failing_checks:
+        out.append(
+            Problem(
+                f"check|{h.source}:{check}",
+                "check",
+                h.source,
+                "fail",
+                f"{h.source}: asset check {check} failed; its metadata says what is wrong "
+                "and how to fix it.",
+            )
+        )
+    if h.dlq_depth:
+        out.append(
+            Problem(
+                f"dlq|{h.source}",
+                "dlq",
+                h.source,
+                "fail",
+                f"{h.source}: {h.dlq_depth} message(s) in the dead-letter queue; fix the "
+                "cause, then run the replay job.",
+            )
+        )
+    return out
+
+
+def advance(
+    state: AlertState, problems: list[Problem], notifiers: list[str], now: float
+) -> list[Delivery]:
+    """Open and resolve incidents; returns the deliveries newly queued."""
+    current = {p.key: p for p in problems}
+    queued: list[Delivery] = []
+    for key, p in current.items():
+        if key not in state.open:
+            state.open[key] = {
+                "since": now,
+                "message": p.message,
+                "source": p.source,
+                "kind": p.kind,
+                "severity": p.severity,
+            }
+            queued += [
+                Delivery("open", key, p.kind, p.source, p.severity, p.message, now, n, 0, now)
+                for n in notifiers
+            ]
+    for key in [k for k in state.open if k not in current]:
+        info = state.open.pop(key)
+        msg = f"resolved: {info['message']}"
+        queued += [
+            Delivery(
+                "resolved", key, info["kind"], info["source"], info["severity"], msg, now, n, 0, now
+            )
+            for n in notifiers
+        ]
+    state.outbox.extend(queued)
+    if len(state.outbox) > MAX_OUTBOX:
+        state.dropped += len(state.outbox) - MAX_OUTBOX
+        state.outbox = state.outbox[-MAX_OUTBOX:]
+    return queued

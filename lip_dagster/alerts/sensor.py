@@ -1,0 +1,115 @@
+"""The alert sensor: one for the whole deployment. Each tick reads every source's
+health, advances the incidents in its cursor, and delivers what is due. A failing
+notifier is logged and retried on later ticks; it never stops the sensor or the other
+notifiers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import dagster as dg
+
+from lip_dagster.alerts.health import declared_sources, source_health
+from lip_dagster.alerts.incidents import MAX_ATTEMPTS, AlertState, advance, problems_of
+from lip_dagster.alerts.notifiers import (
+    GitHubIssueNotifier,
+    Notifier,
+    NotifierError,
+    SlackNotifier,
+    WebhookNotifier,
+)
+from lip_dagster.config import Settings
+from lip_dagster.resources import Backend
+
+log = logging.getLogger(__name__)
+
+clock: Callable[[], float] = time.time
+
+
+def build_notifiers(settings: Settings, lip: Backend) -> list[Notifier]:
+    """From ``LIP_ALERT_NOTIFIERS``; secrets are fetched at send time (cached by the
+    store), so a rotated webhook URL is picked up without a restart."""
+    alerts = settings.alerts
+    out: list[Notifier] = []
+    for name in alerts.notifiers:
+        if name == "webhook":
+            out.append(WebhookNotifier(lambda: lip.secrets.get(alerts.webhook_secret)))
+        elif name == "slack":
+            out.append(SlackNotifier(lambda: lip.secrets.get(alerts.slack_secret)))
+        elif name == "github":
+            out.append(
+                GitHubIssueNotifier(
+                    alerts.github_repo or "",
+                    lambda: lip.secrets.get(alerts.github_token_secret),
+                    alerts.github_api_url,
+                )
+            )
+    return out
+
+
+def deliver(state: AlertState, notifiers: list[Notifier], now: float) -> tuple[int, int]:
+    """Send what is due; returns (sent, failed)."""
+    by_name = {n.name: n for n in notifiers}
+    sent = failed = 0
+    keep = []
+    for d in state.outbox:
+        notifier = by_name.get(d.notifier)
+        if notifier is None:  # the notifier was removed from the configuration
+            continue
+        if d.next_at > now:
+            keep.append(d)
+            continue
+        try:
+            notifier.send(d)
+            sent += 1
+        except NotifierError as exc:
+            failed += 1
+            d.attempts += 1
+            d.last_error = str(exc)[:300]
+            d.next_at = now + min(60.0 * 2**d.attempts, 3600.0)
+            if d.attempts >= MAX_ATTEMPTS:
+                state.dropped += 1
+                log.error("giving up on %s notification %s: %s", d.notifier, d.key, exc)
+                continue
+            log.warning("%s notification %s failed (%s); retrying later", d.notifier, d.key, exc)
+            keep.append(d)
+    state.outbox = keep
+    return sent, failed
+
+
+def build_alert_sensor(minimum_interval_seconds: int = 60) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="lip_alerts",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Freshness of landed data, failed runs, failed checks and dead "
+        "letters of every source; notifies once when an incident opens and once when "
+        "it resolves.",
+    )
+    def lip_alerts(
+        context: dg.SensorEvaluationContext, lip: dg.ResourceParam[Backend]
+    ) -> dg.SensorResult:
+        now = clock()
+        state = AlertState.loads(context.cursor)
+        notifiers = build_notifiers(lip.settings, lip)
+        problems = []
+        for spec in declared_sources(context.repository_def):
+            health = source_health(context.instance, spec, lip, now)
+            problems += problems_of(health, now)
+        queued = advance(state, problems, [n.name for n in notifiers], now)
+        for d in queued:
+            log_fn = context.log.warning if d.event == "open" else context.log.info
+            log_fn(f"incident {d.event}: {d.message}")
+        sent, failed = deliver(state, notifiers, now)
+        if not notifiers and queued:
+            context.log.warning("no notifier configured (LIP_ALERT_NOTIFIERS); see the README")
+        return dg.SensorResult(
+            cursor=state.dumps(),
+            skip_reason=None
+            if queued or sent or failed
+            else f"{len(state.open)} open incident(s); nothing new",
+        )
+
+    return lip_alerts

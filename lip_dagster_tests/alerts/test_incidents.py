@@ -1,0 +1,79 @@
+"""Incidents open once and resolve once; notifications are retried, never repeated."""
+
+from __future__ import annotations
+
+from lip_dagster.alerts.health import SourceHealth
+from lip_dagster.alerts.incidents import AlertState, advance, problems_of
+from lip_dagster.alerts.notifiers import SlackNotifier, WebhookNotifier
+from lip_dagster.alerts.sensor import deliver
+from lip_dagster.secrets import Secret
+
+from .conftest import Stub
+
+
+def failing_run(source: str = "okta") -> SourceHealth:
+    return SourceHealth(
+        source,
+        "polling",
+        freshness="pass",
+        last_landed_at=0.0,
+        last_run_status="FAILURE",
+        last_run_id="r1",
+    )
+
+
+def test_an_incident_notifies_once_however_many_ticks_see_it() -> None:
+    state = AlertState()
+    first = advance(state, problems_of(failing_run(), 10), ["webhook"], 10)
+    assert [d.event for d in first] == ["open"]
+    for t in range(11, 20):
+        state = AlertState.loads(state.dumps())  # the cursor round trip of every tick
+        assert advance(state, problems_of(failing_run(), t), ["webhook"], t) == []
+    healthy = SourceHealth("okta", "polling", freshness="pass", last_run_status="SUCCESS")
+    resolved = advance(state, problems_of(healthy, 30), ["webhook"], 30)
+    assert [d.event for d in resolved] == ["resolved"]
+    assert advance(state, problems_of(healthy, 31), ["webhook"], 31) == []
+
+
+def test_freshness_warn_then_fail_are_separate_alerts() -> None:
+    h = SourceHealth(
+        "slack",
+        "polling",
+        freshness="warn",
+        last_landed_at=0.0,
+        fail_window_s=3600,
+        warn_window_s=1800,
+    )
+    state = AlertState()
+    assert len(advance(state, problems_of(h, 2000), ["slack"], 2000)) == 1
+    h.freshness = "fail"
+    queued = advance(state, problems_of(h, 4000), ["slack"], 4000)
+    assert sorted(d.key for d in queued) == ["freshness-fail|slack", "freshness-warn|slack"]
+    assert "nothing has landed for 1 h 6 min" in next(
+        d.message for d in queued if d.event == "open"
+    )
+
+
+def test_a_failing_notifier_is_retried_and_does_not_stop_the_others(stub: Stub) -> None:
+    webhook = WebhookNotifier(lambda: Secret(stub.url + "/hook"))
+    slack = SlackNotifier(lambda: Secret(stub.url + "/slack"))
+    state = AlertState()
+    advance(state, problems_of(failing_run(), 0), ["webhook", "slack"], 0)
+    stub.fail_next = 1  # the first delivery (webhook) answers 500
+    sent, failed = deliver(state, [webhook, slack], now=0)
+    assert (sent, failed) == (1, 1)
+    assert [p for p, _ in stub.received] == ["/slack"]
+    assert len(state.outbox) == 1 and state.outbox[0].attempts == 1
+    assert deliver(state, [webhook, slack], now=10) == (0, 0)  # backing off
+    assert deliver(state, [webhook, slack], now=1000) == (1, 0)
+    assert [p for p, _ in stub.received] == ["/slack", "/hook"]
+    body = stub.received[1][1]
+    assert body["event"] == "open" and body["source"] == "okta" and body["kind"] == "run"
+
+
+def test_an_unreachable_notifier_never_raises_out_of_the_sensor() -> None:
+    dead = WebhookNotifier(lambda: Secret("http://127.0.0.1:9/nothing-listens"))
+    state = AlertState()
+    advance(state, problems_of(failing_run(), 0), ["webhook"], 0)
+    assert deliver(state, [dead], now=0) == (0, 1)
+    assert "127.0.0.1:9" not in state.outbox[0].last_error  # the URL is a secret

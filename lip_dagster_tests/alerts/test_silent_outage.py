@@ -1,0 +1,110 @@
+"""The failure to design against: the vendor keeps answering, runs keep succeeding,
+and nothing reaches the lake. LIP must page within one freshness window of the last
+landed event, and say so again when data flows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from lip_dagster.alerts import sensor as alert_sensor
+from lip_dagster.definitions import defs
+from lip_dagster.lake.writer import LakeWriter, WriteResult
+from lip_dagster.simulator import VendorSimulator
+
+from .conftest import Stub
+
+
+def poll(d: dg.Definitions, instance: dg.DagsterInstance, source: str) -> dg.ExecuteInProcessResult:
+    return d.resolve_job_def(f"{source}_poll").execute_in_process(
+        partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
+        tags={"lip/mode": "poll", "lip/source": source},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def tick(d: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    sensor = d.resolve_sensor_def("lip_alerts")
+    ctx = dg.build_sensor_context(
+        instance=instance,
+        repository_def=d.get_repository_def(),
+        cursor=cursor,
+        resources={"lip": d.resources["lip"]},
+    )
+    return sensor(ctx)
+
+
+def test_silent_outage_pages_within_one_window_and_resolves(
+    demo_world: VendorSimulator, stub: Stub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
+    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    d = defs()
+    instance = dg.DagsterInstance.ephemeral()
+    assert poll(d, instance, "okta").success  # data lands
+    t0 = datetime.now(UTC).timestamp()
+    cursor = tick(d, instance, None).cursor
+    assert stub.received == []  # healthy: nothing to say
+
+    # the landing step breaks silently: every run "succeeds", nothing lands
+    real_write = LakeWriter.write
+    monkeypatch.setattr(LakeWriter, "write", lambda self, *a, **kw: WriteResult())
+    now = datetime.now(UTC)
+    demo_world.add_events("okta", "logs", 40, start=now - timedelta(seconds=20), end=now)
+    for minute in (5, 25, 45, 59):
+        monkeypatch.setattr(alert_sensor, "clock", lambda m=minute: t0 + m * 60)
+        assert poll(d, instance, "okta").success  # the vendor answers, the run is green
+        cursor = tick(d, instance, cursor).cursor
+    opened = [b for _, b in stub.received if b["event"] == "open"]
+    assert [b["kind"] for b in opened] == ["freshness"]  # warn at 30 min
+    assert opened[0]["severity"] == "warn"
+
+    monkeypatch.setattr(alert_sensor, "clock", lambda: t0 + 61 * 60)  # one window later
+    cursor = tick(d, instance, cursor).cursor
+    fail = [b for _, b in stub.received if b["event"] == "open" and b["severity"] == "fail"]
+    assert len(fail) == 1 and fail[0]["source"] == "okta"
+    assert "nothing has landed for 1 h 1 min" in fail[0]["message"]
+    for _ in range(3):  # repeated ticks do not repeat the page
+        cursor = tick(d, instance, cursor).cursor
+    assert len([b for _, b in stub.received if b["event"] == "open"]) == 2
+
+    # writes recover: the events the vendor kept are collected, and the page resolves
+    monkeypatch.setattr(LakeWriter, "write", real_write)
+    monkeypatch.setattr(alert_sensor, "clock", lambda: datetime.now(UTC).timestamp() + 60)
+    demo_world.add_events(
+        "okta", "logs", 5, start=datetime.now(UTC) - timedelta(seconds=5), end=datetime.now(UTC)
+    )
+    assert poll(d, instance, "okta").success
+    tick(d, instance, cursor)
+    resolved = [b for _, b in stub.received if b["event"] == "resolved"]
+    assert sorted(b["severity"] for b in resolved) == ["fail", "warn"]
+
+
+def test_a_failed_run_and_a_failed_check_alert_once_each(
+    demo_world: VendorSimulator, stub: Stub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lip_dagster.lake.backends import LocalLake
+
+    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
+    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    d = defs()
+    instance = dg.DagsterInstance.ephemeral()
+    now = datetime.now(UTC)
+    hour_start = now.replace(minute=0, second=0, microsecond=0)
+    demo_world.add_events("slack", "logs", 5, start=hour_start, end=now + timedelta(seconds=1))
+    assert poll(d, instance, "slack").success
+    # a broken object in the lake turns the content check red on the next run
+    lake = d.resources["lip"].lake
+    hour_path = datetime.now(UTC).strftime("year=%Y/month=%m/day=%d/hour=%H")
+    key = next(k for k in lake.list_keys("slack") if hour_path in k)
+    (lake.root / key).write_bytes(b"not gzip")
+    assert poll(d, instance, "slack").success is False  # the blocking check fails the run
+    cursor = None
+    for _ in range(3):
+        cursor = tick(d, instance, cursor).cursor
+    kinds = sorted(b["kind"] for _, b in stub.received if b["event"] == "open")
+    assert kinds == ["check", "run"]
+    assert isinstance(lake, LocalLake)
