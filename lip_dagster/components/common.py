@@ -4,7 +4,7 @@ tags, retry policy and how a run's landing stats become Dagster materializations
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,6 +70,7 @@ def report_materializations(
     result: WriteResult,
     partitions_def: dg.HourlyPartitionsDefinition,
     run_metadata: Mapping[str, Any],
+    coverage: Callable[[str], str] | None = None,
 ) -> dg.MaterializeResult:
     """Log one materialization per hour partition written to (other than the
     target), and return the target partition's result with the run's metadata."""
@@ -88,12 +89,17 @@ def report_materializations(
                 asset_key=context.asset_key,
                 partition=hour,
                 description=f"landed by run {context.run.run_id} under {partition_to_path(hour)}",
-                metadata=hour_metadata(stats, now),
+                metadata={
+                    **hour_metadata(stats, now),
+                    **({"coverage": coverage(hour)} if coverage else {}),
+                },
             )
         )
     target_stats = result.hours.get(target) if target else None
     meta: dict[str, Any] = dict(hour_metadata(target_stats or HourStats(), now))
     meta.update(run_metadata)
+    if coverage and target:
+        meta["coverage"] = coverage(target)
     meta["partitions_written"] = len(result.hours)
     meta["events_total"] = result.events
     meta["duplicates_total"] = result.duplicates

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from lip_dagster.components import common
 from lip_dagster.components.checks import content_check
+from lip_dagster.components.coverage import coverage_check, hour_coverage, polling_head
 from lip_dagster.errors import ConfigError, VendorAuthError
 from lip_dagster.lake.layout import hour_of, partition_start, validate_source_name
 from lip_dagster.polling.base import PollerConfig, PollReport
@@ -91,6 +92,8 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
         name = validate_source_name(self.name)
         poller_class(self.adapter)  # unknown adapters fail at load
         partitions = common.hourly_partitions(self.start_date)
+        # every adapter keys its cursor by endpoint name (get_cursor_key)
+        endpoints = tuple(self.endpoints) or poller_class(self.adapter).default_endpoints
         tags = common.source_tags(name, "polling")
         component = self
 
@@ -144,7 +147,14 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
                 run_meta[f"cursor_before/{ep}"] = _short(er.cursor_before)
                 run_meta[f"cursor_after/{ep}"] = _short(er.cursor_after)
                 run_meta[f"stopped/{ep}"] = er.stopped or "n/a"
-            return common.report_materializations(context, report.result, partitions, run_meta)
+            head = polling_head(lip, name, endpoints)
+            return common.report_materializations(
+                context,
+                report.result,
+                partitions,
+                run_meta,
+                coverage=lambda hour: hour_coverage(hour, head),
+            )
 
         job = dg.define_asset_job(
             f"{name}_poll", selection=[_asset.key], partitions_def=partitions, tags=tags
@@ -173,7 +183,16 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
             assets=[_asset],
             jobs=[job],
             schedules=[_schedule],
-            asset_checks=[content_check(name, _asset.key, partitions)],
+            asset_checks=[
+                content_check(name, _asset.key, partitions),
+                coverage_check(
+                    name,
+                    _asset.key,
+                    partitions,
+                    endpoints,
+                    timedelta(minutes=self.freshness_fail_minutes),
+                ),
+            ],
         )
 
 

@@ -1,0 +1,119 @@
+"""Coverage: for each hour, whether the source's data for it is complete, so a gap in
+the middle of a week is as visible as a stale head.
+
+For a polling source an hour is complete once every endpoint's cursor high-water mark
+has passed the hour's end (the vendor was asked, after that hour, and had nothing
+older left to give). A gap is an hour inside the look-back that no run ever
+materialized: collection did not run then and no event of that hour landed later.
+"""
+
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from lip_dagster.lake.envelope import parse_timestamp
+from lip_dagster.lake.layout import hour_of, partition_start
+from lip_dagster.resources import Backend
+
+LOOKBACK = timedelta(days=7)
+
+
+def polling_head(lip: Backend, source: str, cursor_keys: Sequence[str]) -> datetime | None:
+    """The oldest high-water mark across the source's endpoints (None: an endpoint
+    has never been collected)."""
+    marks = []
+    for key in cursor_keys:
+        rec = lip.cursors.get(source, key)
+        hw = parse_timestamp(rec.high_water) if rec and rec.high_water else None
+        if hw is None:
+            return None
+        marks.append(hw)
+    return min(marks) if marks else None
+
+
+def hour_coverage(hour: str, head: datetime | None) -> str:
+    """``complete`` once the head has passed the hour's end, else ``open``."""
+    if head is None:
+        return "open"
+    return "complete" if partition_start(hour) + timedelta(hours=1) <= head else "open"
+
+
+def gap_ranges(hours: list[str]) -> list[str]:
+    """Consecutive missing hours folded into ``first..last`` ranges."""
+    out: list[str] = []
+    start = prev = None
+    for h in hours:
+        t = partition_start(h)
+        if prev is not None and t - prev == timedelta(hours=1):
+            prev = t
+            continue
+        if start is not None:
+            out.append(_range(start, prev))
+        start = prev = t
+    if start is not None:
+        out.append(_range(start, prev))
+    return out
+
+
+def _range(a: datetime, b: datetime | None) -> str:
+    return hour_of(a) if b is None or a == b else f"{hour_of(a)}..{hour_of(b)}"
+
+
+def coverage_check(
+    source: str,
+    asset_key: dg.AssetKey,
+    partitions_def: dg.HourlyPartitionsDefinition,
+    cursor_keys: Sequence[str],
+    fail_window: timedelta,
+) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=asset_key,
+        name="coverage",
+        partitions_def=partitions_def,
+        description="every hour of the last 7 days collected; the head within the freshness window",
+    )
+    def _check(
+        context: dg.AssetCheckExecutionContext, lip: dg.ResourceParam[Backend]
+    ) -> dg.AssetCheckResult:
+        now = datetime.now(UTC)
+        head = polling_head(lip, source, cursor_keys)
+        done = context.instance.get_materialized_partitions(asset_key)
+        first_seen = min(done) if done else None
+        window_start = max(
+            hour_of(now - LOOKBACK),
+            first_seen or hour_of(now),
+            partitions_def.get_first_partition_key() or "",
+        )
+        expected = [
+            k
+            for k in partitions_def.get_partition_keys(current_time=now)
+            if window_start <= k < hour_of(now)
+        ]
+        missing = [k for k in expected if k not in done]
+        head_lag = (now - head).total_seconds() if head else None
+        stale = head_lag is None or head_lag > fail_window.total_seconds()
+        passed = not missing and not stale
+        if missing:
+            desc = (
+                f"{len(missing)} hour(s) never collected: {', '.join(gap_ranges(missing)[:5])}; "
+                f"backfill them (UI, or `lip run {source} --partition <hour>`)"
+            )
+        elif stale:
+            desc = "the cursor's high-water mark is older than the freshness window"
+        else:
+            desc = f"complete up to {hour_of(head) if head else 'n/a'}"
+        return dg.AssetCheckResult(
+            passed=passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=desc,
+            metadata={
+                "head": head.isoformat() if head else "never collected",
+                "head_lag_seconds": head_lag if head_lag is not None else -1.0,
+                "hours_checked": len(expected),
+                "gaps": dg.MetadataValue.json(gap_ranges(missing)),
+            },
+        )
+
+    return _check
