@@ -105,6 +105,15 @@ def _serve_ui(settings: Settings, ui_port: int) -> int:
         str(ui_port),
     ]
     print(f"Dagster UI: http://127.0.0.1:{ui_port}  (Ctrl-C stops the demo)")
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C, or a TERM from a supervisor, even when started from a shell that
+    # ignores SIGINT for background jobs. Set before the child starts, so it gets
+    # the default disposition back and can shut its own servers down.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, start_new_session=True)
     try:
         return proc.wait()
