@@ -132,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8900, help="simulator port")
     p.add_argument("--ui-port", type=int, default=3000)
     p.set_defaults(fn=cmd_demo)
+    from lip_dagster.sam.cli import register as register_sam
+
+    register_sam(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

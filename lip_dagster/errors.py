@@ -7,8 +7,11 @@
      ├── CursorConflict       a stale writer lost the compare-and-set on a cursor
      ├── StateError           a state backend failed (SQLite, DynamoDB, SQS)
      ├── LakeWriteError       an object could not be landed
-     └── VendorError          a vendor call failed after bounded retries
-          └── VendorAuthError the vendor refused our credentials
+     ├── VendorError          a vendor call failed after bounded retries
+     │    ├── VendorAuthError the vendor refused our credentials
+     │    └── GitHubError     (github.py) the GitHub API refused or failed
+     └── (per package)        ProvisionError, AwsCallError (sam/), NotifierError
+                              (alerts/), BadObjectError (s3stream/)
 
 Messages never carry secret values: callers pass names, URLs go through
 ``redact_url`` first.

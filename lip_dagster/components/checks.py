@@ -1,15 +1,144 @@
-"""Asset checks every source gets, whatever its pattern."""
+"""Asset checks every source gets, whatever its pattern: the SAM contract
+(DESIGN §6), one named check per requirement.
+
+``source_checks`` is what a component calls. It returns two definitions that run
+after each materialization of a partition:
+
+- ``<source>_sam_content``: ``lake_content`` and ``sam_object_encryption``, both
+  blocking, from one pass over the partition's objects;
+- ``<source>_sam_resources``: the checks on the source's AWS resources, the
+  dead-letter queue and quarantine. Those the SAM cannot read past (key not
+  Enabled, no decrypt grant, no read grant) are blocking; on the embedded backend
+  the AWS ones report that they do not apply.
+
+Settings are read when a check runs, not at import, so a deployment value that is
+missing fails that check (saying which variable) instead of the whole code location.
+"""
+
+from collections.abc import Collection, Iterator
+from typing import Any
 
 import dagster as dg
 
+from lip_dagster.errors import ConfigError
 from lip_dagster.resources import Backend
-from lip_dagster.sam.content import verify_partition
+from lip_dagster.sam.checks import (
+    CONTENT_CHECKS,
+    RESOURCE_CHECKS,
+    CheckOutcome,
+    CheckSpec,
+    content_outcomes,
+    resource_outcomes,
+)
+
+__all__ = ["check_result", "content_check", "source_checks"]
+
+
+def _metadata(outcome: CheckOutcome) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "applies": outcome.applies,
+        "what_is_wrong": "" if outcome.passed else outcome.summary,
+        "fix": outcome.fix or "",
+    }
+    for key, value in outcome.metadata.items():
+        meta[key] = dg.MetadataValue.json(value) if isinstance(value, list | dict) else value
+    return meta
+
+
+def check_result(
+    outcome: CheckOutcome, asset_key: dg.AssetKey | None = None
+) -> dg.AssetCheckResult:
+    """A check outcome as Dagster shows it: failures at ERROR severity, with what is
+    wrong and the fix in both the description and the metadata."""
+    description = outcome.summary if outcome.passed else f"{outcome.summary}. Fix: {outcome.fix}"
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=outcome.name if asset_key is not None else None,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=_metadata(outcome),
+    )
+
+
+def _specs(
+    checks: tuple[CheckSpec, ...],
+    asset_key: dg.AssetKey,
+    partitions_def: dg.PartitionsDefinition,
+) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            c.name,
+            asset=asset_key,
+            description=f"SAM contract §6.{c.item}: {c.description}",
+            blocking=c.blocking,
+            partitions_def=partitions_def,
+            metadata={"sam_requirement": c.item},
+        )
+        for c in checks
+    ]
+
+
+def source_checks(
+    source: str,
+    asset_key: dg.AssetKey,
+    partitions_def: dg.PartitionsDefinition,
+    pattern: str = "polling",
+    skip: Collection[str] = (),
+) -> list[dg.AssetChecksDefinition]:
+    """Every SAM check of one source's asset. ``pattern`` (polling, webhook or s3)
+    decides whether the dead-letter queue is checked; ``skip`` names checks a
+    component already has its own version of (e.g. a webhook source's dead-letter
+    check that names its replay job)."""
+    unknown = set(skip) - {c.name for c in CONTENT_CHECKS + RESOURCE_CHECKS}
+    if unknown:
+        raise ConfigError(f"source {source!r}: no SAM check named {', '.join(sorted(unknown))}")
+    content = tuple(c for c in CONTENT_CHECKS if c.name not in skip)
+    resources = tuple(c for c in RESOURCE_CHECKS if c.name not in skip)
+    defs: list[dg.AssetChecksDefinition] = []
+
+    if content:
+
+        @dg.multi_asset_check(
+            name=f"{source}_sam_content",
+            specs=_specs(content, asset_key, partitions_def),
+            description="the partition just materialized, as the SAM will read it",
+        )
+        def _content(
+            context: dg.AssetCheckExecutionContext, lip: dg.ResourceParam[Backend]
+        ) -> Iterator[dg.AssetCheckResult]:
+            wanted = {c.name for c in content}
+            encryption = "sam_object_encryption" in wanted
+            for outcome in content_outcomes(
+                lip, source, context.partition_key, encryption=encryption
+            ):
+                if outcome.name in wanted:
+                    yield check_result(outcome, asset_key)
+
+        defs.append(_content)
+
+    if resources:
+
+        @dg.multi_asset_check(
+            name=f"{source}_sam_resources",
+            specs=_specs(resources, asset_key, partitions_def),
+            description="the source's AWS resources as the SAM needs them",
+        )
+        def _resources(lip: dg.ResourceParam[Backend]) -> Iterator[dg.AssetCheckResult]:
+            wanted = {c.name for c in resources}
+            for outcome in resource_outcomes(lip, source, pattern, only=wanted):
+                yield check_result(outcome, asset_key)
+
+        defs.append(_resources)
+    return defs
 
 
 def content_check(
     source: str, asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition
 ) -> dg.AssetChecksDefinition:
-    """Blocking: a partition whose objects the SAM cannot parse must not look done."""
+    """Only the blocking ``lake_content`` check (kept for components that do not use
+    ``source_checks`` yet): a partition whose objects the SAM cannot parse must not
+    look done."""
 
     @dg.asset_check(
         asset=asset_key,
@@ -22,18 +151,7 @@ def content_check(
     def _check(
         context: dg.AssetCheckExecutionContext, lip: dg.ResourceParam[Backend]
     ) -> dg.AssetCheckResult:
-        partition = context.partition_key
-        rep = verify_partition(lip.lake, source, partition)
-        return dg.AssetCheckResult(
-            passed=rep.ok,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=None if rep.ok else rep.problems[0],
-            metadata={
-                "partition": partition,
-                "objects": rep.objects,
-                "events": rep.events,
-                "problems": dg.MetadataValue.json(rep.problems),
-            },
-        )
+        outcome = content_outcomes(lip, source, context.partition_key, encryption=False)[0]
+        return check_result(outcome)
 
     return _check

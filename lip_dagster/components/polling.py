@@ -9,7 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from lip_dagster.components import common
-from lip_dagster.components.checks import content_check
+from lip_dagster.components.checks import source_checks
 from lip_dagster.components.coverage import coverage_check, hour_coverage, polling_head
 from lip_dagster.errors import ConfigError, VendorAuthError
 from lip_dagster.lake.layout import hour_of, partition_start, validate_source_name
@@ -109,7 +109,13 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
             kinds={"polling", self.adapter},
             tags={"lip/pattern": "polling"},
             description=self.description or f"{self.adapter} audit log, polled",
-            metadata={"adapter": self.adapter, "poll_minutes": self.poll_minutes},
+            metadata={
+                "adapter": self.adapter,
+                "poll_minutes": self.poll_minutes,
+                "lip/secrets": sorted(
+                    {str(v) for k, v in self.options.items() if k.endswith("_secret")}
+                ),
+            },
         )
         def _asset(
             context: dg.AssetExecutionContext, lip: dg.ResourceParam[Backend]
@@ -184,7 +190,7 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
             jobs=[job],
             schedules=[_schedule],
             asset_checks=[
-                content_check(name, _asset.key, partitions),
+                *source_checks(name, _asset.key, partitions, "polling"),
                 coverage_check(
                     name,
                     _asset.key,

@@ -22,7 +22,7 @@ import orjson
 from pydantic import Field
 
 from lip_dagster.components import common
-from lip_dagster.components.checks import content_check
+from lip_dagster.components.checks import source_checks
 from lip_dagster.errors import ConfigError, LipError
 from lip_dagster.lake.layout import hour_of, partition_start, validate_source_name
 from lip_dagster.resources import Backend
@@ -324,7 +324,7 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             jobs=[job],
             sensors=[_sensor],
             asset_checks=[
-                content_check(name, _asset.key, partitions),
+                *source_checks(name, _asset.key, partitions, "s3", skip=("sam_quarantine",)),
                 quarantine_check(name, _asset.key),
             ],
         )

@@ -1,19 +1,27 @@
-"""The content half of the SAM contract (DESIGN §6.6): every object of a partition
-matches the layout, is valid gzip, every line parses as JSON and carries ``_lip``,
-and no id repeats. Used by the asset check and by ``lip check``."""
+"""The content half of the SAM contract (DESIGN §6.1 and §6.6): every object of a
+partition matches the layout, is valid gzip, every line parses as JSON and carries
+``_lip``, no id repeats, and (on S3) every object is encrypted with the source's own
+KMS key. One pass over the partition feeds both the ``lake_content`` check and the
+per-object encryption check; used by the asset checks and by ``lip check``."""
 
 from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
+from botocore.exceptions import BotoCoreError, ClientError
 
 from lip_dagster.lake.backends import LakeBackend
 from lip_dagster.lake.layout import parse_object_key, partition_prefix
 
 LIP_KEYS = ("source", "id", "ingested_at", "pattern")
+
+# Given the KMS key id an object carries (None: not SSE-KMS), a problem to report or
+# None when it is the source's key.
+KeyJudge = Callable[[str | None], str | None]
 
 
 @dataclass
@@ -21,15 +29,29 @@ class ContentReport:
     objects: int = 0
     events: int = 0
     problems: list[str] = field(default_factory=list)
+    encryption_checked: int = 0
+    encryption_problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def encryption_ok(self) -> bool:
+        return not self.encryption_problems
+
 
 def verify_partition(
-    lake: LakeBackend, source: str, partition_key: str, max_problems: int = 20
+    lake: LakeBackend,
+    source: str,
+    partition_key: str,
+    max_problems: int = 20,
+    *,
+    judge_key: KeyJudge | None = None,
 ) -> ContentReport:
+    """Read every object of the partition. With ``judge_key``, also look up each
+    object's KMS key through ``lake.object_kms_key`` (objects whose name is not in
+    the layout are left to the content problems)."""
     report = ContentReport()
     seen: dict[str, str] = {}
     prefix = partition_prefix(source, partition_key)
@@ -38,6 +60,10 @@ def verify_partition(
         if len(report.problems) < max_problems:
             report.problems.append(msg)
 
+    def encryption_problem(msg: str) -> None:
+        if len(report.encryption_problems) < max_problems:
+            report.encryption_problems.append(msg)
+
     for key in lake.list_keys(source, prefix):
         report.objects += 1
         try:
@@ -45,6 +71,14 @@ def verify_partition(
         except ValueError:
             problem(f"{key}: name does not match the lake layout; move it out of the lake")
             continue
+        if judge_key is not None:
+            report.encryption_checked += 1
+            try:
+                verdict = judge_key(lake.object_kms_key(key))
+            except (ClientError, BotoCoreError) as exc:
+                verdict = f"could not read its encryption ({type(exc).__name__}: {exc})"
+            if verdict:
+                encryption_problem(f"{key}: {verdict}")
         if src != source or pk != partition_key:
             problem(f"{key}: filed under the wrong source or hour")
         try:

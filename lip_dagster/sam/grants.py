@@ -1,0 +1,247 @@
+"""What the SAM needs from each policy, stated once: the statements provisioning
+writes, and the questions the checks ask of whatever policy is actually in place.
+
+Writing and checking share these definitions, so a stack that ``lip provision``
+builds passes ``lip check`` by construction, and a policy written by hand passes as
+long as it grants the same access, whatever its statement ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lip_dagster.sam.policy import Evaluation, Request, evaluate
+from lip_dagster.sam.target import SamTarget, parse_arn
+
+__all__ = [
+    "KEY_ADMIN_SID",
+    "LIST_SID",
+    "NOTIFICATION_ID",
+    "READ_SID",
+    "RETENTION_RULE_ID",
+    "SAM_DECRYPT_SID",
+    "TLS_SID",
+    "bucket_statements",
+    "encryption_config",
+    "key_decrypt",
+    "key_statements",
+    "notification_config",
+    "notification_covers",
+    "notification_leaks",
+    "queue_send",
+    "queue_statement",
+    "read_problems",
+    "tls_gaps",
+]
+
+TLS_SID = "LipDenyInsecureTransport"
+LIST_SID = "LipSamList"
+READ_SID = "LipSamRead"
+KEY_ADMIN_SID = "LipAccountAdmin"
+SAM_DECRYPT_SID = "LipSamDecrypt"
+NOTIFICATION_ID = "lip-sam-object-created"
+RETENTION_RULE_ID = "lip-lake-retention"
+
+_LIST_ACTIONS = ("s3:ListBucket", "s3:GetBucketLocation")
+
+
+# ------------------------------------------------------------------ bucket policy
+
+
+def bucket_statements(t: SamTarget) -> dict[str, dict[str, Any]]:
+    """The bucket policy statements LIP writes, by Sid.
+
+    Only ``s3:GetObject`` is scoped to the VPC endpoint. Listing stays open to the
+    SAM's role from anywhere because the SAM's connectivity test lists the bucket
+    from its own network, and a Deny keyed on the endpoint would also lock out LIP
+    and the account's administrators.
+    """
+    role = str(t.sam.role_arn)
+    read: dict[str, Any] = {
+        "Sid": READ_SID,
+        "Effect": "Allow",
+        "Principal": {"AWS": role},
+        "Action": "s3:GetObject",
+        "Resource": f"{t.bucket_arn}/{t.lake_prefix}*",
+    }
+    if t.sam.vpce_id:
+        read["Condition"] = {"StringEquals": {"aws:SourceVpce": t.sam.vpce_id}}
+    return {
+        TLS_SID: {
+            "Sid": TLS_SID,
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [t.bucket_arn, f"{t.bucket_arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        },
+        LIST_SID: {
+            "Sid": LIST_SID,
+            "Effect": "Allow",
+            "Principal": {"AWS": role},
+            "Action": list(_LIST_ACTIONS),
+            "Resource": t.bucket_arn,
+        },
+        READ_SID: read,
+    }
+
+
+def _denied(ev: Evaluation) -> str:
+    sids = ev.denied_by + ev.maybe_denied_by
+    return f" (denied by statement {', '.join(sids)})" if sids else ""
+
+
+def read_problems(t: SamTarget, policy: dict[str, Any] | None) -> dict[str, str]:
+    """What keeps the SAM's role from reading, keyed by the Sid that would grant it;
+    empty when it may list the bucket and read lake objects."""
+    role = str(t.sam.role_arn)
+    tls = {"aws:SecureTransport": "true"}
+    read_ctx = {**tls, **({"aws:SourceVpce": t.sam.vpce_id} if t.sam.vpce_id else {})}
+    problems: dict[str, str] = {}
+    read = evaluate(policy, Request("s3:GetObject", t.sample_object_arn(), role, context=read_ctx))
+    if not read.allowed:
+        via = f" through {t.sam.vpce_id}" if t.sam.vpce_id else ""
+        problems[READ_SID] = (
+            f"s3:GetObject on {t.bucket}/{t.lake_prefix}*{via} is not granted{_denied(read)}"
+        )
+    missing = []
+    for action in _LIST_ACTIONS:
+        ev = evaluate(policy, Request(action, t.bucket_arn, role, context=tls))
+        if not ev.allowed:
+            missing.append(
+                f"{action} on {t.bucket} (outside any VPC endpoint) is not granted{_denied(ev)}"
+            )
+    if missing:
+        problems[LIST_SID] = "; ".join(missing)
+    return problems
+
+
+def tls_gaps(t: SamTarget, policy: dict[str, Any] | None) -> list[str]:
+    """Resources a request without TLS is not certainly denied on."""
+    insecure = {"aws:SecureTransport": "false"}
+    return [
+        target
+        for action, target in (
+            ("s3:GetObject", t.sample_object_arn()),
+            ("s3:ListBucket", t.bucket_arn),
+        )
+        if not evaluate(policy, Request(action, target, "*", context=insecure)).denied
+    ]
+
+
+def encryption_config(key_arn: str) -> dict[str, Any]:
+    """Default encryption: SSE-KMS with the source's key; S3 Bucket Keys cut the KMS
+    calls (and their cost) per object."""
+    return {
+        "Rules": [
+            {
+                "ApplyServerSideEncryptionByDefault": {
+                    "SSEAlgorithm": "aws:kms",
+                    "KMSMasterKeyID": key_arn,
+                },
+                "BucketKeyEnabled": True,
+            }
+        ]
+    }
+
+
+# ---------------------------------------------------------------------- key policy
+
+
+def key_statements(t: SamTarget) -> dict[str, dict[str, Any]]:
+    """The key policy LIP writes for a new key: the account administers it through
+    IAM (without this, KMS refuses a policy that would lock everyone out), and the
+    SAM's role may decrypt only through S3 in this region."""
+    return {
+        KEY_ADMIN_SID: {
+            "Sid": KEY_ADMIN_SID,
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{t.account}:root"},
+            "Action": "kms:*",
+            "Resource": "*",
+        },
+        SAM_DECRYPT_SID: {
+            "Sid": SAM_DECRYPT_SID,
+            "Effect": "Allow",
+            "Principal": {"AWS": str(t.sam.role_arn)},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"kms:ViaService": t.s3_service()}},
+        },
+    }
+
+
+def key_decrypt(t: SamTarget, policy: dict[str, Any] | None, key_arn: str) -> Evaluation:
+    """May the SAM's role decrypt with the key when S3 asks on its behalf?"""
+    role = str(t.sam.role_arn)
+    context = {
+        "kms:ViaService": t.s3_service(),
+        "kms:CallerAccount": (parse_arn(role) or {}).get("account", ""),
+    }
+    return evaluate(policy, Request("kms:Decrypt", key_arn, role, context=context))
+
+
+# -------------------------------------------------------------------- notifications
+
+
+def notification_config(t: SamTarget) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "Id": NOTIFICATION_ID,
+        "QueueArn": str(t.sam.queue_arn),
+        "Events": ["s3:ObjectCreated:*"],
+    }
+    if t.lake_prefix:
+        cfg["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": t.lake_prefix}]}}
+    return cfg
+
+
+def _filter_rules(cfg: dict[str, Any]) -> list[tuple[str, str]]:
+    rules = cfg.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+    return [(str(r.get("Name", "")).lower(), str(r.get("Value", ""))) for r in rules]
+
+
+def notification_covers(cfg: dict[str, Any], queue_arn: str, lake_prefix: str) -> bool:
+    """Does this queue configuration send every object created under the lake prefix
+    to the queue?"""
+    if cfg.get("QueueArn") != queue_arn or "s3:ObjectCreated:*" not in cfg.get("Events", []):
+        return False
+    for kind, value in _filter_rules(cfg):
+        if kind == "prefix" and not lake_prefix.startswith(value):
+            return False
+        if kind == "suffix" and value and not ".ndjson.gz".endswith(value):
+            return False
+    return True
+
+
+def notification_leaks(cfg: dict[str, Any], queue_arn: str, quarantine_prefix: str) -> bool:
+    """Would quarantined input reach the SAM's queue too?"""
+    if cfg.get("QueueArn") != queue_arn or not quarantine_prefix:
+        return False
+    prefixes = [v for k, v in _filter_rules(cfg) if k == "prefix"]
+    return not prefixes or any(quarantine_prefix.startswith(p) for p in prefixes)
+
+
+def queue_statement(t: SamTarget, queue_arn: str) -> dict[str, Any]:
+    """The SAM queue policy statement that lets this bucket notify it."""
+    return {
+        "Sid": "LipS3Notify" + "".join(c for c in t.source.title() if c.isalnum()),
+        "Effect": "Allow",
+        "Principal": {"Service": "s3.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": queue_arn,
+        "Condition": {
+            "ArnEquals": {"aws:SourceArn": t.bucket_arn},
+            "StringEquals": {"aws:SourceAccount": t.account},
+        },
+    }
+
+
+def queue_send(t: SamTarget, policy: dict[str, Any] | None, queue_arn: str) -> Evaluation:
+    """May S3 deliver this bucket's notifications to the queue?"""
+    req = Request(
+        "sqs:SendMessage",
+        queue_arn,
+        service="s3.amazonaws.com",
+        context={"aws:SourceArn": t.bucket_arn, "aws:SourceAccount": t.account},
+    )
+    return evaluate(policy, req)

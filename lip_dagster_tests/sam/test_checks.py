@@ -1,0 +1,200 @@
+"""The SAM checks of AWS resources on the local moto server: a provisioned stack
+with landed events passes every check; breaking one requirement turns exactly the
+matching check red, with a message that names the fix. (moto accepts SSE-KMS puts
+with a key pending deletion, so nothing here relies on a put failing.) The content
+checks are in test_content_checks.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from lip_dagster.sam.checks import CHECKS
+from lip_dagster.sam.grants import LIST_SID, READ_SID, SAM_DECRYPT_SID, TLS_SID
+from lip_dagster_tests.sam.conftest import Stack
+
+
+def bucket_policy(stack: Stack) -> dict[str, Any]:
+    s3 = stack.deployment.client("s3")
+    doc: dict[str, Any] = json.loads(
+        s3.get_bucket_policy(Bucket=stack.deployment.bucket())["Policy"]
+    )
+    return doc
+
+
+def put_bucket_policy(stack: Stack, doc: dict[str, Any]) -> None:
+    stack.deployment.client("s3").put_bucket_policy(
+        Bucket=stack.deployment.bucket(), Policy=json.dumps(doc)
+    )
+
+
+# -------------------------------------------------------------------- breakers
+
+
+def remove_notification(stack: Stack) -> None:
+    stack.deployment.client("s3").put_bucket_notification_configuration(
+        Bucket=stack.deployment.bucket(), NotificationConfiguration={}
+    )
+
+
+def schedule_key_deletion(stack: Stack) -> None:
+    stack.deployment.client("kms").schedule_key_deletion(
+        KeyId=stack.deployment.key_id(), PendingWindowInDays=7
+    )
+
+
+def disable_key(stack: Stack) -> None:
+    stack.deployment.client("kms").disable_key(KeyId=stack.deployment.key_id())
+
+
+def disable_rotation(stack: Stack) -> None:
+    stack.deployment.client("kms").disable_key_rotation(KeyId=stack.deployment.key_id())
+
+
+def drop_bucket_grant(stack: Stack) -> None:
+    doc = bucket_policy(stack)
+    doc["Statement"] = [s for s in doc["Statement"] if s.get("Sid") not in (LIST_SID, READ_SID)]
+    put_bucket_policy(stack, doc)
+
+
+def drop_key_grant(stack: Stack) -> None:
+    kms = stack.deployment.client("kms")
+    arn = stack.deployment.key_arn()
+    doc = json.loads(kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"])
+    doc["Statement"] = [s for s in doc["Statement"] if s.get("Sid") != SAM_DECRYPT_SID]
+    kms.put_key_policy(KeyId=arn, PolicyName="default", Policy=json.dumps(doc))
+
+
+def delete_index_bucket(stack: Stack) -> None:
+    stack.deployment.client("s3").delete_bucket(Bucket=stack.deployment.index_bucket)
+
+
+def revoke_index_write(stack: Stack) -> None:
+    stack.deployment.client("iam").delete_role_policy(
+        RoleName=stack.deployment.role_arn.rsplit("/", 1)[1], PolicyName="index-write"
+    )
+
+
+def remove_tls_deny(stack: Stack) -> None:
+    doc = bucket_policy(stack)
+    doc["Statement"] = [s for s in doc["Statement"] if s.get("Sid") != TLS_SID]
+    put_bucket_policy(stack, doc)
+
+
+def open_public_access(stack: Stack) -> None:
+    stack.deployment.client("s3").put_public_access_block(
+        Bucket=stack.deployment.bucket(),
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": False,
+            "RestrictPublicBuckets": False,
+        },
+    )
+
+
+def default_to_sse_s3(stack: Stack) -> None:
+    stack.deployment.client("s3").put_bucket_encryption(
+        Bucket=stack.deployment.bucket(),
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+
+
+def close_queue_to_bucket(stack: Stack) -> None:
+    sqs = stack.deployment.client("sqs")
+    sqs.set_queue_attributes(
+        QueueUrl=stack.deployment.queue_url,
+        Attributes={"Policy": json.dumps({"Version": "2012-10-17", "Statement": []})},
+    )
+
+
+def quarantine_input(stack: Stack) -> None:
+    stack.backend.quarantine.put("okta", "page-3.json", b"{truncated", "not JSON")
+
+
+BREAKS: list[tuple[Callable[[Stack], None], str, str, str]] = [
+    # breaker, the one check that must fail, words of the problem, words of the fix
+    (remove_notification, "sam_notifications", "does not send s3:ObjectCreated:*", "lip provision"),
+    (schedule_key_deletion, "sam_kms_key_state", "is PendingDeletion", "cancel-key-deletion"),
+    (disable_key, "sam_kms_key_state", "is Disabled", "aws kms enable-key"),
+    (disable_rotation, "sam_kms_key_rotation", "rotation is off", "enable-key-rotation"),
+    (drop_bucket_grant, "sam_bucket_read_grant", "s3:GetObject", "LipSamRead"),
+    (drop_key_grant, "sam_kms_key_policy", "decrypt", "kms:ViaService"),
+    (delete_index_bucket, "sam_index_bucket", "does not exist", "create sam-index-"),
+    (revoke_index_write, "sam_index_bucket", "nothing lets", "s3:PutObject"),
+    (remove_tls_deny, "sam_bucket_tls_only", "does not deny non-TLS", TLS_SID),
+    (open_public_access, "sam_public_access_block", "BlockPublicPolicy", "put-public-access-block"),
+    (default_to_sse_s3, "sam_bucket_encryption", "is AES256", "put-bucket-encryption"),
+    (close_queue_to_bucket, "sam_notifications", "does not let", "sqs:SendMessage"),
+    (quarantine_input, "sam_quarantine", "1 inputs sit in quarantine", ".reason.json"),
+]
+
+
+def test_a_provisioned_stack_with_landed_events_passes_every_check(stack: Stack) -> None:
+    outcomes = stack.checks()
+    assert [o.name for o in outcomes] == [c.name for c in CHECKS]
+    assert {o.name: o.status for o in outcomes} == {
+        **{c.name: "pass" for c in CHECKS},
+        "sam_dead_letters": "n/a",  # a polling source has no buffer
+    }
+    content = next(o for o in outcomes if o.name == "lake_content")
+    assert content.metadata["events"] == 5
+    encryption = next(o for o in outcomes if o.name == "sam_object_encryption")
+    assert encryption.metadata["objects"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("breaker", "check", "problem", "fix"), BREAKS, ids=[b[0].__name__ for b in BREAKS]
+)
+def test_breaking_one_requirement_fails_exactly_its_check(
+    stack: Stack, breaker: Callable[[Stack], None], check: str, problem: str, fix: str
+) -> None:
+    breaker(stack)
+    failing = stack.failing()
+    assert list(failing) == [check]
+    outcome = failing[check]
+    assert problem in outcome.summary
+    assert outcome.fix is not None and fix in outcome.fix
+
+
+def test_a_missing_sam_setting_fails_the_checks_that_need_it_naming_the_variable(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LIP_SAM_INDEX_BUCKET")
+    stack.backend = stack.deployment.backend()
+    failing = stack.failing()
+    assert list(failing) == ["sam_index_bucket"]
+    assert "LIP_SAM_INDEX_BUCKET" in failing["sam_index_bucket"].summary
+
+
+def test_an_unreachable_aws_endpoint_fails_checks_with_the_call_not_an_exception(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIP_AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens
+    backend = stack.deployment.backend()
+    backend.client = _no_retries("http://127.0.0.1:9")  # type: ignore[method-assign]
+    stack.backend = backend
+    outcomes = {o.name: o for o in stack.checks()}
+    key_state = outcomes["sam_kms_key_state"]
+    assert not key_state.passed and "describing KMS key" in key_state.summary
+    assert not outcomes["lake_content"].passed
+
+
+def _no_retries(endpoint: str) -> Callable[[str], Any]:
+    """Clients that give up on the first refused connection, to keep the test fast."""
+
+    def build(service: str) -> Any:
+        return boto3.session.Session(region_name="us-east-1").client(
+            service,
+            endpoint_url=endpoint,
+            config=Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1}),
+        )
+
+    return build

@@ -1,0 +1,73 @@
+"""The policy evaluation behind the grant checks, on policies as AWS documents them:
+conservative where it cannot be sure, so "allowed" is something the SAM can rely on."""
+
+from __future__ import annotations
+
+from lip_dagster.sam.policy import Request, evaluate, parse_policy
+from lip_dagster_tests.sam.conftest import policy_file
+
+ROLE = "arn:aws:iam::123456789012:role/sam-reader"
+BUCKET = "acme-lip-okta"
+OBJECT = f"arn:aws:s3:::{BUCKET}/lake/source=okta/x.ndjson.gz"
+
+
+def test_the_vpc_endpoint_lockdown_denies_listing_from_outside_only() -> None:
+    policy = policy_file("deny_outside_vpce.json", BUCKET=BUCKET, VPCE="vpce-1")
+    outside = Request("s3:ListBucket", f"arn:aws:s3:::{BUCKET}", ROLE, context={})
+    inside = Request(
+        "s3:ListBucket", f"arn:aws:s3:::{BUCKET}", ROLE, context={"aws:SourceVpce": "vpce-1"}
+    )
+    assert evaluate(policy, outside).denied_by == ("Access-to-specific-VPCE-only",)
+    assert not evaluate(policy, inside).denied
+
+
+def test_an_account_root_principal_grants_the_role_nothing_by_itself() -> None:
+    policy = policy_file("kms_default_key_policy.json", ACCOUNT="123456789012")
+    ev = evaluate(policy, Request("kms:Decrypt", "arn:aws:kms:us-east-1:1:key/k", ROLE))
+    assert not ev.allowed and ev.allowed_by == ()
+
+
+def test_an_operator_it_does_not_know_makes_a_deny_count_as_possible() -> None:
+    policy = policy_file("deny_tls_below_1_2.json", BUCKET=BUCKET, ROLE=ROLE)
+    ev = evaluate(policy, Request("s3:GetObject", OBJECT, ROLE, context={}))
+    assert ev.allowed_by == ("SamRead",)
+    assert ev.maybe_denied_by == ("EnforceTLSv12orHigher",)
+    assert not ev.allowed  # cannot be sure: the SAM's read is not reported as granted
+    assert not ev.denied  # nor is a non-TLS request reported as certainly denied
+
+
+def test_service_principals_and_conditions_on_the_sams_queue_policy() -> None:
+    queue = "arn:aws:sqs:us-east-1:123456789012:sam"
+    policy = policy_file("sam_queue_policy.json", QUEUE=queue, ACCOUNT="123456789012")
+
+    def send(account: str) -> Request:
+        return Request(
+            "sqs:SendMessage",
+            queue,
+            service="s3.amazonaws.com",
+            context={"aws:SourceArn": f"arn:aws:s3:::{BUCKET}", "aws:SourceAccount": account},
+        )
+
+    assert evaluate(policy, send("123456789012")).allowed  # the action's case does not matter
+    assert not evaluate(policy, send("999999999999")).allowed
+    assert not evaluate(policy, Request("sqs:SendMessage", queue, ROLE)).allowed
+
+
+def test_negated_operators_hold_when_the_key_is_absent_as_in_aws() -> None:
+    doc = parse_policy(
+        '{"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:*", '
+        '"Resource": "*", "Condition": {"StringNotEqualsIfExists": {"aws:SourceVpce": "v"}}}]}'
+    )
+    assert evaluate(doc, Request("s3:GetObject", OBJECT, ROLE)).denied
+    assert not evaluate(
+        doc, Request("s3:GetObject", OBJECT, ROLE, context={"aws:sourcevpce": "v"})
+    ).denied
+
+
+def test_identity_policies_apply_without_a_principal() -> None:
+    policy = policy_file("sam_role_index_write.json", INDEX="sam-index")
+    put = Request("s3:PutObject", "arn:aws:s3:::sam-index/state/1", ROLE)
+    assert evaluate(policy, put, identity=True).allowed
+    assert not evaluate(policy, put).allowed  # as a resource policy it names nobody
+    other = Request("s3:PutObject", "arn:aws:s3:::other-bucket/x", ROLE)
+    assert not evaluate(policy, other, identity=True).allowed
