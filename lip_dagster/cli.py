@@ -135,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lip_dagster.sam.cli import register as register_sam
 
     register_sam(sub)
+    from lip_dagster.webhook.cli import register as register_webhook
+
+    register_webhook(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -64,6 +65,7 @@ def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     sim = VendorSimulator(SimConfig(port=port, live_rate_per_s=2.0))
     sim.start()
+    stop_hooks: Callable[[], None] = lambda: None  # noqa: E731
     try:
         write_secrets(settings.secrets_file, sim.credentials())
         os.environ.update(demo_env(sim.base_url))
@@ -83,11 +85,31 @@ def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
             )
             if t["events"] == 0:
                 failed.append(source)
+        from lip_dagster.webhook.demo import drain_once, start_webhook_demo
+
+        hooks = start_webhook_demo(settings)  # the receiver, and vendors delivering to it
+        stop_hooks = hooks.stop
+        for line in hooks.summary_lines():
+            print(line)
+        for source in hooks.sources:
+            try:
+                t = drain_once(source)
+            except LipError as exc:
+                print(f"  {source:<18} FAILED: {exc}")
+                failed.append(source)
+                continue
+            print(
+                f"  {source:<18} {t['events']:>6} events landed, {t['duplicates']} duplicates "
+                f"dropped, {t['objects']} objects, {t['partitions']} partitions"
+            )
+            if t["events"] == 0:
+                failed.append(source)
         print(f"lake: {settings.lake_dir}")
         if once:
             return 1 if failed else 0
         return _serve_ui(settings, ui_port)
     finally:
+        stop_hooks()
         sim.stop()
 
 

@@ -70,3 +70,18 @@ def demo_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Vend
             monkeypatch.setenv(k, v)
         write_secrets(Settings.from_env().secrets_file, sim.credentials())
         yield sim
+
+
+def all_tables(ddb: object) -> list[str]:
+    """Every table name: ListTables pages at 100, and the shared test server holds more."""
+    names: list[str] = []
+    for page in ddb.get_paginator("list_tables").paginate():  # type: ignore[attr-defined]
+        names += page["TableNames"]
+    return names
+
+
+def all_secrets(sm: object) -> list[str]:
+    names: list[str] = []
+    for page in sm.get_paginator("list_secrets").paginate():  # type: ignore[attr-defined]
+        names += [s["Name"] for s in page["SecretList"]]
+    return names

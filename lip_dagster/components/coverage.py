@@ -7,7 +7,6 @@ older left to give). A gap is an hour inside the look-back that no run ever
 materialized: collection did not run then and no event of that hour landed later.
 """
 
-
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 

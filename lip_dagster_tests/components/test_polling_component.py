@@ -156,11 +156,15 @@ def test_secrets_never_reach_logs_metadata_or_errors(
     assert all(r.success for r in results)
     # a refused credential, too
     monkeypatch.setenv("LIP_SECRET_SLACK_TOKEN", "xoxp-this-is-a-wrong-but-secret-token")
-    bad = load().resolve_job_def("slack_poll").execute_in_process(
-        partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
-        tags={"lip/mode": "poll"},
-        instance=instance,
-        raise_on_error=False,
+    bad = (
+        load()
+        .resolve_job_def("slack_poll")
+        .execute_in_process(
+            partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
+            tags={"lip/mode": "poll"},
+            instance=instance,
+            raise_on_error=False,
+        )
     )
     assert not bad.success
     out = capfd.readouterr()

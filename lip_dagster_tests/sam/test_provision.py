@@ -14,6 +14,7 @@ from lip_dagster.errors import ConfigError, StateError
 from lip_dagster.sam.grants import LIST_SID, NOTIFICATION_ID, READ_SID, SAM_DECRYPT_SID, TLS_SID
 from lip_dagster.sam.provision import Change, ProvisionError, ProvisionReport, provision
 from lip_dagster.sam.sources import DeclaredSource
+from lip_dagster_tests.conftest import all_secrets, all_tables
 from lip_dagster_tests.sam.conftest import (
     OKTA,
     PARTITION,
@@ -53,11 +54,9 @@ def snapshot(d: Deployment, source: str = "okta") -> dict[str, Any]:
         "notifications": s3.get_bucket_notification_configuration(Bucket=bucket).get(
             "QueueConfigurations"
         ),
-        "tables": sorted(t for t in d.client("dynamodb").list_tables()["TableNames"] if d.run in t),
+        "tables": sorted(t for t in all_tables(d.client("dynamodb")) if d.run in t),
         "secrets": sorted(
-            s["Name"]
-            for s in d.client("secretsmanager").list_secrets()["SecretList"]
-            if d.run in s["Name"]
+            name for name in all_secrets(d.client("secretsmanager")) if d.run in name
         ),
     }
 
@@ -96,9 +95,7 @@ def test_plan_on_a_fresh_account_lists_every_resource_and_creates_none(
         deployment.client("s3").head_bucket(Bucket=deployment.bucket("okta"))
     with pytest.raises(ClientError):
         deployment.client("kms").describe_key(KeyId=deployment.alias("okta"))
-    assert not [
-        t for t in deployment.client("dynamodb").list_tables()["TableNames"] if deployment.run in t
-    ]
+    assert not [t for t in all_tables(deployment.client("dynamodb")) if deployment.run in t]
     with pytest.raises(ClientError):
         deployment.client("sqs").get_queue_url(QueueName=deployment.table("okta_hooks", "buffer"))
     with pytest.raises(ClientError):
@@ -140,7 +137,7 @@ def test_provision_builds_each_source_an_isolated_stack(deployment: Deployment) 
     assert {"Key": "lip:source", "Value": "okta"} in tags
 
     # state: tables for both, a buffer with its DLQ only for the webhook source
-    tables = deployment.client("dynamodb").list_tables()["TableNames"]
+    tables = all_tables(deployment.client("dynamodb"))
     for source in ("okta", "okta_hooks"):
         assert {deployment.table(source, "cursor"), deployment.table(source, "dedupe")} <= set(
             tables

@@ -58,7 +58,7 @@ def test_ensure_refuses_to_replace_a_table_with_another_key(
     store = DynamoCursorStore(session=boto_session, endpoint_url=moto_endpoint)
     with pytest.raises(StateError, match="will not replace"):
         store.ensure(source)
-    assert f"lip-{source}-cursor" in ddb.list_tables()["TableNames"]
+    assert ddb.describe_table(TableName=f"lip-{source}-cursor")["Table"]["TableStatus"]
 
 
 def test_a_missing_table_is_a_clear_state_error(
@@ -87,7 +87,7 @@ def test_the_prefix_names_every_resource(
     }
     assert names == {f"acme-{source}-buffer", f"acme-{source}-dlq"}
     ddb = boto_session.client("dynamodb", endpoint_url=moto_endpoint)
-    assert f"acme-{source}-cursor" in ddb.list_tables()["TableNames"]
+    assert ddb.describe_table(TableName=f"acme-{source}-cursor")["Table"]["TableStatus"]
     with pytest.raises(ConfigError):
         SqsBuffer(session=boto_session, endpoint_url=moto_endpoint, prefix="bad prefix!")
 

@@ -1,0 +1,42 @@
+"""An event's identity as the commit log sees it, for callers that must name an id
+before the writer does.
+
+The webhook receiver marks ids ``accepted`` long before a drain run hands the same
+events to ``LakeWriter``; both must derive the same ``DedupeKey`` or the receiver's
+mark would not stop a duplicate delivery. This is the rule ``LakeWriter`` applies
+when it prepares a batch: the hour of the event's own timestamp, or
+``UNTIMED_HOUR`` for an event without a usable one (its lake hour is its arrival
+hour, which differs between a delivery and its retry, so its identity must not
+depend on it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from lip_dagster.lake.envelope import EventIdentity
+from lip_dagster.lake.layout import hour_of
+from lip_dagster.lake.writer import UNTIMED_HOUR
+from lip_dagster.state.base import DedupeKey
+
+__all__ = ["UNTIMED_HOUR", "EventKey", "event_key"]
+
+
+@dataclass(frozen=True)
+class EventKey:
+    """One event's id, its time (None: filed under its arrival hour) and the key the
+    dedupe store knows it by."""
+
+    event_id: str
+    time: datetime | None
+    dedupe_key: DedupeKey
+
+
+def event_key(event: dict[str, Any], identity: EventIdentity) -> EventKey:
+    """The id, time and dedupe key ``LakeWriter`` will give ``event``."""
+    eid = identity.event_id(event)
+    t = identity.event_time(event)
+    hour = hour_of(t) if t is not None else UNTIMED_HOUR
+    return EventKey(eid, t, DedupeKey(hour, eid))

@@ -1,0 +1,84 @@
+"""``lip webhook``: the receiver and the buffers behind it.
+
+lip webhook serve [--host H] [--port P]   serve POST /webhooks/<source> for every declared source
+lip webhook status                        buffer depth, oldest message, dead letters, quarantine
+lip webhook replay SOURCE                 move SOURCE's dead-lettered messages back to its buffer
+
+(``lip run SOURCE`` drains a webhook source's buffer into the lake once.)
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lip_dagster.errors import LipError
+
+__all__ = ["register"]
+
+
+def _declared() -> dict[str, Any]:
+    from lip_dagster.webhook.spec import load_specs
+
+    specs = load_specs()
+    if not specs:
+        raise LipError("no webhook sources are declared under lip_dagster/defs/")
+    return specs
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lip_dagster.resources import backend_from_env
+    from lip_dagster.webhook.receiver import app_for_backend
+    from lip_dagster.webhook.server import serve
+
+    specs = _declared()
+    backend = backend_from_env()
+    for name in specs:
+        for note in backend.ensure_source(name):
+            print(f"  {name}: {note}")
+    app = app_for_backend(backend, specs)
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
+    for name, spec in specs.items():
+        print(f"  {name:<14} {spec.vendor:<16} POST http://{shown}:{args.port}/webhooks/{name}")
+    serve(app, args.host, args.port, access_log=args.access_log)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from lip_dagster.resources import backend_from_env
+
+    backend = backend_from_env()
+    print(f"{'SOURCE':<14} {'BUFFERED':>9} {'OLDEST':>9} {'DEAD':>6} {'QUARANTINED':>12}")
+    for name in _declared():
+        depth = backend.buffer.depth(name)
+        age = "-" if depth.oldest_age_seconds is None else f"{depth.oldest_age_seconds:.0f}s"
+        quarantined = backend.quarantine.count(name)
+        print(f"{name:<14} {depth.messages:>9} {age:>9} {depth.dead_letters:>6} {quarantined:>12}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from lip_dagster.resources import backend_from_env
+    from lip_dagster.webhook.drain import replay
+
+    if args.source not in _declared():
+        raise LipError(f"no webhook source named {args.source!r}; see `lip webhook status`")
+    moved = replay(backend_from_env().buffer, args.source)
+    print(f"{args.source}: {moved} dead-lettered messages moved back to the buffer")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``lip webhook ...`` to the ``lip`` parser's subcommands."""
+    p = subparsers.add_parser("webhook", help="the webhook receiver and its buffers")
+    sub = p.add_subparsers(dest="webhook_cmd", required=True)
+    s = sub.add_parser("serve", help="serve the receiver (uvicorn, httptools + uvloop)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    s.add_argument("--access-log", action="store_true", help="log method, path and status")
+    s.set_defaults(fn=cmd_serve)
+    st = sub.add_parser("status", help="buffer depth and dead letters per webhook source")
+    st.set_defaults(fn=cmd_status)
+    r = sub.add_parser("replay", help="move dead-lettered messages back to the buffer")
+    r.add_argument("source")
+    r.set_defaults(fn=cmd_replay)

@@ -1,0 +1,161 @@
+"""The receiver behind API Gateway on AWS Lambda: ``lip_dagster.webhook.lambda_handler.handler``.
+
+API Gateway REST APIs (payload format 1.0) and HTTP APIs (2.0) both hand Lambda
+one JSON event per request; this module turns it into an ASGI request for the same
+Starlette app ``lip webhook serve`` runs, and the app's answer into the response
+API Gateway expects. About eighty lines of translation do not justify a
+dependency, so there is none (no Mangum).
+
+- Bodies arrive base64-encoded when ``isBase64Encoded`` is true (binary media
+  types, and always on HTTP APIs for non-text bodies); they are decoded before the
+  app sees them, so signatures are checked over the bytes the vendor sent.
+- A stage in the path (``/prod/webhooks/github`` on an HTTP API with a named stage)
+  is removed: the app's routes start at ``/webhooks``.
+- The app, its backend (``LIP_BACKEND=aws`` and the other settings) and an event
+  loop are built on the first invocation and reused while the container lives.
+- A container serves one request at a time, so there is no group to coalesce the
+  receiver's ``accepted`` marks over: they are written before the handler returns
+  (a frozen container would otherwise hold them until its next request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.types import ASGIApp, Message
+
+__all__ = ["handler", "invoke", "to_asgi"]
+
+_app: ASGIApp | None = None
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _headers_v1(event: Mapping[str, Any]) -> list[tuple[str, str]]:
+    multi = event.get("multiValueHeaders") or {}
+    if multi:
+        return [(k, v) for k, values in multi.items() for v in (values or [])]
+    return list((event.get("headers") or {}).items())
+
+
+def _query_v1(event: Mapping[str, Any]) -> bytes:
+    multi = event.get("multiValueQueryStringParameters") or {}
+    if multi:
+        return urlencode([(k, v) for k, vs in multi.items() for v in vs]).encode()
+    return urlencode(list((event.get("queryStringParameters") or {}).items())).encode()
+
+
+def to_asgi(event: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """The ASGI HTTP scope and the request body of an API Gateway event (1.0 or
+    2.0). Raises ``ValueError`` for an event that is neither."""
+    ctx = event.get("requestContext") or {}
+    if event.get("version") == "2.0":
+        method = ctx.get("http", {}).get("method")
+        path = event.get("rawPath") or ctx.get("http", {}).get("path") or "/"
+        query = (event.get("rawQueryString") or "").encode()
+        headers = list((event.get("headers") or {}).items())
+        if event.get("cookies"):
+            headers.append(("cookie", "; ".join(event["cookies"])))
+        client = ctx.get("http", {}).get("sourceIp")
+    else:
+        method = event.get("httpMethod")
+        path = event.get("path") or "/"
+        query = _query_v1(event)
+        headers = _headers_v1(event)
+        client = (ctx.get("identity") or {}).get("sourceIp")
+    if not method:
+        raise ValueError("not an API Gateway proxy event (no HTTP method)")
+    stage = ctx.get("stage")
+    if stage and stage != "$default" and path.startswith(f"/{stage}/"):
+        path = path[len(stage) + 1 :]
+    raw = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("isBase64Encoded is set but the body is not base64") from None
+    else:
+        body = raw.encode("utf-8")
+    host = next((v for k, v in headers if k.lower() == "host"), "lambda")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": str(method).upper(),
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode("utf-8"),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers],
+        "client": (client, 0) if client else None,
+        "server": (host, 443),
+    }
+    return scope, body
+
+
+async def invoke(app: ASGIApp, event: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one API Gateway event through ``app``; the Lambda proxy response."""
+    v2 = event.get("version") == "2.0"
+    try:
+        scope, body = to_asgi(event)
+    except ValueError as err:
+        return {"statusCode": 400, "headers": {}, "body": str(err), "isBase64Encoded": False}
+    sent = False
+    status = 500
+    out_headers: list[tuple[str, str]] = []
+    chunks: list[bytes] = []
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            out_headers.extend(
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])
+            )
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    data = b"".join(chunks)
+    try:
+        text, encoded = data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(data).decode("ascii"), True
+    response: dict[str, Any] = {"statusCode": status, "body": text, "isBase64Encoded": encoded}
+    if v2:
+        response["headers"] = {k: v for k, v in out_headers}
+    else:
+        multi: dict[str, list[str]] = {}
+        for k, v in out_headers:
+            multi.setdefault(k, []).append(v)
+        response["multiValueHeaders"] = multi
+    return response
+
+
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda entry point."""
+    global _app, _loop
+    if _app is None:
+        from lip_dagster.resources import backend_from_env
+        from lip_dagster.webhook.receiver import app_for_backend
+
+        _app = app_for_backend(backend_from_env(), mark_delay=0.0)
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    response = _loop.run_until_complete(invoke(_app, event))
+    receiver = getattr(getattr(_app, "state", None), "receiver", None)
+    if receiver is not None:
+        _loop.run_until_complete(receiver.intake.flush_marks())
+    return response

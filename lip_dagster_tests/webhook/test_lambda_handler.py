@@ -1,0 +1,137 @@
+"""The same app behind API Gateway: REST (payload 1.0) and HTTP API (2.0) events,
+base64 bodies, stages in the path, and the Lambda entry point itself."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import orjson
+import pytest
+from starlette.applications import Starlette
+
+from lip_dagster.resources import EmbeddedBackend
+from lip_dagster.simulator.webhooks import Delivery, WebhookSimulator
+from lip_dagster.webhook import lambda_handler
+from lip_dagster.webhook.lambda_handler import invoke, to_asgi
+from lip_dagster.webhook.message import decode
+
+from .conftest import fixture
+
+
+def v1_event(d: Delivery, *, b64: bool, stage: str = "prod") -> dict:
+    multi = {k: [v] for k, v in d.headers.items()}
+    return {
+        "resource": "/webhooks/{source}",
+        "path": f"/webhooks/{d.source}",
+        "httpMethod": d.method,
+        "headers": dict(d.headers),
+        "multiValueHeaders": multi,
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": {"source": d.source},
+        "requestContext": {
+            "stage": stage,
+            "path": f"/{stage}/webhooks/{d.source}",
+            "identity": {"sourceIp": "192.30.252.1"},
+        },
+        "body": base64.b64encode(d.body).decode() if b64 else d.body.decode(),
+        "isBase64Encoded": b64,
+    }
+
+
+def v2_event(d: Delivery, *, stage: str = "live") -> dict:
+    path = f"/webhooks/{d.source}" if stage == "$default" else f"/{stage}/webhooks/{d.source}"
+    return {
+        "version": "2.0",
+        "routeKey": "POST /webhooks/{source}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {k.lower(): v for k, v in d.headers.items()},
+        "requestContext": {
+            "http": {"method": d.method, "path": path, "sourceIp": "192.30.252.1"},
+            "stage": stage,
+        },
+        "body": base64.b64encode(d.body).decode(),
+        "isBase64Encoded": True,
+    }
+
+
+def run(app: Starlette, event: dict) -> dict:
+    return asyncio.run(invoke(app, event))
+
+
+@pytest.mark.parametrize("b64", [True, False])
+def test_rest_api_event_with_a_signed_github_delivery(
+    app: Starlette, sim: WebhookSimulator, backend: EmbeddedBackend, b64: bool
+) -> None:
+    d = sim.github_deliveries(1)[0]
+    resp = run(app, v1_event(d, b64=b64))
+    assert resp["statusCode"] == 204, resp
+    assert resp["multiValueHeaders"]["x-lip-accepted"] == ["1"]
+    (m,) = backend.buffer.receive("github", 10, 0)
+    assert decode(m.body, "github").events[0]["request"]["payload"] == d.events[0]
+
+
+def test_http_api_event_with_a_stage_and_a_base64_body(
+    app: Starlette, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    d = sim.okta_deliveries(5, per_delivery=5)[0]
+    resp = run(app, v2_event(d))
+    assert resp["statusCode"] == 204 and resp["headers"]["x-lip-accepted"] == "5"
+    tampered = sim.tampered(d)
+    resp = run(app, v2_event(tampered))
+    assert resp["statusCode"] == 401 and "Authorization" in orjson.loads(resp["body"])["error"]
+    assert backend.buffer.depth("okta_hooks").messages == 1
+
+
+def test_okta_verification_through_api_gateway(app: Starlette, secrets) -> None:
+    req = fixture("okta/event_hook_verification_request.json")
+    secrets.values["okta-hooks/shared-secret"] = req["headers"]["Authorization"]
+    d = Delivery("okta_hooks", "GET", req["headers"])
+    resp = run(app, v1_event(d, b64=False))
+    assert resp["statusCode"] == 200
+    assert orjson.loads(resp["body"]) == {
+        "verification": req["headers"]["X-Okta-Verification-Challenge"]
+    }
+
+
+def test_events_that_are_not_api_gateway_requests_are_refused(app: Starlette) -> None:
+    assert run(app, {"Records": []})["statusCode"] == 400
+    bad = {"httpMethod": "POST", "path": "/webhooks/github", "body": "%%", "isBase64Encoded": True}
+    assert run(app, bad)["statusCode"] == 400
+
+
+def test_scope_keeps_bytes_and_repeated_headers() -> None:
+    d = Delivery("jamf", "POST", {"X-A": "1"}, b"\x00\xff")
+    event = v1_event(d, b64=True)
+    event["multiValueHeaders"]["X-A"] = ["1", "2"]
+    scope, body = to_asgi(event)
+    assert body == b"\x00\xff" and scope["path"] == "/webhooks/jamf"
+    assert [v for k, v in scope["headers"] if k == b"x-a"] == [b"1", b"2"]
+
+
+def test_the_lambda_entry_point_builds_the_app_from_the_environment(
+    lip_home: Path, sim: WebhookSimulator, monkeypatch
+) -> None:
+    for name, value in sim.credentials().items():
+        from lip_dagster.state.local_secrets import secret_env_var
+
+        monkeypatch.setenv(secret_env_var(name), value)
+    monkeypatch.setattr(lambda_handler, "_app", None)
+    monkeypatch.setattr(lambda_handler, "_loop", None)
+    d = sim.jamf_deliveries(1)[0]
+    resp = lambda_handler.handler(v2_event(d, stage="$default"), None)
+    assert resp["statusCode"] == 204
+    # one request per container: its ids are marked before the handler returns
+    from lip_dagster.config import Settings
+    from lip_dagster.lake.identity_keys import event_key
+    from lip_dagster.resources import EmbeddedBackend
+    from lip_dagster.webhook.vendors import JAMF_IDENTITY
+
+    key = event_key(d.events[0], JAMF_IDENTITY).dedupe_key
+    dedupe = EmbeddedBackend(Settings.from_env()).dedupe
+    assert dedupe.get("jamf", [key])[key].status == "accepted"
+    again = lambda_handler.handler(v2_event(d, stage="$default"), None)  # warm container
+    assert again["headers"]["x-lip-duplicates"] == "1"

@@ -1,0 +1,405 @@
+"""The receiver over HTTP (httpx through the ASGI app, the embedded backend behind it):
+what a vendor sees for every kind of request, and what ends up buffered."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from lip_dagster.errors import StateError
+from lip_dagster.lake.identity_keys import event_key
+from lip_dagster.resources import EmbeddedBackend
+from lip_dagster.simulator.webhooks import Delivery, WebhookSimulator
+from lip_dagster.state.base import DedupeKey
+from lip_dagster.webhook.message import decode
+from lip_dagster.webhook.vendors import GITHUB_IDENTITY, JAMF_IDENTITY, OKTA_EVENT_IDENTITY
+
+from .conftest import Client, fixture, fixture_bytes
+
+
+def post(client: Client, d: Delivery) -> object:
+    return client.post(f"/webhooks/{d.source}", headers=d.headers, content=d.body)
+
+
+def buffered(backend: EmbeddedBackend, source: str) -> list[dict]:
+    """Every event in the source's buffer (received with a zero visibility timeout)."""
+    events: list[dict] = []
+    for m in backend.buffer.receive(source, 1000, 0):
+        events += decode(m.body, source).events
+    return events
+
+
+def depth(backend: EmbeddedBackend, source: str) -> int:
+    return backend.buffer.depth(source).messages
+
+
+def okta_fixture_delivery(sim: WebhookSimulator) -> Delivery:
+    return sim.okta_delivery(fixture("okta/event_hook_delivery.json")["data"]["events"])
+
+
+def github_fixture_delivery(sim: WebhookSimulator, name: str = "push") -> Delivery:
+    rec = fixture(f"github/webhook_{name}_delivery.json")
+    return sim.github_delivery(
+        rec["headers"]["X-GitHub-Event"], rec["payload"], guid=rec["headers"]["X-GitHub-Delivery"]
+    )
+
+
+# --------------------------------------------------------------------- Okta
+
+
+def test_okta_verification_call_is_answered_with_the_challenge(
+    client: Client, secrets, backend: EmbeddedBackend
+) -> None:
+    req = fixture("okta/event_hook_verification_request.json")
+    secrets.values["okta-hooks/shared-secret"] = req["headers"]["Authorization"]
+    r = client.get("/webhooks/okta_hooks", headers=req["headers"])
+    assert r.status_code == 200
+    assert r.json() == {"verification": req["headers"]["X-Okta-Verification-Challenge"]}
+    forged = {**req["headers"], "Authorization": "guess"}
+    r = client.get("/webhooks/okta_hooks", headers=forged)
+    assert r.status_code == 401 and "verification" not in r.text
+    assert depth(backend, "okta_hooks") == 0
+
+
+def test_a_get_to_a_vendor_without_a_verification_call_is_405(client: Client) -> None:
+    assert client.get("/webhooks/github").status_code == 405
+
+
+def test_okta_delivery_is_buffered_with_its_arrival_time(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    d = okta_fixture_delivery(sim)
+    r = post(client, d)
+    assert r.status_code == 204 and r.content == b""
+    assert r.headers["x-lip-accepted"] == "1"
+    (m,) = backend.buffer.receive("okta_hooks", 10, 0)
+    got = decode(m.body, "okta_hooks")
+    assert got.events == d.events
+    assert abs(got.arrival.timestamp() - m.sent_at) < 5
+    key = event_key(d.events[0], OKTA_EVENT_IDENTITY).dedupe_key
+    assert key == DedupeKey("2023-03-26-21:00", "f1d0b993-cc19-11ed-a688-db22c99ef6c4")
+    client.flush_marks()
+    assert backend.dedupe.get("okta_hooks", [key])[key].status == "accepted"
+
+
+def test_a_duplicate_delivery_is_acknowledged_and_not_buffered_again(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    d = sim.okta_deliveries(25, per_delivery=25)[0]
+    assert post(client, d).headers["x-lip-accepted"] == "25"
+    again = post(client, d)
+    assert again.status_code == 204
+    assert again.headers["x-lip-accepted"] == "0" and again.headers["x-lip-duplicates"] == "25"
+    # a new delivery that overlaps the first: only the new events are buffered
+    mixed = sim.okta_delivery([*d.events[:5], *sim.okta_deliveries(3, per_delivery=3)[0].events])
+    r = post(client, mixed)
+    assert (r.headers["x-lip-accepted"], r.headers["x-lip-duplicates"]) == ("3", "5")
+    assert len(buffered(backend, "okta_hooks")) == 28
+
+
+def test_okta_payload_without_events_is_400_with_the_reason(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    doc = fixture("okta/event_hook_delivery.json")
+    doc["data"]["events"] = []
+    d = sim.okta_delivery([])
+    r = client.post("/webhooks/okta_hooks", headers=d.headers, content=orjson.dumps(doc))
+    assert r.status_code == 400 and "data.events" in r.json()["error"]
+    assert depth(backend, "okta_hooks") == 0
+
+
+# ------------------------------------------------------------------- GitHub
+
+
+def test_github_delivery_keeps_event_name_and_delivery_id(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    d = github_fixture_delivery(sim)
+    assert post(client, d).status_code == 204
+    (rec,) = buffered(backend, "github")
+    assert rec["guid"] == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    assert rec["event"] == "push" and rec["repository_id"] == 35129377
+    assert rec["request"]["payload"] == fixture("github/webhook_push_delivery.json")["payload"]
+    assert "X-Hub-Signature-256" not in rec["request"]["headers"]
+    assert GITHUB_IDENTITY.event_id(rec) == rec["guid"]
+
+
+def test_github_form_encoded_delivery_is_the_same_event(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    rec = fixture("github/webhook_ping_delivery.json")
+    form = sim.github_delivery("ping", rec["payload"], guid="g-1", form=True)
+    assert form.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert post(client, form).status_code == 204
+    (got,) = buffered(backend, "github")
+    assert got["request"]["payload"] == rec["payload"] and got["event"] == "ping"
+
+
+def test_github_published_test_vector_passes_auth_then_fails_parsing(
+    client: Client, secrets, backend: EmbeddedBackend
+) -> None:
+    secrets.values["github/webhook-secret"] = "It's a Secret to Everybody"
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "X-Hub-Signature-256": "sha256="
+        "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+    }
+    r = client.post("/webhooks/github", headers=headers, content=b"Hello, World!")
+    assert r.status_code == 400 and "JSON" in r.json()["error"]  # past auth, not JSON
+    r = client.post("/webhooks/github", headers=headers, content=b"Hello, World?")
+    assert r.status_code == 401
+    assert depth(backend, "github") == 0
+
+
+@pytest.mark.parametrize("missing", ["X-GitHub-Delivery", "X-GitHub-Event"])
+def test_github_delivery_without_its_id_headers_is_400(
+    client: Client, sim: WebhookSimulator, missing: str
+) -> None:
+    d = github_fixture_delivery(sim)
+    headers = {k: v for k, v in d.headers.items() if k != missing}
+    r = client.post("/webhooks/github", headers=headers, content=d.body)
+    assert r.status_code == 400 and missing in r.json()["error"]
+
+
+# --------------------------------------------------------------------- Jamf
+
+
+@pytest.mark.parametrize(
+    "name", ["webhook_computer_added", "webhook_computer_check_in", "webhook_rest_api_operation"]
+)
+def test_jamf_events_get_a_stable_synthesized_id(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, name: str
+) -> None:
+    d = sim.jamf_delivery(fixture(f"jamf/{name}.json"))
+    assert post(client, d).headers["x-lip-accepted"] == "1"
+    assert post(client, d).headers["x-lip-duplicates"] == "1"  # same event again
+    (rec,) = buffered(backend, "jamf")
+    eid = JAMF_IDENTITY.event_id(rec)
+    assert eid.startswith("jamf:sha256:") and JAMF_IDENTITY.event_time(rec) is not None
+
+
+def test_jamf_events_differing_only_in_device_are_two_events() -> None:
+    a = fixture("jamf/webhook_computer_check_in.json")
+    b = fixture("jamf/webhook_computer_check_in.json")
+    b["event"]["computer"]["serialNumber"] = "C02OTHER"
+    c = fixture("jamf/webhook_computer_check_in.json")
+    c["event"]["computer"]["department"] = "Finance"  # not an identifier
+    assert JAMF_IDENTITY.event_id(a) != JAMF_IDENTITY.event_id(b)
+    assert JAMF_IDENTITY.event_id(a) == JAMF_IDENTITY.event_id(c)
+
+
+def test_jamf_set_to_xml_is_415_naming_json(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    headers = {**sim.jamf_headers, "Content-Type": "text/xml"}
+    body = fixture_bytes("jamf/webhook_computer_added.xml")
+    r = client.post("/webhooks/jamf", headers=headers, content=body)
+    assert r.status_code == 415 and "application/json" in r.json()["error"]
+    assert depth(backend, "jamf") == 0
+
+
+# ----------------------------------------------------- refusals, nothing stored
+
+
+def test_unknown_source_is_404_and_cannot_choose_a_buffer(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    d = okta_fixture_delivery(sim)
+    for path in ("/webhooks/okta", "/webhooks/..%2Fokta_hooks", "/webhooks/OKTA_HOOKS"):
+        assert client.post(path, headers=d.headers, content=d.body).status_code == 404
+    assert client.post("/webhooks/okta_hooks/x", content=b"{}").status_code == 404
+    assert depth(backend, "okta_hooks") == 0
+
+
+def test_bad_auth_is_401_before_the_body_is_parsed(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    d = sim.tampered(okta_fixture_delivery(sim))
+    for body in (d.body, b"{not json", b""):
+        r = client.post("/webhooks/okta_hooks", headers=d.headers, content=body)
+        assert r.status_code == 401
+    no_auth = {k: v for k, v in d.headers.items() if k != "Authorization"}
+    assert client.post("/webhooks/okta_hooks", headers=no_auth, content=d.body).status_code == 401
+    g = sim.tampered(github_fixture_delivery(sim))
+    assert post(client, g).status_code == 401
+    assert depth(backend, "okta_hooks") == depth(backend, "github") == 0
+
+
+def test_oversize_body_is_413_by_header_and_by_bytes_sent(
+    client: Client, sim: WebhookSimulator, specs, backend: EmbeddedBackend
+) -> None:
+    limit = specs["okta_hooks"].max_body_bytes
+    d = okta_fixture_delivery(sim)
+    big = b"{" + b" " * limit + b"}"
+    r = client.post("/webhooks/okta_hooks", headers=d.headers, content=big)
+    assert r.status_code == 413
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(limit // 65536 + 2):
+            yield b" " * 65536
+
+    r = client.post("/webhooks/okta_hooks", headers=d.headers, content=chunks())
+    assert r.status_code == 413
+    r = client.post(
+        "/webhooks/okta_hooks", headers={**d.headers, "Content-Length": "12x"}, content=d.body
+    )
+    assert r.status_code == 400
+    assert depth(backend, "okta_hooks") == 0
+
+
+def test_an_event_too_large_for_the_buffer_is_413_and_nothing_is_stored(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    import base64
+    import random
+
+    event = fixture("okta/event_hook_delivery.json")["data"]["events"][0]
+    # random bytes do not compress: ~400 KB stays ~300 KB, past SQS's message size
+    event["debugContext"] = {
+        "debugData": {"blob": base64.b64encode(random.randbytes(300_000)).decode()}
+    }
+    small = fixture("okta/event_hook_delivery.json")["data"]["events"][0]
+    small["uuid"] = "0c7a1c1e-0000-4000-8000-000000000001"
+    d = sim.okta_delivery([small, event])
+    r = post(client, d)
+    assert r.status_code == 413 and "larger than the buffer allows" in r.json()["error"]
+    assert depth(backend, "okta_hooks") == 0  # not even the small event
+
+
+@pytest.mark.parametrize("ctype", [None, "text/plain", "application/xml", "multipart/form-data"])
+def test_wrong_content_type_is_415(
+    client: Client, sim: WebhookSimulator, ctype: str | None
+) -> None:
+    d = okta_fixture_delivery(sim)
+    headers = {k: v for k, v in d.headers.items() if k != "Content-Type"}
+    if ctype:
+        headers["Content-Type"] = ctype
+    assert client.post("/webhooks/okta_hooks", headers=headers, content=d.body).status_code == 415
+
+
+def test_content_type_parameters_and_case_are_accepted(
+    client: Client, sim: WebhookSimulator
+) -> None:
+    d = okta_fixture_delivery(sim)
+    headers = {**d.headers, "Content-Type": "Application/JSON; charset=utf-8"}
+    assert client.post("/webhooks/okta_hooks", headers=headers, content=d.body).status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b'{"data": {"events": [{"uuid": "\xff\xfe"}]}}', "JSON"),  # invalid UTF-8
+        (b'{"data": {"events": [' + b"[" * 2000 + b"]" * 2000 + b"]}}", "JSON"),  # too deep
+        (b'{"data": {"events": [{"uuid": 1}]', "JSON"),  # truncated
+        (b'[{"uuid": "a"}]', "object"),
+        (b'{"data": {"events": "nope"}}', "data.events"),
+        (b'{"data": {"events": [1, 2]}}', "objects"),
+    ],
+)
+def test_malformed_bodies_are_400_with_a_reason_and_nothing_stored(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, body: bytes, reason: str
+) -> None:
+    d = okta_fixture_delivery(sim)
+    r = client.post("/webhooks/okta_hooks", headers=d.headers, content=body)
+    assert r.status_code == 400 and reason in r.json()["error"]
+    assert depth(backend, "okta_hooks") == 0
+
+
+def test_healthz(client: Client) -> None:
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+# ------------------------------------------------------- storage faults, no 5xx
+
+
+def test_buffer_down_is_503_and_the_retry_is_not_mistaken_for_a_duplicate(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, monkeypatch
+) -> None:
+    d = okta_fixture_delivery(sim)
+
+    def broken(source: str, bodies: object) -> list[str]:
+        raise StateError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(backend.buffer, "send", broken)
+        r = post(client, d)
+    assert r.status_code == 503 and r.headers["retry-after"]
+    assert "disk full" not in r.text  # internals stay in the log
+    r = post(client, d)  # the vendor retries once the buffer is back
+    assert r.status_code == 204 and r.headers["x-lip-accepted"] == "1"
+    assert len(buffered(backend, "okta_hooks")) == 1
+
+
+def test_a_failed_accepted_mark_still_answers_2xx_for_a_buffered_payload(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, monkeypatch, caplog
+) -> None:
+    d = okta_fixture_delivery(sim)
+
+    def broken(source: str, keys: object) -> list[bool]:
+        raise StateError("dedupe unavailable")
+
+    monkeypatch.setattr(backend.dedupe, "accept", broken)
+    with caplog.at_level(logging.WARNING):
+        r = post(client, d)
+        client.flush_marks()
+    assert r.status_code == 204 and r.headers["x-lip-accepted"] == "1"
+    assert depth(backend, "okta_hooks") == 1
+    assert "not marked accepted" in caplog.text
+
+
+def test_concurrent_deliveries_are_committed_in_groups(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, monkeypatch
+) -> None:
+    sends: list[int] = []
+    real_send = backend.buffer.send
+
+    def counting(source: str, bodies: list[bytes]) -> list[str]:
+        sends.append(len(bodies))
+        return real_send(source, bodies)
+
+    marks: list[int] = []
+    real_accept = backend.dedupe.accept
+
+    def counting_accept(source: str, keys: list[DedupeKey]) -> list[bool]:
+        marks.append(len(keys))
+        return real_accept(source, keys)
+
+    monkeypatch.setattr(backend.buffer, "send", counting)
+    monkeypatch.setattr(backend.dedupe, "accept", counting_accept)
+    deliveries = sim.okta_deliveries(400, per_delivery=2)
+    deliveries += deliveries[:20]  # duplicates racing their originals
+    responses = client.gather(
+        [
+            lambda d=d: client.http.post(f"/webhooks/{d.source}", headers=d.headers, content=d.body)
+            for d in deliveries
+        ]
+    )
+    assert all(r.status_code == 204 for r in responses)
+    assert sum(int(r.headers["x-lip-accepted"]) for r in responses) == 400
+    assert len(buffered(backend, "okta_hooks")) == 400
+    assert len(sends) < len(deliveries) / 2, "every request paid for its own commit"
+    client.flush_marks()
+    assert sum(marks) == 400 and len(marks) <= len(sends), "marks were not coalesced"
+
+
+def test_logs_carry_no_secret_and_no_header_value(
+    client: Client, sim: WebhookSimulator, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    good = okta_fixture_delivery(sim)
+    bad = sim.tampered(good)
+    post(client, good)
+    post(client, bad)
+    post(client, sim.tampered(github_fixture_delivery(sim)))
+    text = caplog.text
+    assert "401" in text
+    for value in (*sim.credentials().values(), bad.headers["Authorization"]):
+        assert value not in text
