@@ -57,9 +57,7 @@ def _header_float(headers: httpx.Headers, *names: str) -> float | None:
     return None
 
 
-def retry_after_seconds(
-    resp: httpx.Response, now: float, use_reset: bool = True
-) -> float | None:
+def retry_after_seconds(resp: httpx.Response, now: float, use_reset: bool = True) -> float | None:
     """Seconds the vendor asked us to wait: ``Retry-After`` (seconds or HTTP date), or
     (``use_reset``: only when the answer is about the rate limit) the reset epoch of
     Okta's ``X-Rate-Limit-Reset`` / GitHub's ``x-ratelimit-reset``. Okta sends the reset
@@ -149,9 +147,7 @@ class HttpClient:
                     raise VendorError(source, endpoint, resp.status_code, last_detail)
                 if resp.status_code == 429:
                     self.throttled += 1
-                asked = retry_after_seconds(
-                    resp, self.clock(), use_reset=resp.status_code == 429
-                )
+                asked = retry_after_seconds(resp, self.clock(), use_reset=resp.status_code == 429)
                 wait = (
                     min(asked, self.retry.max_delay) + self.rng.uniform(0, 0.25)
                     if asked is not None
