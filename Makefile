@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export LIP_HOME ?= $(CURDIR)/.lip
 
-.PHONY: setup test lint demo bench validate clean
+.PHONY: setup test lint demo bench soak validate postgres clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "LIP needs Python 3.11 or newer, found " + sys.version.split()[0]'
@@ -24,7 +24,11 @@ lint: setup
 validate: setup
 	DAGSTER_HOME=$$(mktemp -d) $(BIN)/dagster definitions validate -w workspace.yaml
 
-test: setup lint validate
+# The PostgreSQL-backed tests start their own throwaway server from Debian's package.
+postgres:
+	bash scripts/ensure-postgres.sh
+
+test: setup lint validate postgres
 	$(BIN)/pytest -n 2 --dist loadfile
 
 demo: setup
@@ -32,6 +36,11 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
+
+# Not part of CI: every demo source at a sustained rate, then a reconciliation.
+SOAK_MINUTES ?= 30
+soak: setup
+	$(BIN)/python scripts/soak.py --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) .lip .pytest_cache .ruff_cache

@@ -1,0 +1,110 @@
+"""The deployment files agree with each other and with the code: the CloudFormation
+template passes cfn-lint and launches runs from the task definition and container
+the instance configuration names; every profile keeps one run per source; the image
+copies files that exist and serves the code location the workspace points at."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cfnlint.api import ManualArgs, lint
+from cfnlint.decode import decode_str
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+TEMPLATE = DEPLOY / "ecs" / "lip-dagster.cfn.yaml"
+ONE_RUN_PER_SOURCE = {"key": "lip/source", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+
+
+def template() -> Any:
+    tpl, errors = decode_str(TEMPLATE.read_text())
+    assert not errors, errors
+    return tpl
+
+
+def cfn_lint(text: str) -> list[str]:
+    # every rule; one region keeps it to a second (the template is region-agnostic)
+    return [str(m) for m in lint(text, config=ManualArgs(regions=["us-east-1"]))]
+
+
+def test_the_cloudformation_template_passes_cfn_lint() -> None:
+    text = TEMPLATE.read_text()
+    assert cfn_lint(text) == []
+    # the linter is live: a Fargate task with a CPU size Fargate does not offer fails
+    assert any("E3047" in m for m in cfn_lint(text.replace('Cpu: "512"', 'Cpu: "513"', 1)))
+
+
+def test_runs_launch_from_the_task_definition_and_container_the_instance_names() -> None:
+    profile = yaml.safe_load((DEPLOY / "ecs" / "dagster.yaml").read_text())
+    launcher = profile["run_launcher"]
+    assert launcher["class"] == "EcsRunLauncher"
+    env_name = launcher["config"]["task_definition"]["env"]
+    resources = template()["Resources"]
+    run = resources["RunTaskDefinition"]["Properties"]
+    assert [c["Name"] for c in run["ContainerDefinitions"]] == [
+        launcher["config"]["container_name"]
+    ]
+    assert run["TaskRoleArn"] == {"Fn::GetAtt": ["RunTaskRole", "Arn"]}
+    for name in ("CodeServerTaskDefinition", "DaemonTaskDefinition", "WebserverTaskDefinition"):
+        (container,) = resources[name]["Properties"]["ContainerDefinitions"]
+        env = {e["Name"]: e["Value"] for e in container["Environment"]}
+        assert env[env_name] == run["Family"], name  # the family: its latest revision
+        secrets = [s["Name"] for s in container["Secrets"]]
+        assert secrets == ["DAGSTER_PG_PASSWORD"], name  # injected by ECS, never a value
+    # the daemon may pass only the run roles, and run only the run task definition
+    daemon = resources["DaemonTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    statements = {s["Sid"]: s for s in daemon["Statement"]}
+    assert statements["PassOnlyTheRunRoles"]["Resource"] == [
+        {"Fn::GetAtt": ["RunTaskRole", "Arn"]},
+        {"Fn::GetAtt": ["ExecutionRole", "Arn"]},
+    ]
+    assert statements["RunTheRunTaskDefinitionOnly"]["Resource"]["Fn::Sub"].endswith(
+        "task-definition/${AWS::StackName}-run:*"
+    )
+
+
+def test_there_is_never_a_second_daemon_not_even_during_a_deployment() -> None:
+    daemon = template()["Resources"]["DaemonService"]["Properties"]
+    assert daemon["DesiredCount"] == 1
+    assert daemon["DeploymentConfiguration"]["MaximumPercent"] == 100
+
+
+def test_every_profile_keeps_one_run_per_source() -> None:
+    local = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    ecs = yaml.safe_load((DEPLOY / "ecs" / "dagster.yaml").read_text())
+    k8s = yaml.safe_load((DEPLOY / "k8s" / "values.yaml").read_text())
+    assert ONE_RUN_PER_SOURCE in local["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert ONE_RUN_PER_SOURCE in ecs["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert ONE_RUN_PER_SOURCE in k8s["concurrency"]["runs"]["tagConcurrencyLimits"]
+    assert ecs["concurrency"]["pools"]["default_limit"] == 1
+    assert k8s["concurrency"]["pools"]["defaultLimit"] == 1
+    # both production profiles store the instance in PostgreSQL through psycopg2
+    assert ecs["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    assert k8s["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
+    assert (
+        k8s["postgresql"]["enabled"] is False and k8s["generatePostgresqlPasswordSecret"] is False
+    )
+
+
+def test_the_image_copies_what_exists_and_serves_the_workspace_location() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    for sources in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, flags=re.M):
+        for source in sources.split():
+            assert (REPO / source).exists(), source
+            assert any(source.rstrip("/") == a or source.startswith(a + "/") for a in allowed), (
+                f"{source} is excluded from the build context by Dockerfile.dockerignore"
+            )
+    workspace = yaml.safe_load((DEPLOY / "ecs" / "workspace.yaml").read_text())
+    (server,) = [entry["grpc_server"] for entry in workspace["load_from"]]
+    code_stage = dockerfile.split("FROM runtime AS code\n", 1)[1].split("\nFROM ", 1)[0]
+    code_cmd = re.search(r"^CMD (\[[^\]]*\])", code_stage, flags=re.M)
+    assert code_cmd is not None
+    command = yaml.safe_load(code_cmd.group(1).replace("\\\n", " "))
+    assert command[command.index("-p") + 1] == str(server["port"])
+    assert command[command.index("--location-name") + 1] == server["location_name"] == "lip"
+    assert command[command.index("-m") + 1] == "lip_dagster.definitions"
