@@ -12,7 +12,11 @@ set -euo pipefail
 find_bindir() {
     local dir
     # Debian's layout: /usr/lib/postgresql/<major>/bin; the newest major wins.
-    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -V -r); do
+    local candidates=()
+    shopt -s nullglob
+    candidates=(/usr/lib/postgresql/*/bin)
+    shopt -u nullglob
+    for dir in $(printf '%s\n' "${candidates[@]}" | sort -t/ -k5 -V -r); do
         if [[ -x "$dir/initdb" && -x "$dir/pg_ctl" && -x "$dir/postgres" ]]; then
             echo "$dir"
             return 0
