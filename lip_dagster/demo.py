@@ -73,17 +73,7 @@ def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
         populate_landing(settings.home)  # the vendors' buckets, played by directories
         failed = []
         for source in (*POLLING_DEMO_SOURCES, *S3_DEMO_SOURCES):
-            try:
-                t = run_source(source, None)
-            except LipError as exc:
-                print(f"  {source:<18} FAILED: {exc}")
-                failed.append(source)
-                continue
-            print(
-                f"  {source:<18} {t['events']:>6} events landed, {t['duplicates']} duplicates "
-                f"dropped, {t['objects']} objects, {t['partitions']} partitions"
-            )
-            if t["events"] == 0:
+            if not _collect_once(source, lambda s: run_source(s, None)):
                 failed.append(source)
         from lip_dagster.webhook.demo import drain_once, start_webhook_demo
 
@@ -92,17 +82,7 @@ def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
         for line in hooks.summary_lines():
             print(line)
         for source in hooks.sources:
-            try:
-                t = drain_once(source)
-            except LipError as exc:
-                print(f"  {source:<18} FAILED: {exc}")
-                failed.append(source)
-                continue
-            print(
-                f"  {source:<18} {t['events']:>6} events landed, {t['duplicates']} duplicates "
-                f"dropped, {t['objects']} objects, {t['partitions']} partitions"
-            )
-            if t["events"] == 0:
+            if not _collect_once(source, drain_once):
                 failed.append(source)
         print(f"lake: {settings.lake_dir}")
         if once:
@@ -111,6 +91,20 @@ def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
     finally:
         stop_hooks()
         sim.stop()
+
+
+def _collect_once(source: str, collect: Callable[[str], dict[str, int]]) -> bool:
+    """Run one collection and print its totals; False if it failed or landed nothing."""
+    try:
+        t = collect(source)
+    except LipError as exc:
+        print(f"  {source:<18} FAILED: {exc}")
+        return False
+    print(
+        f"  {source:<18} {t['events']:>6} events landed, {t['duplicates']} duplicates "
+        f"dropped, {t['objects']} objects, {t['partitions']} partitions"
+    )
+    return t["events"] > 0
 
 
 def _serve_ui(settings: Settings, ui_port: int) -> int:
