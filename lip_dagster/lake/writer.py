@@ -285,21 +285,20 @@ class LakeWriter:
         prior = self.dedupe.claim(source, [it.key for it in chunk], key)
         stats = result.hours.setdefault(hour, HourStats())
         kept = chunk
-        if len(prior) == len(chunk) and all(
-            st.status == "landed" and st.object_key == key for st in prior.values()
-        ):
-            stats.duplicates += len(chunk)  # this exact object already landed whole
-            return
         if prior:
             kept = []
             landed_elsewhere: dict[str, list[DedupeKey]] = {}
             exists: dict[str, bool] = {}
             for it in chunk:
                 st = prior.get(it.key)
-                if st is None or st.object_key == key:
-                    kept.append(it)  # new, or this very object being rewritten
+                if st is None:
+                    kept.append(it)
                 elif st.status == "landed":
+                    # in the lake already, this very object included: a page that
+                    # overlaps the last one must not put (and report) it again
                     stats.duplicates += 1
+                elif st.object_key == key:
+                    kept.append(it)  # pending here: this object is being retried
                 elif st.object_key and self._exists(st.object_key, exists):
                     # an earlier run put that object and crashed before marking it
                     landed_elsewhere.setdefault(st.object_key, []).append(it.key)

@@ -18,12 +18,14 @@ killed process. ``NORMAL`` is available where that trade is acceptable.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -58,6 +60,8 @@ Synchronous = Literal["FULL", "NORMAL"]
 DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
 
+log = logging.getLogger(__name__)
+
 # Host parameters per statement: below even the 999 of SQLite builds older than 3.32,
 # large enough that a page of 1,000 ids is two or three statements.
 _CHUNK = 500
@@ -90,7 +94,10 @@ class _Database:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._generation = 0
-        self._open_conns: list[tuple[int, sqlite3.Connection]] = []
+        # (pid, owning thread, connection): a connection whose thread has ended is
+        # closed at the next open, so a long-lived process that runs each job on fresh
+        # threads does not keep a file handle and a page cache per finished thread.
+        self._open_conns: list[tuple[int, weakref.ref[threading.Thread], sqlite3.Connection]] = []
         self._schema_ready = False
 
     def __repr__(self) -> str:
@@ -146,9 +153,14 @@ class _Database:
                 f"SQLite state database {str(self.path)!r}: WAL mode is not available "
                 f"(journal_mode stayed {mode!r}); put LIP_HOME on a local filesystem"
             )
+        pid = os.getpid()
         with self._lock:
-            self._open_conns.append((os.getpid(), conn))
+            orphans = [c for p, t, c in self._open_conns if p == pid and not _alive(t)]
+            self._open_conns = [(p, t, c) for p, t, c in self._open_conns if p != pid or _alive(t)]
+            self._open_conns.append((pid, weakref.ref(threading.current_thread()), conn))
             ready = self._schema_ready
+        for orphan in orphans:
+            _close_quietly(orphan)
         if not ready:
             self._create_schema(conn)
         return conn
@@ -221,15 +233,25 @@ class _Database:
         pid = os.getpid()
         with self._lock:
             self._generation += 1
-            mine = [c for p, c in self._open_conns if p == pid]
+            mine = [c for p, _, c in self._open_conns if p == pid]
             # Connections inherited through fork belong to the parent: never close
             # them here (closing can checkpoint or unlink the parent's WAL).
             self._open_conns = []
         for conn in mine:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
+            _close_quietly(conn)
+
+
+def _alive(ref: weakref.ref[threading.Thread]) -> bool:
+    thread = ref()
+    return thread is not None and thread.is_alive()
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    # Closing only releases the handle; an error here has nothing left to lose.
+    try:
+        conn.close()
+    except sqlite3.Error as err:
+        log.debug("closing a SQLite connection failed: %s", err)
 
 
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:

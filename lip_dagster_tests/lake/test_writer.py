@@ -87,6 +87,23 @@ def test_same_batch_same_key_and_lake_holds_each_event_once(
     assert first.objects == 1
 
 
+def test_a_page_overlapping_landed_pages_puts_nothing_and_reports_no_new_events(
+    writer: LakeWriter, lake: LocalLake, make_events
+) -> None:
+    """Pollers re-read a window's edge (Google's lag, Slack's inclusive oldest): a page
+    whose ids all landed, in this object and in others, must not put any object again
+    nor count its events as new in the run's metadata."""
+    events = make_events(30)
+    writer.write("okta", events[:10], OKTA, "polling")
+    writer.write("okta", events[:20], OKTA, "polling")  # 10 old + 10 new: lands the 10
+    before = {p: p.stat().st_mtime_ns for p in lake.root.rglob("*.ndjson.gz")}
+    again = writer.write("okta", events[:20], OKTA, "polling")
+    assert (again.events, again.objects, again.duplicates) == (0, 0, 20)
+    assert {p: p.stat().st_mtime_ns for p in lake.root.rglob("*.ndjson.gz")} == before
+    writer.write("okta", events, OKTA, "polling")
+    assert len(lake_ids(lake.root)) == 30 and set(lake_ids(lake.root).values()) == {1}
+
+
 def test_keys_are_a_function_of_the_batch(tmp_path: Path, make_events) -> None:
     keys = []
     for run in ("a", "b"):

@@ -277,3 +277,31 @@ def test_several_stores_share_one_database_file(tmp_path: Path) -> None:
     second.close()
     # A closed store reopens on next use rather than failing.
     assert first.get("okta", batch) == {k: IdState("landed", K1) for k in batch}
+
+
+def _open_fds() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+def test_threads_that_ended_do_not_keep_database_files_open(tmp_path: Path) -> None:
+    """The Dagster daemon and the receiver run each job on new threads for days: a
+    connection per finished thread would grow file handles and memory without end."""
+    dedupe = SqliteDedupeStore(tmp_path / "state.db")
+    ids = keys(41)
+    try:
+
+        def one_job(n: int) -> None:
+            dedupe.accept("okta", ids[n : n + 1])
+
+        worker = threading.Thread(target=one_job, args=(0,))
+        worker.start()
+        worker.join()
+        baseline = _open_fds()
+        for n in range(1, 41):
+            worker = threading.Thread(target=one_job, args=(n,))
+            worker.start()
+            worker.join()
+        assert _open_fds() <= baseline + 3
+        assert len(dedupe.get("okta", ids)) == 41
+    finally:
+        dedupe.close()
