@@ -27,7 +27,7 @@ from lip_dagster.errors import ConfigError, LipError
 from lip_dagster.lake.layout import hour_of, partition_start, validate_source_name
 from lip_dagster.resources import Backend
 from lip_dagster.s3stream.arrivals import (
-    DEFAULT_LOOKBACK_KEYS,
+    DEFAULT_SETTLE_SECONDS,
     ArrivalFinder,
     ListingState,
     Plan,
@@ -76,7 +76,7 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
     sensor_seconds: int = 60
     keys_per_run: int = 20
     max_keys_per_tick: int = 500
-    lookback_keys: int = DEFAULT_LOOKBACK_KEYS
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
     page_events: int = PAGE_EVENTS
     freshness_fail_minutes: int = 60
     freshness_warn_minutes: int | None = 30
@@ -115,7 +115,7 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             lip.object_source(loc),
             lip.arrival_queue(loc),
             lip.cursors,
-            lookback_keys=self.lookback_keys,
+            settle_seconds=self.settle_seconds,
         )
 
     def transcoder(self, lip: Backend, writer: Any) -> Transcoder:
@@ -160,8 +160,8 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             if disc.state is not None:
                 before = finder.stored_state()
                 after = finder.commit(disc.state)
-                meta["cursor_before"] = before.after or "none"
-                meta["cursor_after"] = after.after or "none"
+                meta["listed_through_before"] = before.through
+                meta["listed_through"] = after.through
             refused = finder.acknowledge(disc.receipts)
             if refused:
                 meta["notifications_not_deleted"] = refused
@@ -251,9 +251,10 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         name = validate_source_name(self.name)
         fmt = self.vendor_format()  # unknown formats and options fail at load
-        if self.keys_per_run < 1 or self.max_keys_per_tick < 1 or self.lookback_keys < 1:
+        if self.keys_per_run < 1 or self.max_keys_per_tick < 1 or self.settle_seconds < 0:
             raise ConfigError(
-                f"source {name!r}: keys_per_run, max_keys_per_tick, lookback_keys must be >= 1"
+                f"source {name!r}: keys_per_run and max_keys_per_tick must be >= 1, "
+                "settle_seconds >= 0"
             )
         partitions = common.hourly_partitions(self.start_date)
         tags = common.source_tags(name, PATTERN)

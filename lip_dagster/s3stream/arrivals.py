@@ -5,12 +5,18 @@ timeout and acknowledged (deleted) only once the work they announced is safe: by
 next sensor tick (Dagster stores a tick's cursor only after its run requests are
 reserved, so seeing that cursor proves it) or, in a run, after the objects landed.
 
-**Listing** (no queue): ``ListObjectsV2`` with ``StartAfter``. Vendors do not always
-write keys in increasing order (GitHub's ``<uuid>`` names within a minute, Logpush's
-random suffix), so the state keeps the last ``lookback_keys`` keys handled and lists
-from the oldest of them: a late key that sorts among them is still found, and a key
-seen again is not handled again. The state lives in the cursor store under
-``(source, "s3-listing")`` with compare-and-set, and never moves backwards.
+**Listing** (no queue): ``ListObjectsV2`` over the whole prefix, new objects told by
+their ``LastModified``. A key cursor (``StartAfter``) would lose objects: vendors do
+not write keys in increasing order (GitHub's ``<uuid>`` names within a minute,
+Logpush's random suffix), and a CloudTrail organization trail writes under one folder
+per account and region, so a new object of the first region sorts before everything
+handled in the last. The state keeps ``since``, the newest ``LastModified`` handled,
+and the keys handled within ``settle_seconds`` of it (an object can show up in a
+listing after a newer one: a multipart upload is dated when it starts); anything
+older counts as handled. A key seen again is not handled again. Listing costs one
+request per 1,000 objects under the prefix on every tick: large buckets should send
+notifications. The state lives in the cursor store under ``(source, "s3-listing")``
+with compare-and-set, and never moves backwards.
 
 Nothing here knows Dagster; ``components/s3.py`` turns plans into run requests and
 runless materializations.
@@ -18,9 +24,12 @@ runless materializations.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import orjson
 
@@ -34,51 +43,101 @@ from lip_dagster.state.base import CursorStore
 log = logging.getLogger(__name__)
 
 LISTING_ENDPOINT = "s3-listing"
-DEFAULT_LOOKBACK_KEYS = 200
+DEFAULT_SETTLE_SECONDS = 900.0
 VISIBILITY_TIMEOUT = 900
 _COMMIT_ATTEMPTS = 5
 
 
+def key_digest(key: str) -> str:
+    """A short stable name for a handled key: the state holds thousands of them and
+    must fit a DynamoDB item (400 KB) and a Dagster sensor cursor."""
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+
 @dataclass(frozen=True)
 class ListingState:
-    """``after``: the greatest key handled; ``recent``: the greatest keys handled,
-    sorted, at most ``lookback_keys`` of them (listing starts after the first)."""
+    """``since``: the newest ``LastModified`` (epoch seconds) among handled objects;
+    ``handled``: digests of the handled keys whose ``LastModified`` is within
+    ``settle_seconds`` of ``since``, with that time. An object older than
+    ``since - settle_seconds`` counts as handled without being remembered."""
 
-    after: str | None = None
-    recent: tuple[str, ...] = ()
+    since: float | None = None
+    handled: tuple[tuple[str, float], ...] = ()
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
+
+    def fresh(self, listed: Iterable[ObjectInfo], listed_at: float) -> list[ObjectInfo]:
+        """The listed objects not handled yet, oldest first (so ``since`` only ever
+        passes objects that were handled)."""
+        floor = None if self.since is None else self.since - self.settle_seconds
+        handled = {d for d, _ in self.handled}
+        out = [
+            o
+            for o in listed
+            if (floor is None or _modified(o, listed_at) >= floor)
+            and key_digest(o.key) not in handled
+        ]
+        out.sort(key=lambda o: (_modified(o, listed_at), o.key))
+        return out
 
     @property
-    def start_after(self) -> str | None:
-        return self.recent[0] if self.recent else self.after
+    def through(self) -> str:
+        """``since`` for people: run metadata and logs."""
+        if self.since is None:
+            return "none"
+        return datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    def merge(self, other: ListingState | None, lookback_keys: int) -> ListingState:
+    def merge(self, other: ListingState | None) -> ListingState:
         if other is None:
             return self
-        afters = [a for a in (self.after, other.after) if a is not None]
-        recent = sorted(set(self.recent) | set(other.recent))[-lookback_keys:]
-        return ListingState(max(afters) if afters else None, tuple(recent))
+        sinces = [t for t in (self.since, other.since) if t is not None]
+        handled = dict(self.handled)
+        for digest, t in other.handled:
+            handled[digest] = max(t, handled.get(digest, t))
+        return self._settled(max(sinces) if sinces else None, handled)
 
-    def advance(self, keys: Iterable[str], lookback_keys: int) -> ListingState:
-        keys = list(keys)
-        if not keys:
-            return self
-        return self.merge(ListingState(max(keys), tuple(keys)), lookback_keys)
+    def advance(self, objects: Iterable[ObjectInfo], listed_at: float) -> ListingState:
+        handled = dict(self.handled)
+        since = self.since
+        for info in objects:
+            t = _modified(info, listed_at)
+            handled[key_digest(info.key)] = t
+            since = t if since is None else max(since, t)
+        return self._settled(since, handled)
+
+    def _settled(self, since: float | None, handled: dict[str, float]) -> ListingState:
+        floor = None if since is None else since - self.settle_seconds
+        kept = sorted((d, t) for d, t in handled.items() if floor is None or t >= floor)
+        return ListingState(since, tuple(kept), self.settle_seconds)
 
     def to_json(self) -> str:
-        return orjson.dumps({"after": self.after, "recent": list(self.recent)}).decode()
+        return orjson.dumps({"v": 2, "since": self.since, "handled": dict(self.handled)}).decode()
 
     @classmethod
-    def from_json(cls, raw: str | None) -> ListingState | None:
+    def from_json(
+        cls, raw: str | None, settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    ) -> ListingState | None:
         if not raw:
             return None
         try:
             d = orjson.loads(raw)
-            return cls(d.get("after"), tuple(d.get("recent") or ()))
-        except (orjson.JSONDecodeError, AttributeError, TypeError):
-            # a cursor that is not ours (hand-edited): start over from the store;
-            # the writer's dedupe keeps re-read objects from landing twice
+            if d.get("v") != 2:
+                raise TypeError("not a version 2 listing state")
+            since = d.get("since")
+            handled = {str(k): float(v) for k, v in (d.get("handled") or {}).items()}
+            state = cls(None if since is None else float(since), (), settle_seconds)
+            return state._settled(state.since, handled)
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            # a cursor that is not ours (hand-edited, or an older layout): start over
+            # from the bucket; the writer's dedupe keeps re-read objects from landing
+            # twice
             log.warning("ignoring an unreadable S3 listing state: %.80r", raw)
             return None
+
+
+def _modified(info: ObjectInfo, listed_at: float) -> float:
+    """When the object was written; an object without a time (never from S3 or a
+    directory) counts as written when it was listed, so it is never skipped."""
+    return info.last_modified.timestamp() if info.last_modified is not None else listed_at
 
 
 @dataclass
@@ -104,7 +163,7 @@ class ArrivalFinder:
         cursors: CursorStore,
         *,
         bucket: str | None = None,
-        lookback_keys: int = DEFAULT_LOOKBACK_KEYS,
+        settle_seconds: float = DEFAULT_SETTLE_SECONDS,
         visibility_timeout: int = VISIBILITY_TIMEOUT,
     ) -> None:
         self.source = source
@@ -112,7 +171,7 @@ class ArrivalFinder:
         self.queue = queue
         self.cursors = cursors
         self.bucket = bucket if bucket is not None else objects.bucket
-        self.lookback_keys = lookback_keys
+        self.settle_seconds = settle_seconds
         self.visibility_timeout = visibility_timeout
 
     @property
@@ -122,15 +181,20 @@ class ArrivalFinder:
     # ----------------------------------------------------------------- listing
     def stored_state(self) -> ListingState:
         rec = self.cursors.get(self.source, LISTING_ENDPOINT)
-        return (ListingState.from_json(rec.value) if rec else None) or ListingState()
+        return self._state(rec.value if rec else None)
+
+    def _state(self, raw: str | None) -> ListingState:
+        return ListingState.from_json(raw, self.settle_seconds) or ListingState(
+            settle_seconds=self.settle_seconds
+        )
 
     def commit(self, state: ListingState) -> ListingState:
         """Merge ``state`` into the stored one with compare-and-set; a concurrent
         commit is re-read and merged, never overwritten."""
         for _ in range(_COMMIT_ATTEMPTS):
             rec = self.cursors.get(self.source, LISTING_ENDPOINT)
-            stored = (ListingState.from_json(rec.value) if rec else None) or ListingState()
-            merged = stored.merge(state, self.lookback_keys)
+            stored = self._state(rec.value if rec else None)
+            merged = stored.merge(state)
             if rec is not None and merged == stored:
                 return stored
             try:
@@ -149,11 +213,10 @@ class ArrivalFinder:
         )
 
     def _list(self, state: ListingState, limit: int) -> Discovery:
-        seen = set(state.recent)
-        found = self.objects.list_after(state.start_after, limit + len(seen))
-        new = [o for o in found if o.key not in seen and self.objects.owns(o.key)]
-        new = new[:limit]
-        return Discovery(objects=new, state=state.advance((o.key for o in new), self.lookback_keys))
+        listed_at = time.time()
+        owned = (o for o in self.objects.list_all() if self.objects.owns(o.key))
+        new = state.fresh(owned, listed_at)[:limit]
+        return Discovery(objects=new, state=state.advance(new, listed_at))
 
     # ------------------------------------------------------------ notifications
     def _receive(self, limit: int) -> Discovery:
@@ -198,7 +261,7 @@ class ArrivalFinder:
         (merged with the stored state)."""
         if self.queue is not None:
             return self._receive(limit)
-        merged = self.stored_state().merge(state, self.lookback_keys)
+        merged = self.stored_state().merge(state)
         return self._list(merged, limit)
 
 

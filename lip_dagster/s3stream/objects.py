@@ -107,9 +107,9 @@ class ObjectSource(ABC):
     bucket: str | None = None  # the S3 bucket, where there is one
 
     @abstractmethod
-    def list_after(self, start_after: str | None, limit: int) -> list[ObjectInfo]:
-        """Up to ``limit`` objects under the prefix whose keys sort after
-        ``start_after`` (S3's ``StartAfter``), in key order."""
+    def list_all(self) -> Iterator[ObjectInfo]:
+        """Every object under the prefix, a page at a time (never all keys at once:
+        the caller keeps only the new ones)."""
 
     @abstractmethod
     def head(self, key: str) -> ObjectInfo:
@@ -151,10 +151,9 @@ class LocalObjectSource(ObjectSource):
             raise StateError(f"refusing object key {key!r}: not a plain relative key")
         return self.root / key
 
-    def list_after(self, start_after: str | None, limit: int) -> list[ObjectInfo]:
+    def list_all(self) -> Iterator[ObjectInfo]:
         if not self.root.is_dir():
-            return []
-        keys: list[str] = []
+            return
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             rel = Path(dirpath).relative_to(self.root).as_posix()
@@ -162,10 +161,11 @@ class LocalObjectSource(ObjectSource):
                 if f.startswith("."):
                     continue
                 key = f if rel == "." else f"{rel}/{f}"
-                if key.startswith(self.prefix) and (start_after is None or key > start_after):
-                    keys.append(key)
-        keys.sort()
-        return [self._info(k) for k in keys[:limit]]
+                if key.startswith(self.prefix):
+                    try:
+                        yield self._info(key)
+                    except FileNotFoundError:
+                        continue  # removed between the walk and the stat: not there
 
     def _info(self, key: str) -> ObjectInfo:
         st = self._path(key).stat()
@@ -210,31 +210,23 @@ class S3ObjectSource(ObjectSource):
         self.bucket = bucket
         self.prefix = prefix
 
-    def list_after(self, start_after: str | None, limit: int) -> list[ObjectInfo]:
-        out: list[ObjectInfo] = []
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
-        if start_after and start_after >= self.prefix:
-            kwargs["StartAfter"] = start_after
-        try:
-            while len(out) < limit:
-                kwargs["MaxKeys"] = min(1000, limit - len(out))
+    def list_all(self) -> Iterator[ObjectInfo]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix, "MaxKeys": 1000}
+        while True:
+            try:
                 page = self.client.list_objects_v2(**kwargs)
-                for obj in page.get("Contents", []):
-                    out.append(
-                        ObjectInfo(
-                            key=obj["Key"],
-                            size=obj.get("Size"),
-                            last_modified=obj.get("LastModified"),
-                            etag=str(obj.get("ETag", "")).strip('"') or None,
-                        )
-                    )
-                if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
-                    break
-                kwargs.pop("StartAfter", None)
-                kwargs["ContinuationToken"] = page["NextContinuationToken"]
-        except (ClientError, BotoCoreError) as exc:
-            raise StateError(f"could not list s3://{self.bucket}/{self.prefix}: {exc}") from exc
-        return out
+            except (ClientError, BotoCoreError) as exc:
+                raise StateError(f"could not list s3://{self.bucket}/{self.prefix}: {exc}") from exc
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(
+                    key=obj["Key"],
+                    size=obj.get("Size"),
+                    last_modified=obj.get("LastModified"),
+                    etag=str(obj.get("ETag", "")).strip('"') or None,
+                )
+            if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
+                return
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
     def head(self, key: str) -> ObjectInfo:
         try:
