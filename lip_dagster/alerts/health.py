@@ -107,6 +107,31 @@ def _newest_landing(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[flo
     return None
 
 
+_FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+
+
+def _finished_at(rec: dg.RunRecord) -> float:
+    return rec.end_time or rec.update_timestamp.timestamp()
+
+
+def _last_finished_run(instance: dg.DagsterInstance, spec: SourceSpec) -> dg.RunRecord | None:
+    """The newest finished run of the source: its own jobs carry the source tag, but a
+    backfill or a "Materialize" launched from the asset graph runs an implicit job
+    without it, so the asset's last run is looked at too."""
+    found = list(
+        instance.get_run_records(
+            dg.RunsFilter(tags={SOURCE_TAG: spec.name}, statuses=list(_FINISHED)), limit=1
+        )
+    )
+    records = instance.get_asset_records([spec.asset_key])
+    last = records[0].asset_entry.last_run_id if records else None
+    if last and all(r.dagster_run.run_id != last for r in found):
+        rec = instance.get_run_record_by_id(last)
+        if rec is not None and rec.dagster_run.status in _FINISHED:
+            found.append(rec)
+    return max(found, key=_finished_at, default=None)
+
+
 def source_health(
     instance: dg.DagsterInstance, spec: SourceSpec, lip: Backend | None, now: float | None = None
 ) -> SourceHealth:
@@ -126,18 +151,11 @@ def source_health(
             h.freshness = "warn"
         else:
             h.freshness = "pass"
-    runs = instance.get_run_records(
-        dg.RunsFilter(
-            tags={SOURCE_TAG: spec.name},
-            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
-        ),
-        limit=1,
-    )
-    if runs:
-        rec = runs[0]
+    rec = _last_finished_run(instance, spec)
+    if rec is not None:
         h.last_run_status = rec.dagster_run.status.value
         h.last_run_id = rec.dagster_run.run_id
-        h.last_run_at = rec.end_time or rec.update_timestamp.timestamp()
+        h.last_run_at = _finished_at(rec)
     if spec.check_keys:
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             list(spec.check_keys)

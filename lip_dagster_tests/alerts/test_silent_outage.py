@@ -110,3 +110,28 @@ def test_a_failed_run_and_a_failed_check_alert_once_each(
     kinds = sorted(b["kind"] for _, b in stub.received if b["event"] == "open")
     assert kinds == ["check", "run"]
     assert isinstance(lake, LocalLake)
+
+
+def test_a_failed_run_launched_from_the_asset_graph_alerts(
+    demo_world: VendorSimulator, stub: Stub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill or "Materialize" from the UI runs an implicit asset job that does not
+    carry the source's tags; its failure must page like any other."""
+    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
+    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    # the vendor rejects the token: every page of the run fails
+    monkeypatch.setenv("LIP_SECRET_SLACK_TOKEN", "xoxp-revoked")
+    d = defs()
+    instance = dg.DagsterInstance.ephemeral()
+    job = d.resolve_implicit_job_def_def_for_assets([dg.AssetKey("slack")])
+    assert job is not None and "lip/source" not in job.tags
+    run = job.execute_in_process(
+        partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
+        asset_selection=[dg.AssetKey("slack")],
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not run.success and "lip/source" not in run.dagster_run.tags
+    tick(d, instance, None)
+    opened = [b for _, b in stub.received if b["event"] == "open" and b["kind"] == "run"]
+    assert len(opened) == 1 and opened[0]["source"] == "slack"
