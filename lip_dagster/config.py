@@ -53,7 +53,9 @@ class AwsSettings:
     secrets_prefix: str
 
     def bucket(self, source: str) -> str:
-        return self.bucket_template.format(source=source)
+        # S3 bucket names allow no '_' but source names do (google_workspace): the
+        # bucket spells it '-'. `lip provision` refuses two sources that would share.
+        return self.bucket_template.format(source=source.replace("_", "-"))
 
     def kms_key(self, source: str) -> str:
         return self.kms_key_template.format(source=source)

@@ -26,18 +26,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from lip_dagster.config import AwsSettings
 from lip_dagster.errors import ConfigError, LipError
 from lip_dagster.resources import Backend
 from lip_dagster.sam import grants
 from lip_dagster.sam.checks import check_key_state
 from lip_dagster.sam.policy import statement_ids
-from lip_dagster.sam.sources import DeclaredSource
+from lip_dagster.sam.sources import DeclaredSource, declared_sources
 from lip_dagster.sam.target import AwsCallError, SamTarget, aws_target, error_code, parse_arn
 from lip_dagster.state.aws import DynamoCursorStore, DynamoDedupeStore, SqsBuffer
 
@@ -130,6 +131,20 @@ def _check_settings(backend: Backend) -> None:
             )
 
 
+def _check_distinct_buckets(aws: AwsSettings, sources: Mapping[str, DeclaredSource]) -> None:
+    """Bucket names spell a source's '_' as '-', so 'okta_hooks' and 'okta-hooks' would
+    share one bucket and one source could read the other's data."""
+    owners: dict[str, str] = {}
+    for name in sorted(sources):
+        bucket = aws.bucket(name)
+        if bucket in owners:
+            raise ConfigError(
+                f"sources {owners[bucket]!r} and {name!r} would share the bucket "
+                f"{bucket!r} (bucket names spell '_' as '-'); rename one of them"
+            )
+        owners[bucket] = name
+
+
 def provision(
     backend: Backend,
     sources: Sequence[DeclaredSource],
@@ -147,6 +162,10 @@ def provision(
     if backend.settings.aws is None:
         return report
     _check_settings(backend)
+    # against every declared source, not only those provisioned now
+    _check_distinct_buckets(
+        backend.settings.aws, {s.name: s for s in [*declared_sources(), *sources]}
+    )
     for src in sources:
         target = aws_target(backend, src.name)
         assert target is not None

@@ -73,7 +73,7 @@ class Deployment:
         return backend_from_env()
 
     def bucket(self, source: str = "okta") -> str:
-        return f"lip-{self.run}-{source}"
+        return f"lip-{self.run}-{source.replace('_', '-')}"
 
     def alias(self, source: str = "okta") -> str:
         return f"alias/lip-{self.run}-{source}"

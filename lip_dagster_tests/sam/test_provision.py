@@ -5,6 +5,7 @@ fixed safely is reported with its manual step and left alone."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -394,3 +395,20 @@ def test_a_failure_part_way_says_what_was_already_done(
     done = [(c.kind, c.action) for c in caught.value.report.changes]
     assert done == [("kms key", "create"), ("kms alias", "create")]
     assert deployment.key_arn()  # it stands; the next run finds it and goes on
+
+
+def test_a_source_name_with_an_underscore_gets_a_bucket_s3_accepts(
+    deployment: Deployment,
+) -> None:
+    """S3 refuses '_' in bucket names (moto does not): the bucket spells it '-'."""
+    provision(deployment.backend(), [HOOKS])
+    bucket = deployment.backend().settings.aws.bucket("okta_hooks")
+    assert re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket)
+    assert "okta-hooks" in bucket
+    assert deployment.client("s3").head_bucket(Bucket=bucket)
+
+
+def test_two_sources_that_would_share_a_bucket_are_refused(deployment: Deployment) -> None:
+    twin = DeclaredSource("okta-hooks", "webhook", ())
+    with pytest.raises(ConfigError, match="would share the bucket"):
+        provision(deployment.backend(), [twin])
