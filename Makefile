@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check lip_dagster lip_dagster_tests benchmarks
+	$(BIN)/ruff check lip_dagster lip_dagster_tests benchmarks scripts
+	$(BIN)/ruff format --check lip_dagster lip_dagster_tests benchmarks scripts
 
 validate: setup
 	DAGSTER_HOME=$$(mktemp -d) $(BIN)/dagster definitions validate -w workspace.yaml
@@ -39,8 +40,9 @@ bench: setup
 
 # Not part of CI: every demo source at a sustained rate, then a reconciliation.
 SOAK_MINUTES ?= 30
+SOAK_RATE ?= 60
 soak: setup
-	$(BIN)/python scripts/soak.py --minutes $(SOAK_MINUTES)
+	$(BIN)/python scripts/soak.py --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)
 
 clean:
 	rm -rf $(VENV) .lip .pytest_cache .ruff_cache
