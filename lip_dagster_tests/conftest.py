@@ -3,7 +3,6 @@ isolated LIP_HOME per test."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,14 +13,9 @@ from moto.server import ThreadedMotoServer
 from lip_dagster.config import Settings
 from lip_dagster.demo import demo_env, write_secrets
 from lip_dagster.simulator import SimConfig, VendorSimulator
+from lip_dagster.simulator.processes import free_port
 
 AWS_REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

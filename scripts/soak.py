@@ -58,6 +58,8 @@ from typing import Any
 import httpx
 import orjson
 
+from lip_dagster.simulator.processes import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 POLLING = ("okta", "onepassword", "slack", "google_workspace")
 WEBHOOK = ("okta_hooks", "github", "jamf")
@@ -88,12 +90,6 @@ def open_files(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except FileNotFoundError:
         return 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http(method: str, url: str, timeout: float = HTTP_TIMEOUT) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import psycopg2
 from psycopg2 import sql
+
+from lip_dagster.simulator.processes import free_port
 
 ENSURE = "scripts/ensure-postgres.sh"
 REQUIRED = ("initdb", "pg_ctl", "postgres")
@@ -51,12 +52,6 @@ def server_bindir() -> Path:
         "PostgreSQL's server binaries (initdb, pg_ctl, postgres) were not found. "
         f"Run `{ENSURE}` (it installs Debian's postgresql package), then the tests again."
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:
@@ -121,7 +116,7 @@ class PostgresServer:
         pwfile.unlink()
         last: PostgresUnavailable | None = None
         for _ in range(3):  # a free port can be taken between the probe and the bind
-            self.port = _free_port()
+            self.port = free_port()
             options = " ".join(
                 [
                     "-c listen_addresses=127.0.0.1",

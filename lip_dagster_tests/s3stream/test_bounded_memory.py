@@ -8,20 +8,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
-import httpx
 import orjson
 import pytest
 from boto3.s3.transfer import TransferConfig
 
+from lip_dagster.simulator.processes import moto_server
 from lip_dagster.simulator.s3objects import stream_cloudtrail_file
-
-from ..conftest import free_port
 
 OBJECT_BYTES = 200 * 1024 * 1024
 KEY = (
@@ -70,28 +67,8 @@ print(json.dumps({"events": report.result.events, "status": report.objects[0].st
 
 @pytest.fixture(scope="module")
 def private_moto() -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/moto-api/", timeout=1.0)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto did not start"
-                time.sleep(0.1)
+    with moto_server() as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_a_200_mb_object_is_transcoded_in_bounded_memory(

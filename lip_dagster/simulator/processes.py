@@ -1,0 +1,66 @@
+"""Local servers in their own processes for tests, benchmarks and the soak: a free
+port, and a moto server (the AWS-compatible stand-in) that competes with nothing in
+the caller's interpreter."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from lip_dagster.errors import LipError
+
+START_TIMEOUT_SECONDS = 30.0
+
+
+class LocalServerError(LipError):
+    """A local stand-in server did not come up."""
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the caller binds it soon after)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def moto_server(access_key: str = "testing") -> Iterator[str]:
+    """A moto server on 127.0.0.1 in a child process; its URL, stopped with the block."""
+    port = free_port()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": access_key}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            try:
+                httpx.get(url + "/moto-api/", timeout=1.0)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None:
+                    raise LocalServerError(
+                        f"the local moto server exited with status {proc.returncode} "
+                        "before answering; is moto[server] installed (pip install -e '.[dev]')?"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise LocalServerError(
+                        f"the local moto server did not answer on {url} within "
+                        f"{START_TIMEOUT_SECONDS:.0f} s"
+                    ) from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
