@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import boto3
 from lip_dagster.lake.backends import LakeBackend, LocalLake, S3Lake
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.lake.layout import hour_of, object_key
-from lip_dagster.lake.writer import LakeWriter
+from lip_dagster.lake.writer import LakeWriter, PendingWrite
 from lip_dagster.simulator.generators import okta_events
 from lip_dagster.state.sqlite import SqliteDedupeStore
 
@@ -61,14 +61,20 @@ def naive_land(events: list[dict[str, Any]], put: Any) -> tuple[int, int]:
 
 
 def lip_land(events: list[dict[str, Any]], lake: LakeBackend, state: Path) -> tuple[int, int]:
+    """Pages handed over the way ``BasePoller`` does: page N+1 is submitted before
+    page N's result is awaited (where the poller would commit N's cursor), so at
+    most two pages are in flight; every page has settled when this returns."""
     dedupe = SqliteDedupeStore(state)
     writer = LakeWriter(lake, dedupe)
     raw = gz = 0
+    in_flight: deque[PendingWrite] = deque()
     try:
         for i in range(0, len(events), BATCH):
-            res = writer.write("okta", events[i : i + BATCH], OKTA, "polling")
-            raw += sum(h.bytes_raw for h in res.hours.values())
-            gz += sum(h.bytes_gz for h in res.hours.values())
+            in_flight.append(writer.submit("okta", events[i : i + BATCH], OKTA, "polling"))
+            while len(in_flight) > 1 or (in_flight and i + BATCH >= len(events)):
+                res = in_flight.popleft().result()
+                raw += sum(h.bytes_raw for h in res.hours.values())
+                gz += sum(h.bytes_gz for h in res.hours.values())
     finally:
         writer.close()
         dedupe.close()
@@ -88,8 +94,8 @@ def encode_only(events: list[dict[str, Any]], ours: bool) -> tuple[float, int, i
             groups, _ = writer._prepare(
                 "okta", page, OKTA, "polling", datetime.now(UTC), datetime.now(UTC)
             )
-            for items in groups.values():
-                raw = b"".join(it.line for it in items)
+            for chunk in groups.values():
+                raw = b"".join(chunk.lines)
                 raw_n += len(raw)
                 gz_n += len(compress(raw))
         else:

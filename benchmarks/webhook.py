@@ -5,14 +5,19 @@ log off) serving the LIP receiver (auth, parse, dedupe, durable SQLite buffer: t
 embedded backend) for 1-event and 100-event Okta Event Hook deliveries and 1-event
 GitHub deliveries (HMAC-SHA256 over the body), against a bare Starlette handler
 that only answers 200, same server settings, same bodies, same load generator, same
-run. p50/p99 latency as the generator sees it.
+run. p50/p99 latency as the generator sees it. Each side runs ``LIP_BENCH_WEBHOOK_ROUNDS``
+times (default 2), alternated, and its best round counts: the machine is shared,
+and a neighbour's burst only ever slows a run down.
 
 The load generator is a separate process: asyncio on uvloop over raw sockets,
 HTTP/1.1 keep-alive, 16 and then 64 requests in flight, every request carrying new
 event ids (and, for GitHub, its own signature and delivery id) so dedupe never
 short-cuts. It is checked not to be the bottleneck twice: its own CPU use is
 reported per row, and a "load generator ceiling" row measures it against a minimal
-raw-socket responder.
+raw-socket responder. With 100-event bodies (185 KB each) the bare handler, which
+never reads a body, can still outrun the generator (its CPU column near 1.0 says
+so): the bare figure of those rows is then the generator's limit, and their ratio
+an upper bound.
 
 End to end: the receiver, ``dagster-daemon`` running the ``okta_hooks`` arrival
 sensor and drain job with the default thresholds (30 s ticks, 500 messages or 60 s),
@@ -47,6 +52,7 @@ from benchmarks.common import free_port, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = (16, 64)
+ROUNDS = int(os.environ.get("LIP_BENCH_WEBHOOK_ROUNDS", "2"))
 WARMUP_S = 1.0
 MEASURE_S = 5.0
 MARK = b"@@LIPID@@"
@@ -197,9 +203,16 @@ def _scenario_templates(scenario: str) -> tuple[str, list[bytes], dict[str, str]
     return "/webhooks/github", [d.body], headers, 1
 
 
-def _uid(worker: int, n: int) -> bytes:
-    h = f"{worker:04x}{n:028x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:32]}".encode()
+def _uid_prefix(worker: int, n: int) -> bytes:
+    """The part of a UUID-shaped id naming the connection and its request; with
+    ``_UID_SUFFIXES[i]`` after it, the id of event ``i`` of that request. Built once
+    per request, so a 100-event body costs the generator 100 concatenations, not
+    100 formatted ids (which made the generator, not the server, the limit)."""
+    h = f"{worker:04x}{n:08x}"
+    return f"{h[:8]}-{h[8:12]}-4000-8000-".encode()
+
+
+_UID_SUFFIXES = [f"{i:012x}".encode() for i in range(1000)]
 
 
 async def _drive(
@@ -216,21 +229,23 @@ async def _drive(
     t_measure, t_end = t_start + warmup, t_start + warmup + measure
     done = 0
 
+    tails = [suffix + p for suffix, p in zip(_UID_SUFFIXES, parts[1:], strict=False)]
+
     async def conn(worker: int) -> None:
         nonlocal done
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         n = 0
         while True:
             n += 1
+            prefix = _uid_prefix(worker, n)
             if github:
                 body = parts[0]
-                uid = _uid(worker, n)
+                uid = prefix + _UID_SUFFIXES[0]
                 sig = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
                 extra = b"X-GitHub-Delivery: " + uid + b"\r\nX-Hub-Signature-256: sha256=" + sig
                 extra += b"\r\n"
             else:
-                ids = [_uid(worker, n * 1000 + i) for i in range(len(parts) - 1)]
-                body = parts[0] + b"".join(i + p for i, p in zip(ids, parts[1:], strict=True))
+                body = parts[0] + b"".join([prefix + t for t in tails])
                 extra = b""
             req = head + extra + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
             t0 = time.perf_counter()
@@ -309,19 +324,21 @@ def throughput_rows() -> list[dict[str, Any]]:
             ("github-1", "webhook github 1 event/POST HMAC"),
         )
     ):
-        results = {}
-        for kind in ("bare", "lip"):
-            home = Path(tempfile.mkdtemp(prefix="lip-bench-webhook-"))
-            srv = Server(kind, {**base_env, "LIP_HOME": str(home)})
-            try:
-                results[kind] = load(srv.port, scenario, connections)
-            finally:
-                srv.stop()
-                shutil.rmtree(home, ignore_errors=True)
-        lip, bare = results["lip"], results["bare"]
-        ok = lip["statuses"].get("204", 0)
-        if ok != lip["requests"]:
-            raise RuntimeError(f"{scenario}: the receiver refused requests: {lip['statuses']}")
+        runs: dict[str, list[dict[str, Any]]] = {"bare": [], "lip": []}
+        for _ in range(ROUNDS):  # alternated, so both sides meet the same neighbours
+            for kind in ("bare", "lip"):
+                home = Path(tempfile.mkdtemp(prefix="lip-bench-webhook-"))
+                srv = Server(kind, {**base_env, "LIP_HOME": str(home)})
+                try:
+                    runs[kind].append(load(srv.port, scenario, connections))
+                finally:
+                    srv.stop()
+                    shutil.rmtree(home, ignore_errors=True)
+        for got in runs["lip"]:
+            if got["statuses"].get("204", 0) != got["requests"]:
+                raise RuntimeError(f"{scenario}: the receiver refused requests: {got['statuses']}")
+        # Best round of each side: on a shared machine, noise only ever slows a run.
+        lip, bare = (max(runs[k], key=lambda r: r["requests_per_s"]) for k in ("lip", "bare"))
         rows.append(
             {
                 "name": label,
@@ -338,6 +355,8 @@ def throughput_rows() -> list[dict[str, Any]]:
                 "baseline_loadgen_cpu": bare["loadgen_cpu"],
                 "connections": connections,
                 "seconds": MEASURE_S,
+                "rounds_requests_per_s": [r["requests_per_s"] for r in runs["lip"]],
+                "rounds_baseline_requests_per_s": [r["requests_per_s"] for r in runs["bare"]],
                 "target": "ratio >= 0.5 (requests/s vs bare Starlette), p99_ms < 100",
             }
         )

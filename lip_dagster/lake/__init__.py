@@ -16,7 +16,7 @@ from lip_dagster.lake.layout import (
     path_to_partition,
     validate_source_name,
 )
-from lip_dagster.lake.writer import HourStats, LakeWriter, WriteResult
+from lip_dagster.lake.writer import HourStats, LakeWriter, PendingWrite, WriteResult
 
 __all__ = [
     "EventIdentity",
@@ -25,6 +25,7 @@ __all__ = [
     "LakeWriter",
     "LocalLake",
     "LocalQuarantine",
+    "PendingWrite",
     "Quarantine",
     "S3Lake",
     "S3Quarantine",

@@ -1,17 +1,25 @@
 """The one landing path every pattern uses.
 
-For a batch of events: give each its id and hour, add ``_lip``, group by hour, cut
-objects at a bound, and for each object with key K (DESIGN §4):
+For a batch (a page) of events: give each its id and hour, add ``_lip``, group by
+hour, cut objects at a bound, and for each object with key K (DESIGN §4):
 
 1. claim each id as ``pending(K)`` in the dedupe store, dropping ids already landed
    elsewhere (or pending under an object that exists: an earlier crash landed them);
 2. put object K holding the ids kept;
 3. mark them ``landed(K)``.
 
-The caller commits its cursor (or deletes from its buffer) only after ``write``
-returns. K is a function of the candidate ids, so a retry of the same events
-rewrites the same key instead of adding a second copy. Puts overlap with
-serializing and compressing the next object.
+The caller commits its cursor (or deletes from its buffer) only after the page's
+result is in (``write`` returns, or ``submit(...).result()`` does). K is a function
+of the candidate ids, so a retry of the same events rewrites the same key instead of
+adding a second copy; a K that already holds a landed object is never rewritten with
+other ids.
+
+Pages are pipelined: ``submit`` runs ``write`` on one of ``pages_in_flight`` landing
+threads and returns at once, so the caller fetches page N+1 while page N lands, and
+page N+1 is prepared, compressed and claimed while page N's objects are put and
+marked. Claims go one at a time, and an object that shares ids with one still in
+flight first waits for it, so a page repeating ids of a page still landing finds
+them landed, exactly as if the pages had been written one after the other.
 """
 
 from __future__ import annotations
@@ -19,21 +27,24 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
+from botocore.exceptions import BotoCoreError, ClientError
 from isal import igzip
 
 from lip_dagster.errors import LakeWriteError, LipError
 from lip_dagster.lake.backends import LakeBackend
 from lip_dagster.lake.envelope import PATTERNS, EventIdentity, check_extra_envelope, envelope
 from lip_dagster.lake.layout import hour_of, object_key, partition_start, validate_source_name
-from lip_dagster.state.base import DedupeKey, DedupeStore
+from lip_dagster.state.base import DedupeKey, DedupeStore, IdState
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +55,7 @@ epoch hour keeps the key a valid partition key; such ids expire by TTL like othe
 
 DEFAULT_MAX_OBJECT_BYTES = 5_000_000
 DEFAULT_MAX_OBJECT_EVENTS = 100_000
+DEFAULT_PAGES_IN_FLIGHT = 2
 # Objects are cut on raw size before compressing; security logs compress 6-12x, so
 # 8x the gzip bound rarely overshoots, and an object that does is split again.
 _RAW_PER_GZ = 8
@@ -96,10 +108,41 @@ class WriteResult:
                 mine.newest_event = s.newest_event
 
 
-class _Item(NamedTuple):
-    key: DedupeKey
-    line: bytes
-    time: datetime | None
+class PendingWrite:
+    """A page handed to ``LakeWriter.submit``.
+
+    ``result()`` waits until every object of the page has landed and been marked,
+    then returns the page's stats, or raises what made one fail (``LakeWriteError``,
+    or the state store's error); ids of objects that did land are marked, the rest
+    stay pending and a retry lands them. Commit a cursor or delete from a buffer only
+    after ``result()`` returned."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: Future[WriteResult]) -> None:
+        self._future = future
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> WriteResult:
+        return self._future.result(timeout)
+
+
+class _Chunk(NamedTuple):
+    """Events of one future object: parallel lists, one entry per event."""
+
+    keys: list[DedupeKey]
+    lines: list[bytes]
+    times: list[datetime | None]
+
+
+@dataclass
+class _Group:
+    """One hour's events of a page, while the page is prepared."""
+
+    chunk: _Chunk
+    seen: set[str]
 
 
 def compress(data: bytes, level: int = 2) -> bytes:
@@ -108,15 +151,28 @@ def compress(data: bytes, level: int = 2) -> bytes:
 
 
 def batch_uuid(source: str, hour: str, ids: Iterable[str]) -> str:
+    """The object's name: a function of the source, the hour and the *set* of ids."""
+    ordered = sorted(ids)
     h = hashlib.sha256(f"{source}\n{hour}\n".encode())
-    for i in sorted(ids):
-        h.update(i.encode())
-        h.update(b"\n")
+    if ordered:  # one id per line, each ending in "\n"
+        h.update(("\n".join(ordered) + "\n").encode())
     return str(uuid.UUID(bytes=h.digest()[:16], version=5))
 
 
+_new_key = tuple.__new__  # DedupeKey(hour, id) without the namedtuple's Python __new__
+
+
+def _pick(chunk: _Chunk, index: Sequence[int]) -> _Chunk:
+    return _Chunk(
+        [chunk.keys[i] for i in index],
+        [chunk.lines[i] for i in index],
+        [chunk.times[i] for i in index],
+    )
+
+
 class LakeWriter:
-    """Lands batches exactly once per id (see module docstring)."""
+    """Lands pages exactly once per id (see module docstring). Safe to share between
+    threads: ``write`` may be called from several at once, alongside ``submit``."""
 
     def __init__(
         self,
@@ -127,17 +183,31 @@ class LakeWriter:
         max_object_events: int = DEFAULT_MAX_OBJECT_EVENTS,
         compresslevel: int = 2,
         put_workers: int = 2,
+        pages_in_flight: int = DEFAULT_PAGES_IN_FLIGHT,
     ) -> None:
         if max_object_bytes < 1024 or max_object_events < 1:
             raise ValueError("object bounds too small")
+        if pages_in_flight < 1:
+            raise ValueError("pages_in_flight must be at least 1")
         self.lake = lake
         self.dedupe = dedupe
         self.max_object_bytes = max_object_bytes
         self.max_object_events = max_object_events
         self.compresslevel = compresslevel
         self._pool = ThreadPoolExecutor(max_workers=put_workers, thread_name_prefix="lip-put")
+        self._landers = ThreadPoolExecutor(
+            max_workers=pages_in_flight, thread_name_prefix="lip-land"
+        )
+        self._slots = threading.BoundedSemaphore(pages_in_flight)
+        # Objects claimed and not yet landed and marked, with their ids. Claims (and
+        # this list) go one at a time, so an object sharing ids with one in flight
+        # waits for it, whichever page or caller either belongs to.
+        self._claiming = threading.Lock()
+        self._in_flight: list[tuple[set[DedupeKey], Future[None]]] = []
 
     def close(self) -> None:
+        """Wait for submitted pages to land, then stop the threads."""
+        self._landers.shutdown(wait=True)
         self._pool.shutdown(wait=True)
 
     # ------------------------------------------------------------------ public
@@ -172,20 +242,74 @@ class LakeWriter:
         try:
             for hour, items in groups.items():
                 for chunk in self._chunks(items):
-                    self._land_chunk(source, hour, chunk, result, pending)
+                    key = self._key(source, hour, chunk)
+                    # Compressed before the claim, outside the lock: almost always
+                    # every id is kept and this is the object as put.
+                    encoded = self._encode(chunk)
+                    with self._claiming:
+                        self._wait_for_overlap(chunk.keys)
+                        self._land_chunk(source, hour, chunk, result, pending, key, encoded)
         finally:
-            errors = []
-            for key, fut in pending:
-                try:
-                    fut.result()
-                except LipError as exc:
-                    errors.append((key, exc))
+            wait_futures([f for _, f in pending])
+        return self._outcome(source, result, pending)
+
+    def submit(
+        self,
+        source: str,
+        events: Iterable[dict[str, Any]],
+        identity: EventIdentity,
+        pattern: str,
+        arrival: datetime | None = None,
+        *,
+        extra_envelope: Mapping[str, str] | None = None,
+    ) -> PendingWrite:
+        """``write`` on a landing thread: returns at once (or, with
+        ``pages_in_flight`` pages still landing, as soon as one has landed), so the
+        caller can fetch the next page meanwhile. The events must not change until
+        the page has landed. Resolve handles in the order they were submitted to
+        commit cursors in order."""
+        page = events if isinstance(events, list | tuple) else list(events)
+        self._slots.acquire()
+        try:
+            future = self._landers.submit(
+                self.write, source, page, identity, pattern, arrival, extra_envelope=extra_envelope
+            )
+        except BaseException:
+            self._slots.release()  # the writer is closed
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return PendingWrite(future)
+
+    # ----------------------------------------------------------------- the page
+    def _wait_for_overlap(self, keys: list[DedupeKey]) -> None:
+        """Wait for objects in flight that hold any of ``keys`` (under
+        ``_claiming``): a page repeating ids of a page still landing must find them
+        landed, as if the pages had been written one after the other. Pages rarely
+        overlap, so claims rarely wait for puts."""
+        live = [(ids, fut) for ids, fut in self._in_flight if not fut.done()]
+        self._in_flight = live
+        for ids, fut in live:
+            if not ids.isdisjoint(keys):
+                wait_futures([fut])
+
+    @staticmethod
+    def _outcome(
+        source: str, result: WriteResult, pending: list[tuple[str, Future[None]]]
+    ) -> WriteResult:
+        errors: list[tuple[str, LipError]] = []
+        for key, fut in pending:
+            exc = fut.exception()
+            if exc is None:
+                continue
+            if not isinstance(exc, LipError):
+                raise exc  # not ours: let it surface unchanged
+            errors.append((key, exc))
         if errors:
-            key, exc = errors[0]
+            key, first = errors[0]
             raise LakeWriteError(
                 f"{len(errors)} object(s) of source {source!r} failed to land "
-                f"(first: {key}: {exc}); their events stay pending and the next run retries"
-            ) from exc
+                f"(first: {key}: {first}); their events stay pending and the next run retries"
+            ) from first
         return result
 
     # ----------------------------------------------------------------- helpers
@@ -198,19 +322,19 @@ class LakeWriter:
         arrival: datetime,
         now: datetime,
         extra: Mapping[str, str] | None = None,
-    ) -> tuple[dict[str, list[_Item]], dict[str, int]]:
+    ) -> tuple[dict[str, _Chunk], dict[str, int]]:
         ingested_at = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         arrival_hour = hour_of(arrival)
-        groups: dict[str, list[_Item]] = {}
-        seen: dict[str, set[str]] = {}
+        groups: dict[str, _Group] = {}
         dups: dict[str, int] = {}
         dumps = orjson.dumps
+        new_key = _new_key
         # The envelope is spliced into the vendor's serialized event as bytes instead
         # of copying each event into a new dict: per-event allocations are what make
         # Python slow here (and the garbage collector scan a large heap).
         head = b',"_lip":{"source":' + dumps(source) + b',"id":'
-        tails = {
-            hf: b',"ingested_at":'
+        tail_event, tail_arrival = (
+            b',"ingested_at":'
             + dumps(ingested_at)
             + b',"pattern":'
             + dumps(pattern)
@@ -220,114 +344,201 @@ class LakeWriter:
             + b"".join(b"," + dumps(k) + b":" + dumps(v) for k, v in (extra or {}).items())
             + b"}}\n"
             for hf in ("event", "arrival")
-        }
+        )
         locate_time = identity.locate_time
         event_id = identity.event_id
         gc_was_on = gc.isenabled()
         gc.disable()  # nothing here makes reference cycles; refcounting frees it all
         try:
             for ev in events:
+                if not isinstance(ev, dict):  # the envelope is spliced into an object
+                    raise LakeWriteError(
+                        f"source {source!r}: an event is a {type(ev).__name__}, not a JSON "
+                        "object; nothing of this page was landed"
+                    )
                 eid = event_id(ev)
                 t, hour = locate_time(ev)
                 if hour is not None:
-                    dkey = DedupeKey(hour, eid)
-                    hour_from = "event"
+                    dkey = new_key(DedupeKey, (hour, eid))
+                    tail = tail_event
                 else:
                     hour = arrival_hour
-                    dkey = DedupeKey(UNTIMED_HOUR, eid)
-                    hour_from = "arrival"
-                s = seen.get(hour)
-                if s is None:
-                    s = seen[hour] = set()
-                    groups[hour] = []
-                if eid in s:
+                    dkey = new_key(DedupeKey, (UNTIMED_HOUR, eid))
+                    tail = tail_arrival
+                g = groups.get(hour)
+                if g is None:
+                    g = groups[hour] = _Group(_Chunk([], [], []), set())
+                if eid in g.seen:
                     dups[hour] = dups.get(hour, 0) + 1
                     continue
-                s.add(eid)
+                g.seen.add(eid)
                 if ev and "_lip" not in ev:
-                    body = dumps(ev)
-                    line = body[:-1] + head + dumps(eid) + tails[hour_from]
+                    line = dumps(ev)[:-1] + (head + dumps(eid) + tail)
                 else:  # empty, or the vendor sent its own _lip: ours wins
                     rec = dict(ev)
+                    hour_from = "event" if tail is tail_event else "arrival"
                     rec["_lip"] = envelope(source, eid, ingested_at, pattern, hour_from, extra)
                     line = dumps(rec) + b"\n"
-                groups[hour].append(_Item(dkey, line, t))
+                chunk = g.chunk
+                chunk.keys.append(dkey)
+                chunk.lines.append(line)
+                chunk.times.append(t)
         finally:
             if gc_was_on:
                 gc.enable()
-        return groups, dups
+        return {hour: g.chunk for hour, g in groups.items()}, dups
 
-    def _chunks(self, items: list[_Item]) -> Iterable[list[_Item]]:
+    def _chunks(self, items: _Chunk) -> Iterable[_Chunk]:
         raw_cap = self.max_object_bytes * _RAW_PER_GZ
-        chunk: list[_Item] = []
-        size = 0
-        for it in items:
-            if chunk and (len(chunk) >= self.max_object_events or size + len(it.line) > raw_cap):
-                yield chunk
-                chunk, size = [], 0
-            chunk.append(it)
-            size += len(it.line)
-        if chunk:
-            yield chunk
+        max_events = self.max_object_events
+        lines = items.lines
+        n = len(lines)
+        if n <= max_events and sum(map(len, lines)) <= raw_cap:
+            yield items  # the usual case: the hour's events are one object
+            return
+        start = size = 0
+        for i, line in enumerate(lines):
+            if i > start and (i - start >= max_events or size + len(line) > raw_cap):
+                yield _Chunk(items.keys[start:i], lines[start:i], items.times[start:i])
+                start, size = i, 0
+            size += len(line)
+        if start < n:
+            yield _Chunk(items.keys[start:], lines[start:], items.times[start:])
+
+    @staticmethod
+    def _key(source: str, hour: str, chunk: _Chunk) -> str:
+        times = [t for t in chunk.times if t is not None]
+        ts = min(times) if times else partition_start(hour)
+        return object_key(source, hour, ts, batch_uuid(source, hour, (k[1] for k in chunk.keys)))
 
     def _land_chunk(
         self,
         source: str,
         hour: str,
-        chunk: list[_Item],
+        chunk: _Chunk,
         result: WriteResult,
         pending: list[tuple[str, Future[None]]],
+        key: str,
+        encoded: tuple[bytes, bytes] | None = None,
+        absent_from: frozenset[str] = frozenset(),
     ) -> None:
-        times = [it.time for it in chunk if it.time is not None]
-        ts = min(times) if times else partition_start(hour)
-        uid = batch_uuid(source, hour, (it.key.event_id for it in chunk))
-        key = object_key(source, hour, ts, uid)
-        prior = self.dedupe.claim(source, [it.key for it in chunk], key)
+        """Claim, then put (on the put pool) one object. ``encoded`` is the whole
+        chunk already serialized and compressed; ``absent_from`` names objects this
+        chunk's ids were just found not to be in."""
+        prior = self.dedupe.claim(source, chunk.keys, key)
         stats = result.hours.setdefault(hour, HourStats())
         kept = chunk
         if prior:
-            kept = []
-            landed_elsewhere: dict[str, list[DedupeKey]] = {}
-            exists: dict[str, bool] = {}
-            for it in chunk:
-                st = prior.get(it.key)
-                if st is None:
-                    kept.append(it)
-                elif st.status == "landed":
-                    # in the lake already, this very object included: a page that
-                    # overlaps the last one must not put (and report) it again
-                    stats.duplicates += 1
-                elif st.object_key == key:
-                    kept.append(it)  # pending here: this object is being retried
-                elif st.object_key and self._exists(st.object_key, exists):
-                    # an earlier run put that object and crashed before marking it
-                    landed_elsewhere.setdefault(st.object_key, []).append(it.key)
-                    stats.duplicates += 1
-                else:
-                    kept.append(it)
-            for other_key, keys in landed_elsewhere.items():
-                self.dedupe.mark_landed(source, keys, other_key)
-        if not kept:
+            kept, moved = self._kept(source, hour, chunk, key, prior, stats, absent_from)
+            encoded = None
+            if moved:
+                # object ``key`` holds other events and is never rewritten: the rest
+                # lands under a key of its own
+                part_key = self._key(source, hour, kept)
+                self._land_chunk(
+                    source, hour, kept, result, pending, part_key, None, absent_from | {key}
+                )
+                return
+        if not kept.keys:
             return
-        raw = b"".join(it.line for it in kept)
-        data = compress(raw, self.compresslevel)
-        if len(data) > self.max_object_bytes and len(kept) > 1:
-            half = len(kept) // 2
-            self._land_chunk(source, hour, kept[:half], result, pending)
-            self._land_chunk(source, hour, kept[half:], result, pending)
+        raw, data = encoded or self._encode(kept)
+        if len(data) > self.max_object_bytes and len(kept.keys) > 1:
+            half = len(kept.keys) // 2
+            for part in (
+                _Chunk(kept.keys[:half], kept.lines[:half], kept.times[:half]),
+                _Chunk(kept.keys[half:], kept.lines[half:], kept.times[half:]),
+            ):
+                sub_key = self._key(source, hour, part)
+                self._land_chunk(source, hour, part, result, pending, sub_key, None, absent_from)
             return
-        stats.events += len(kept)
+        stats.events += len(kept.keys)
         stats.objects += 1
         stats.bytes_raw += len(raw)
         stats.bytes_gz += len(data)
         stats.keys.append(key)
-        kept_times = [it.time for it in kept if it.time is not None]
+        kept_times = [t for t in kept.times if t is not None]
         if kept_times:
             newest = max(kept_times)
             if stats.newest_event is None or newest > stats.newest_event:
                 stats.newest_event = newest
-        keys = [it.key for it in kept]
-        pending.append((key, self._pool.submit(self._put_and_mark, source, key, data, keys)))
+        fut = self._pool.submit(self._put_and_mark, source, key, data, kept.keys)
+        pending.append((key, fut))
+        self._in_flight.append((set(kept.keys), fut))
+
+    def _encode(self, chunk: _Chunk) -> tuple[bytes, bytes]:
+        raw = b"".join(chunk.lines)
+        return raw, compress(raw, self.compresslevel)
+
+    def _kept(
+        self,
+        source: str,
+        hour: str,
+        chunk: _Chunk,
+        key: str,
+        prior: Mapping[DedupeKey, IdState],
+        stats: HourStats,
+        absent_from: frozenset[str],
+    ) -> tuple[_Chunk, bool]:
+        """The part of a claimed chunk still to land, given the ids' prior states,
+        and whether it must land under another key than ``key``."""
+        keep: list[int] = []
+        landed_elsewhere: dict[str, list[DedupeKey]] = {}
+        exists: dict[str, bool] = {}
+        key_holds_landed = False
+        for i, k in enumerate(chunk.keys):
+            st = prior.get(k)
+            if st is None:
+                keep.append(i)
+            elif st.status == "landed":
+                # in the lake already, this very object included: a page that
+                # overlaps the last one must not put (and report) it again
+                stats.duplicates += 1
+                key_holds_landed = key_holds_landed or st.object_key == key
+            elif st.object_key == key:
+                keep.append(i)  # pending here: this object is being retried
+            elif (
+                st.object_key
+                and st.object_key not in absent_from
+                and self._exists(st.object_key, exists)
+            ):
+                # an earlier run put that object and crashed before marking it
+                landed_elsewhere.setdefault(st.object_key, []).append(k)
+                stats.duplicates += 1
+            else:
+                keep.append(i)
+        for other_key, keys in landed_elsewhere.items():
+            self.dedupe.mark_landed(source, keys, other_key)
+        kept = _pick(chunk, keep)
+        if not key_holds_landed or not kept.keys or not self._exists(key, exists):
+            return kept, False
+        # Object ``key`` is in the lake and some of its ids are marked landed, others
+        # not (a mark cut short: DynamoDB marks 25 ids per request; or ids marked one
+        # by one as found elsewhere). Rewriting it with only the rest would delete
+        # the marked ones from the lake, so it is read instead: ids in it are marked
+        # landed, and ids not in it land under a key of their own.
+        inside = self._ids_in(key, hour)
+        held = [k for k in kept.keys if k in inside]
+        if held:
+            self.dedupe.mark_landed(source, held, key)
+            stats.duplicates += len(held)
+        rest = _pick(kept, [i for i, k in enumerate(kept.keys) if k not in inside])
+        return rest, bool(rest.keys)
+
+    def _ids_in(self, key: str, hour: str) -> set[DedupeKey]:
+        """The dedupe keys of the events object ``key`` (of lake hour ``hour``) holds."""
+        try:
+            lines = igzip.decompress(self.lake.get(key)).splitlines()
+            envelopes = [orjson.loads(line)["_lip"] for line in lines if line]
+            return {
+                DedupeKey(UNTIMED_HOUR if e.get("hour_from") == "arrival" else hour, e["id"])
+                for e in envelopes
+            }
+        except LipError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, BotoCoreError, ClientError) as exc:
+            raise LakeWriteError(
+                f"could not read lake object {key} to see which events it holds: {exc}"
+            ) from exc
 
     def _exists(self, key: str, cache: dict[str, bool]) -> bool:
         if key not in cache:

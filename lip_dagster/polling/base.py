@@ -9,6 +9,12 @@ Everything else lives here, once: secrets through the cached store; first run st
 is landed; time-budgeted paging; backpressure; bounded retries (``HttpClient``).
 A backfill (``window`` given) asks the vendor for exactly that window and commits no
 cursor; it fails loudly if it cannot finish, so an incomplete hour never looks done.
+
+Pages are pipelined: page N+1 is fetched while page N lands (``LakeWriter.submit``),
+and page N's cursor is committed once page N has landed, pages in order, so at most
+two pages are in flight and the cursor never passes a page that has not landed. A
+page that fails to land fails the run; the pages after it may still land (harmless:
+the next run's dedupe drops them), but no cursor moves past the failed one.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,7 +33,7 @@ import httpx
 
 from lip_dagster.errors import ConfigError, LipError, VendorAuthError, VendorError
 from lip_dagster.lake.envelope import EventIdentity
-from lip_dagster.lake.writer import LakeWriter, WriteResult
+from lip_dagster.lake.writer import LakeWriter, PendingWrite, WriteResult
 from lip_dagster.polling.http import BudgetExhausted, HttpClient
 from lip_dagster.secrets import Secret
 from lip_dagster.state.base import CursorStore, SecretStore
@@ -119,6 +126,40 @@ class PollReport:
     @property
     def pages(self) -> int:
         return sum(e.pages for e in self.endpoints.values())
+
+
+class _InOrder:
+    """Pages landing in the background. Each page's follow-up (stats, the cursor
+    commit) runs only once that page has landed, and pages are followed up in the
+    order they were fetched."""
+
+    def __init__(self) -> None:
+        self._pages: deque[tuple[PendingWrite | None, Callable[[WriteResult], None]]] = deque()
+
+    def add(self, handle: PendingWrite | None, then: Callable[[WriteResult], None]) -> None:
+        self._pages.append((handle, then))
+
+    def settle(self, keep: int = 0) -> None:
+        """Follow up the oldest pages until ``keep`` are left in flight. If a page
+        failed (or its follow-up did), the pages after it are waited for but not
+        followed up, and the error is raised."""
+        while len(self._pages) > keep:
+            handle, then = self._pages.popleft()
+            try:
+                then(handle.result() if handle is not None else WriteResult())
+            except BaseException:
+                self._abandon()
+                raise
+
+    def _abandon(self) -> None:
+        while self._pages:
+            handle, _ = self._pages.popleft()
+            if handle is None:
+                continue
+            try:
+                handle.result()
+            except Exception as exc:  # noqa: BLE001 - the run fails with the first error
+                log.warning("a later page also failed to land: %s", exc)
 
 
 class BasePoller(ABC):
@@ -237,20 +278,34 @@ class BasePoller(ABC):
         report.seconds = self.clock() - started
         return report
 
-    def _land(self, res: PollResult, ep: EndpointReport, report: PollReport) -> WriteResult:
+    def _submit(
+        self,
+        res: PollResult,
+        ep: EndpointReport,
+        report: PollReport,
+        pages: _InOrder,
+        then: Callable[[WriteResult], None] | None = None,
+    ) -> None:
+        """Hand a fetched page to the writer; once it has landed, count it and run
+        ``then`` (the cursor commit)."""
         ep.pages += 1
-        wr = WriteResult()
+        handle = None
         if res.events:
-            wr = self.writer.write(self.source, res.events, self.identity, "polling")
+            handle = self.writer.submit(self.source, res.events, self.identity, "polling")
+
+        def landed(wr: WriteResult) -> None:
             ep.events += wr.events
             report.result.merge(wr)
-        return wr
+            if then is not None:
+                then(wr)
+
+        pages.add(handle, landed)
 
     def _poll_live(self, endpoint: str, ep: EndpointReport, report: PollReport) -> None:
         key = self.get_cursor_key(endpoint)
         rec = self.cursors.get(self.source, key)
-        cursor = rec.value if rec else None
-        version = rec.version if rec else None
+        cursor = rec.value if rec else None  # where the next page is fetched from
+        committed, version = cursor, (rec.version if rec else None)
         start_time = None
         if rec is None:
             start_time = datetime.fromtimestamp(self.clock(), UTC) - timedelta(
@@ -258,29 +313,42 @@ class BasePoller(ABC):
             )
         ep.cursor_before = cursor
         assert self._deadline is not None
-        while True:
-            if self.clock() >= self._deadline:
-                ep.stopped = "budget"
-                break
-            asked_at = datetime.fromtimestamp(self.clock(), UTC)
-            try:
-                res = self.call_api(self.get_auth_token(), endpoint, cursor, start_time)
-            except BudgetExhausted as exc:
-                log.warning("%s", exc)
-                ep.stopped = "rate_limited"
-                break
-            wr = self._land(res, ep, report)
+        pages = _InOrder()
+
+        def commit(res: PollResult, asked_at: datetime, wr: WriteResult) -> None:
+            nonlocal committed, version
             # caught up: the vendor had nothing newer when asked, so coverage can
             # advance to the time of the request, not just to the newest event
             newest = asked_at if not res.has_more else wr.newest_event
-            if res.cursor is not None and (res.cursor != cursor or not res.has_more):
+            if res.cursor is not None and (res.cursor != committed or not res.has_more):
                 hw = newest.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if newest else None
                 rec = self.cursors.commit(self.source, key, res.cursor, version, high_water=hw)
-                version, cursor, start_time = rec.version, res.cursor, None
-            if not res.has_more:
-                ep.stopped = "caught_up"
-                break
-        ep.cursor_after = cursor
+                version, committed = rec.version, res.cursor
+
+        try:
+            while True:
+                if self.clock() >= self._deadline:
+                    ep.stopped = "budget"
+                    break
+                asked_at = datetime.fromtimestamp(self.clock(), UTC)
+                try:
+                    res = self.call_api(self.get_auth_token(), endpoint, cursor, start_time)
+                except BudgetExhausted as exc:
+                    log.warning("%s", exc)
+                    ep.stopped = "rate_limited"
+                    break
+                self._submit(res, ep, report, pages, lambda wr, r=res, a=asked_at: commit(r, a, wr))
+                if res.cursor is not None:
+                    cursor, start_time = res.cursor, None
+                pages.settle(keep=1)  # the page before lands while this one is fetched
+                if not res.has_more:
+                    ep.stopped = "caught_up"
+                    break
+        except BaseException:
+            pages.settle()  # commit what landed before the failure, then fail
+            raise
+        pages.settle()
+        ep.cursor_after = committed
 
     def _poll_window(
         self,
@@ -292,22 +360,29 @@ class BasePoller(ABC):
         start, end = window
         cursor: str | None = None
         assert self._deadline is not None
-        while True:
-            if self.clock() >= self._deadline:
-                raise BackfillIncomplete(
-                    f"source {self.source!r} endpoint {endpoint!r}: backfill of "
-                    f"{start.isoformat()}..{end.isoformat()} ran out of its time budget "
-                    f"after {ep.pages} pages; re-run it (events already landed are kept)"
-                )
-            try:
-                res = self.call_api(self.get_auth_token(), endpoint, cursor, start, end)
-            except BudgetExhausted as exc:
-                raise BackfillIncomplete(str(exc)) from exc
-            self._land(res, ep, report)
-            cursor = res.cursor
-            if not res.has_more:
-                ep.stopped = "window_done"
-                break
+        pages = _InOrder()
+        try:
+            while True:
+                if self.clock() >= self._deadline:
+                    raise BackfillIncomplete(
+                        f"source {self.source!r} endpoint {endpoint!r}: backfill of "
+                        f"{start.isoformat()}..{end.isoformat()} ran out of its time budget "
+                        f"after {ep.pages} pages; re-run it (events already landed are kept)"
+                    )
+                try:
+                    res = self.call_api(self.get_auth_token(), endpoint, cursor, start, end)
+                except BudgetExhausted as exc:
+                    raise BackfillIncomplete(str(exc)) from exc
+                self._submit(res, ep, report, pages)
+                cursor = res.cursor
+                pages.settle(keep=1)
+                if not res.has_more:
+                    ep.stopped = "window_done"
+                    break
+        except BaseException:
+            pages.settle()  # what was fetched still lands (and is reported), then fail
+            raise
+        pages.settle()
 
 
 class BackfillIncomplete(LipError):

@@ -3,9 +3,10 @@
 For each source, requests that arrive while a commit is in progress wait and are
 committed together in the next one: one dedupe read and one buffer append for the
 whole group, in a worker thread so the event loop keeps reading requests. On
-SQLite with ``synchronous=FULL`` every write transaction costs an fsync (half a
-millisecond to several, depending on the disk); paying it per request would cap
-the receiver at a few hundred requests per second, paying it per group does not.
+SQLite with ``synchronous=FULL`` every write transaction costs an fsync (a quarter
+of a millisecond to several, depending on the disk); paying it per request would
+cap the receiver at a few thousand requests per second, paying it per group does
+not.
 
 Order of effects, per group:
 
@@ -15,7 +16,8 @@ Order of effects, per group:
 2. append the new events to the buffer (durable when it returns), then answer;
 3. mark them ``accepted`` (insert-if-absent), coalesced over ``mark_delay``
    seconds for every group of the source, so marking costs one more transaction
-   per interval instead of one per group.
+   per interval instead of one per group (and one per ``mark_chunk`` ids, so no
+   commit waits long behind a mark).
 
 A crash or an error before step 2 completes stores nothing the vendor was told
 about (it gets a 503 and retries). Marks are not needed for durability, only to
@@ -24,12 +26,32 @@ so a redelivery is buffered a second time and the writer's commit log drops the
 extra copy when it lands. Marking *before* buffering would be the dangerous order:
 a crash in between would leave ids marked that were never buffered, and the
 vendor's retry would be dropped as a duplicate. That would lose events.
+
+Each source has one committer thread, which runs its commits and its marks one
+after another. Two threads writing the same SQLite file would queue on its write
+lock, and SQLite's busy handler waits by sleeping (1, 2, 5 ms ...): a mark that
+overlapped a commit used to stall that commit's answers by milliseconds. The
+committer also owns the set of ids buffered but not yet marked, so nothing else
+touches it. The event loop does the per-request work (parse, keys, JSON of the
+message) and puts the request on the source's waiting list; the committer takes
+the whole list as its next group the moment a commit ends, and hands the answers
+back to the loop in one call per group: one thread round trip per group, not per
+request, and never a committer waiting for the loop to give it work.
+
+Deliveries whose JSON is at most half the message limit (all but the largest)
+share buffer messages per group and arrival hour (``message.merge``): a buffer
+row, with its index entries, is what a commit pays for per message, and the
+drain files events by arrival hour only. Larger deliveries keep their own
+messages, split to fit SQS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +59,7 @@ from typing import Any
 from lip_dagster.errors import LipError
 from lip_dagster.state.base import Buffer, DedupeKey, DedupeStore
 from lip_dagster.webhook.errors import WebhookRejected
-from lip_dagster.webhook.message import MAX_MESSAGE_BYTES, encode
+from lip_dagster.webhook.message import MAX_MESSAGE_BYTES, finish, merge, pack
 
 __all__ = ["Intake", "Outcome"]
 
@@ -57,8 +79,21 @@ class _Submission:
     events: list[dict[str, Any]]
     keys: list[DedupeKey]
     arrival: float
-    messages: list[bytes]
+    packed: bytes
     future: asyncio.Future[Outcome] = field(repr=False)
+
+
+class _Source:
+    """One source's committer thread, what it shares with the event loop (the
+    waiting list, under ``lock``) and what only it touches (``unmarked``)."""
+
+    def __init__(self, name: str) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lip-intake-{name}")
+        self.lock = threading.Lock()
+        self.waiting: list[_Submission] = []
+        self.committing = False
+        self.unmarked: set[DedupeKey] = set()
+        self.marked_at = time.monotonic()
 
 
 class Intake:
@@ -73,8 +108,8 @@ class Intake:
         max_waiting: int = 10_000,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         mark_delay: float = 0.1,
+        mark_chunk: int = 2_500,
         max_unmarked: int = 1_000_000,
-        workers: int = 4,
     ) -> None:
         self.buffer = buffer
         self.dedupe = dedupe
@@ -82,15 +117,14 @@ class Intake:
         self.max_waiting = max_waiting
         self.max_message_bytes = max_message_bytes
         self.mark_delay = mark_delay
+        self.mark_chunk = mark_chunk
         self.max_unmarked = max_unmarked
-        self._waiting: dict[str, list[_Submission]] = {}
-        self._unmarked: dict[str, set[DedupeKey]] = {}
-        self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._sources: dict[str, _Source] = {}
         self._markers: dict[str, asyncio.Task[None]] = {}
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lip-intake")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        for state in self._sources.values():
+            state.pool.shutdown(wait=True)
 
     async def submit(
         self,
@@ -102,19 +136,23 @@ class Intake:
         """Buffer ``events`` (``keys`` are their dedupe keys, in order); returns once
         they are durable. Raises ``WebhookRejected`` (503: nothing of it stored; 413:
         an event too large to buffer)."""
-        waiting = self._waiting.setdefault(source, [])
-        if len(waiting) >= self.max_waiting:
+        state = self._state(source)
+        if len(state.waiting) >= self.max_waiting:
             raise WebhookRejected(503, "the receiver is overloaded; try again later")
-        # Encoded here, on the assumption that nothing is a duplicate (the common
-        # case), so the group commit is mostly I/O and does not wait for the GIL
-        # while the event loop parses the next requests; a submission that turns out
-        # to hold duplicates is encoded again, without them, in the commit.
-        messages = encode(source, arrival, events, self.max_message_bytes)
+        # Serialized here, on the assumption that nothing is a duplicate (the common
+        # case): JSON holds the GIL wherever it runs, while compressing (in the
+        # committer) does not, so the committer mostly waits on I/O and zlib with the
+        # GIL free for the event loop. A submission that turns out to hold
+        # duplicates is encoded again, without them, in the commit.
+        packed = pack(source, arrival, events)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Outcome] = loop.create_future()
-        waiting.append(_Submission(events, keys, arrival, messages, fut))
-        if source not in self._pumps:
-            self._pumps[source] = loop.create_task(self._pump(source))
+        with state.lock:
+            state.waiting.append(_Submission(events, keys, arrival, packed, fut))
+            start = not state.committing
+            state.committing = True
+        if start:
+            state.pool.submit(self._commit_all, source, loop)
         # If the sender hangs up, the commit still runs: the events stay buffered.
         return await fut
 
@@ -123,60 +161,100 @@ class Intake:
         while self._markers:
             await asyncio.gather(*self._markers.values(), return_exceptions=True)
 
+    def _state(self, source: str) -> _Source:
+        state = self._sources.get(source)
+        if state is None:
+            state = self._sources[source] = _Source(source)
+        return state
+
     # ------------------------------------------------------------------ buffering
 
-    async def _pump(self, source: str) -> None:
-        loop = asyncio.get_running_loop()
+    def _commit_all(self, source: str, loop: asyncio.AbstractEventLoop) -> None:
+        """The committer: groups of whatever is waiting, one commit after another,
+        until nothing is. It takes the next group itself the moment a commit ends,
+        instead of waiting for the event loop (busy answering the last group) to hand
+        it one: that wait used to leave the committer idle 40% of the time under load."""
+        state = self._state(source)
         try:
-            while waiting := self._waiting.get(source):
-                group = waiting[: self.max_group]
-                del waiting[: self.max_group]
-                try:
-                    results, fresh = await loop.run_in_executor(
-                        self._pool, self.commit, source, group
-                    )
-                except LipError as err:
-                    log.warning(
-                        "webhook %s: buffering failed, %d request(s) refused: %s",
-                        source,
-                        len(group),
-                        err,
-                    )
-                    failure = WebhookRejected(503, "the buffer is unavailable; try again later")
-                    for sub in group:
-                        if not sub.future.done():
-                            sub.future.set_exception(failure)
-                    continue
-                except BaseException as err:
-                    for sub in group:
-                        if not sub.future.done():
-                            sub.future.set_exception(err)
-                    raise
-                if fresh:
-                    self._note_buffered(source, fresh)
-                for sub, result in zip(group, results, strict=True):
-                    if sub.future.done():
-                        continue
-                    if isinstance(result, Outcome):
-                        sub.future.set_result(result)
-                    else:
-                        sub.future.set_exception(result)
+            self._commit_groups(source, state, loop)
         finally:
-            self._pumps.pop(source, None)
+            with state.lock:  # also after an error, so the next submit starts anew
+                state.committing = False
+
+    def _commit_groups(self, source: str, state: _Source, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            with state.lock:
+                group = state.waiting[: self.max_group]
+                del state.waiting[: self.max_group]
+                if not group:
+                    state.committing = False
+                    return
+            results: list[Outcome | BaseException]
+            fresh = False
+            try:
+                results, fresh = self.commit(source, group)  # type: ignore[assignment]
+            except LipError as err:
+                log.warning(
+                    "webhook %s: buffering failed, %d request(s) refused: %s",
+                    source,
+                    len(group),
+                    err,
+                )
+                failure = WebhookRejected(503, "the buffer is unavailable; try again later")
+                results = [failure] * len(group)
+            except BaseException as err:
+                # a bug, not the buffer: these requests fail (500), the next group
+                # is still committed, and the error is in the log
+                log.exception("webhook %s: committing %d request(s) failed", source, len(group))
+                results = [err] * len(group)
+            loop.call_soon_threadsafe(self._answer, source, group, results, fresh)
+            # Under steady traffic this loop may not end for a long time, and a mark
+            # queued behind it would wait as long: mark from here when one is due.
+            if state.unmarked and (
+                len(state.unmarked) >= self.mark_chunk
+                or time.monotonic() - state.marked_at >= self.mark_delay
+            ):
+                try:
+                    self.mark(source)
+                except Exception:  # a bug: the marks wait, the commits must not
+                    log.exception("webhook %s: marking failed", source)
+
+    def _answer(
+        self,
+        source: str,
+        group: list[_Submission],
+        results: list[Outcome | BaseException],
+        fresh: bool,
+    ) -> None:
+        if fresh and source not in self._markers:
+            self._markers[source] = asyncio.get_running_loop().create_task(self._mark(source))
+        for sub, result in zip(group, results, strict=True):
+            if sub.future.done():
+                continue
+            if isinstance(result, Outcome):
+                sub.future.set_result(result)
+            else:
+                sub.future.set_exception(result)
 
     def commit(
         self, source: str, group: list[_Submission]
-    ) -> tuple[list[Outcome | WebhookRejected], list[DedupeKey]]:
-        """Steps 1-2 of the module docstring for one group; runs in a worker thread.
-        Returns each submission's outcome and the keys now buffered. Raises
-        ``LipError`` if nothing could be buffered."""
+    ) -> tuple[list[Outcome | WebhookRejected], bool]:
+        """Steps 1-2 of the module docstring for one group; runs in the source's
+        committer thread. Returns each submission's outcome and whether any id is
+        now buffered and unmarked. Raises ``LipError`` if nothing could be
+        buffered."""
+        unmarked = self._state(source).unmarked
         keys = [k for sub in group for k in sub.keys]
         known = set(self.dedupe.get(source, keys))
-        unmarked = self._unmarked.get(source)
         if unmarked:
             known.update(k for k in keys if k in unmarked)
+        limit = self.max_message_bytes
+        # JSON of at most half the limit fits once compressed: such a delivery can
+        # neither be split nor refused, so it may share a message
+        small = limit // 2
         results: list[Outcome | WebhookRejected] = []
         bodies: list[bytes] = []
+        merged: dict[int, list[bytes]] = {}
         fresh_keys: list[DedupeKey] = []
         for sub in group:
             events: list[dict[str, Any]] = []
@@ -187,51 +265,79 @@ class Intake:
                 known.add(key)
                 events.append(event)
                 new.append(key)
-            if len(events) == len(sub.events):
-                messages = sub.messages
+            if not events:
+                results.append(Outcome(0, len(sub.events)))
+                continue
+            packed = sub.packed
+            if len(events) != len(sub.events):  # without the duplicates
+                packed = pack(source, sub.arrival, events)
+            if len(packed) <= small:
+                merged.setdefault(int(sub.arrival // 3600), []).append(packed)
             else:
                 try:
-                    messages = encode(source, sub.arrival, events, self.max_message_bytes)
+                    bodies += finish(packed, source, sub.arrival, events, limit)
                 except WebhookRejected as rejected:
                     known.difference_update(new)
                     results.append(rejected)
                     continue
-            bodies += messages
             fresh_keys += new
             results.append(Outcome(len(events), len(sub.events) - len(events)))
+        for parts in merged.values():
+            bodies += merge(parts, limit)
         if bodies:
             self.buffer.send(source, bodies)
-        return results, fresh_keys
+        if fresh_keys:
+            if len(unmarked) + len(fresh_keys) > self.max_unmarked:
+                # marking has fallen far behind (the store is failing): forget the
+                # oldest notes rather than grow without bound; at worst a redelivery
+                # is buffered twice and dropped when it lands
+                log.warning("webhook %s: %d unmarked ids dropped", source, len(unmarked))
+                unmarked.clear()
+            unmarked.update(fresh_keys)
+        return results, bool(fresh_keys)
 
     # ------------------------------------------------------------------- marking
 
-    def _note_buffered(self, source: str, keys: list[DedupeKey]) -> None:
-        unmarked = self._unmarked.setdefault(source, set())
-        if len(unmarked) + len(keys) > self.max_unmarked:
-            # marking has fallen far behind (the store is failing): forget the oldest
-            # notes rather than grow without bound; at worst a redelivery is buffered
-            # twice and dropped when it lands
-            log.warning("webhook %s: %d unmarked ids dropped", source, len(unmarked))
-            unmarked.clear()
-        unmarked.update(keys)
-        if source not in self._markers:
-            self._markers[source] = asyncio.get_running_loop().create_task(self._mark(source))
-
     async def _mark(self, source: str) -> None:
         loop = asyncio.get_running_loop()
+        state = self._state(source)
         try:
-            while self._unmarked.get(source):
+            while True:
                 await asyncio.sleep(self.mark_delay)
-                batch = list(self._unmarked[source])
-                try:
-                    await loop.run_in_executor(self._pool, self.dedupe.accept, source, batch)
-                except LipError as err:
-                    log.warning(
-                        "webhook %s: %d ids buffered but not marked accepted: %s",
-                        source,
-                        len(batch),
-                        err,
-                    )
-                self._unmarked[source].difference_update(batch)
+                await loop.run_in_executor(state.pool, self._mark_if_due, source)
+                # Checked and given up with no await in between: a commit that adds
+                # ids after this check finds no marker and starts one.
+                if not state.unmarked:
+                    break
         finally:
             self._markers.pop(source, None)
+
+    def _mark_if_due(self, source: str) -> None:
+        # under traffic the committer marks between commits (``_commit_groups``);
+        # this timer only covers the ids of the last commits before a lull
+        state = self._state(source)
+        if time.monotonic() - state.marked_at < self.mark_delay / 2:
+            return
+        while state.unmarked:
+            self.mark(source)
+            if state.waiting:  # deliveries came in: their commit goes first
+                return
+
+    def mark(self, source: str) -> None:
+        """Step 3 for every id of the source buffered so far; runs in the committer
+        thread, between two commits."""
+        state = self._state(source)
+        state.marked_at = time.monotonic()
+        unmarked = state.unmarked
+        # at most mark_chunk ids at a time: the commits waiting behind a mark wait
+        # for a few milliseconds, not for a tenth of a second of 100-event deliveries
+        batch = list(itertools.islice(unmarked, self.mark_chunk))
+        if not batch:
+            return
+        try:
+            self.dedupe.accept(source, batch)
+        except LipError as err:
+            log.warning(
+                "webhook %s: %d ids buffered but not marked accepted: %s", source, len(batch), err
+            )
+        unmarked.difference_update(batch)

@@ -1,6 +1,8 @@
 """What the receiver puts in a source's buffer, and how the drain reads it back.
 
-One message holds events of one delivery and the time the receiver accepted it::
+One message holds events of one delivery and the time the receiver accepted it,
+or the events of small deliveries committed together within one hour, under the
+first one's time (``merge``)::
 
     {"lip": 1, "source": <name>, "arrival": <unix seconds>, "events": [...]}
 
@@ -27,7 +29,7 @@ from isal import igzip
 
 from lip_dagster.webhook.errors import PoisonMessage, WebhookRejected
 
-__all__ = ["MAX_MESSAGE_BYTES", "BufferedDelivery", "decode", "encode"]
+__all__ = ["MAX_MESSAGE_BYTES", "BufferedDelivery", "decode", "encode", "finish", "merge", "pack"]
 
 FORMAT_VERSION = 1
 MAX_MESSAGE_BYTES = 180_000
@@ -45,12 +47,70 @@ class BufferedDelivery:
     events: list[dict[str, Any]]
 
 
-def _pack(source: str, arrival: float, events: list[dict[str, Any]]) -> bytes:
+def pack(source: str, arrival: float, events: list[dict[str, Any]]) -> bytes:
+    """The message holding ``events`` as plain JSON: the half of ``encode`` that holds
+    the GIL (the receiver runs it on its event loop, ``finish`` in a thread)."""
     doc = {"lip": FORMAT_VERSION, "source": source, "arrival": arrival, "events": events}
-    raw = orjson.dumps(doc)
-    if len(raw) < COMPRESS_FROM:
-        return raw
-    return igzip.compress(raw, compresslevel=1, mtime=0)
+    return orjson.dumps(doc)
+
+
+def finish(
+    packed: bytes,
+    source: str,
+    arrival: float,
+    events: list[dict[str, Any]],
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> list[bytes]:
+    """``encode(source, arrival, events, max_bytes)`` given ``packed``, what ``pack``
+    made of the same arguments: compressed (zlib and isal let other threads run
+    meanwhile), and split only if it does not fit."""
+    data = _compressed(packed)
+    if len(data) <= max_bytes:
+        return [data]
+    if len(events) == 1:
+        raise WebhookRejected(
+            413, f"one event is larger than the buffer allows ({max_bytes} bytes compressed)"
+        )
+    half = len(events) // 2
+    return encode(source, arrival, events[:half], max_bytes) + encode(
+        source, arrival, events[half:], max_bytes
+    )
+
+
+def merge(packed: list[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> list[bytes]:
+    """Messages holding the events of several ``pack(source, arrival, ...)`` of one
+    source and arrival hour, in order, under the first one's arrival: one buffer row
+    where there were many, and rows are what a group commit pays for. The drain
+    files events by arrival *hour* only, so nothing it lands changes. Events are
+    spliced in as bytes, not serialized again; a message holds at most half of
+    ``max_bytes`` before compression, so it fits once compressed."""
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    head = b""
+    size = 0
+    for data in packed:
+        # ``pack`` writes the events last, after a source name and a number that
+        # cannot contain this marker: the first one opens the events array.
+        start = data.index(_EVENTS) + len(_EVENTS)
+        events = data[start:-2]
+        if chunk and size + 1 + len(events) > max_bytes // 2:
+            out.append(_compressed(head + b",".join(chunk) + b"]}"))
+            chunk = []
+        if not chunk:
+            head = data[:start]
+            size = len(head) + 1
+        chunk.append(events)
+        size += 1 + len(events)
+    if chunk:
+        out.append(_compressed(head + b",".join(chunk) + b"]}"))
+    return out
+
+
+_EVENTS = b'"events":['
+
+
+def _compressed(raw: bytes) -> bytes:
+    return raw if len(raw) < COMPRESS_FROM else igzip.compress(raw, compresslevel=1, mtime=0)
 
 
 def encode(
@@ -63,17 +123,7 @@ def encode(
     that cannot fit alone is refused with 413: nothing of the delivery is stored."""
     if not events:
         return []
-    data = _pack(source, arrival, events)
-    if len(data) <= max_bytes:
-        return [data]
-    if len(events) == 1:
-        raise WebhookRejected(
-            413, f"one event is larger than the buffer allows ({max_bytes} bytes compressed)"
-        )
-    half = len(events) // 2
-    return encode(source, arrival, events[:half], max_bytes) + encode(
-        source, arrival, events[half:], max_bytes
-    )
+    return finish(pack(source, arrival, events), source, arrival, events, max_bytes)
 
 
 def decode(body: bytes, source: str) -> BufferedDelivery:

@@ -3,8 +3,9 @@ event, never a duplicate in the lake (DESIGN §4)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from lip_dagster.errors import LakeWriteError
 from lip_dagster.lake.backends import LocalLake
 from lip_dagster.lake.writer import LakeWriter
+from lip_dagster.state.aws import DynamoDedupeStore
 from lip_dagster.state.base import DedupeKey
 from lip_dagster.state.sqlite import SqliteDedupeStore
 
@@ -46,13 +48,19 @@ class CrashingDedupe(SqliteDedupeStore):
         self.armed = True
 
     def mark_landed(self, source: str, keys: Sequence[DedupeKey], object_key: str) -> None:
+        if self.armed and self.mode == "mid_mark":
+            # DynamoDB marks 25 ids per request: a kill can leave part of an object
+            # marked landed and the rest pending
+            self.armed = False
+            super().mark_landed(source, keys[: len(keys) // 2], object_key)
+            raise Crash("died while marking ids landed")
         super().mark_landed(source, keys, object_key)
         if self.armed and self.mode == "after_mark":
             self.armed = False
             raise Crash("died after marking landed, before the cursor commit")
 
 
-@pytest.mark.parametrize("mode", ["before_put", "after_put", "after_mark"])
+@pytest.mark.parametrize("mode", ["before_put", "after_put", "mid_mark", "after_mark"])
 @pytest.mark.parametrize("retry_split", [False, True])
 def test_crash_then_retry_lands_each_event_once(
     tmp_path: Path, make_events, mode: str, retry_split: bool
@@ -77,3 +85,102 @@ def test_crash_then_retry_lands_each_event_once(
     w2.close()
     assert again.events == 0 and again.duplicates == 1200
     assert lake_ids(lake.root) == ids
+
+
+def test_an_object_partly_marked_is_never_rewritten_with_fewer_events(
+    tmp_path: Path, make_events
+) -> None:
+    """A crash after putting K1; a later page overlapping part of K1 finds those ids
+    pending under K1, which exists, and marks them landed(K1) one by one; then K1's
+    own page is retried. Its candidates name K1 again, some now landed(K1), some
+    still pending: rewriting K1 with only the pending ones would delete the others
+    from the lake."""
+    events = make_events(40)
+    lake = CrashingLake(tmp_path / "lake", tmp_path / "tmp", mode="after_put")
+    dedupe = SqliteDedupeStore(tmp_path / "s.db")
+    w = LakeWriter(lake, dedupe)
+    with pytest.raises(Crash):
+        w.write("okta", events[:30], OKTA, "polling")
+    overlap = w.write("okta", events[:10] + events[30:], OKTA, "polling")
+    assert (overlap.events, overlap.duplicates) == (10, 10)
+    retry = w.write("okta", events[:30], OKTA, "polling")
+    w.close()
+    assert (retry.events, retry.duplicates, retry.objects) == (0, 30, 0)
+    ids = lake_ids(lake.root)
+    assert len(ids) == 40, "an event was lost"
+    assert max(ids.values()) == 1, "an event landed twice"
+    states = dedupe.get("okta", [DedupeKey("2026-03-01-10:00", e["uuid"]) for e in events])
+    assert {s.status for s in states.values()} == {"landed"}
+    dedupe.close()
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_landed_object_is_never_rewritten_with_other_ids_after_some_expired(
+    tmp_path: Path, make_events
+) -> None:
+    """Ids 0-4 land in K0; the page of ids 0-19 then lands 5-19 in K. Once the ids
+    of K0 have expired from the commit log, that page comes again (a backfill): its
+    candidates name K again, 5-19 landed there, 0-4 unknown. K is kept as it is;
+    0-4 go to an object of their own (here K0 again: same ids, same name)."""
+    events = make_events(20)
+    lake = LocalLake(tmp_path / "lake", tmp_path / "tmp")
+    clock = Clock(datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp())
+    dedupe = SqliteDedupeStore(tmp_path / "s.db", ttl_seconds=3600, clock=clock)
+    w = LakeWriter(lake, dedupe)
+    (k0,) = w.write("okta", events[:5], OKTA, "polling").hours["2026-03-01-10:00"].keys
+    clock.now += 1000
+    page = w.write("okta", events, OKTA, "polling")
+    (k,) = page.hours["2026-03-01-10:00"].keys
+    assert (page.events, page.duplicates) == (15, 5)
+    before = (lake.root / k).read_bytes()
+    clock.now += 3000
+    assert dedupe.prune() == 5  # the ids of K0
+    again = w.write("okta", events, OKTA, "polling")
+    w.close()
+    dedupe.close()
+    assert (again.events, again.duplicates) == (5, 15)
+    assert again.hours["2026-03-01-10:00"].keys == [k0]
+    assert (lake.root / k).read_bytes() == before, "a landed object was rewritten"
+    ids = lake_ids(lake.root)
+    assert len(ids) == 20 and max(ids.values()) == 1
+
+
+def test_a_mark_cut_short_on_dynamodb_then_a_retry_lands_each_event_once(
+    tmp_path: Path, make_events, boto_session, moto_endpoint: str
+) -> None:
+    """DynamoDB marks 25 ids per request, so a kill can leave an object partly
+    marked: the retry must neither rewrite that object with the rest nor lose any."""
+
+    class CutShort(DynamoDedupeStore):
+        armed = True
+
+        def mark_landed(self, source: str, keys: Sequence[DedupeKey], object_key: str) -> None:
+            if self.armed:
+                self.armed = False
+                super().mark_landed(source, keys[:25], object_key)
+                raise Crash("died while marking ids landed")
+            super().mark_landed(source, keys, object_key)
+
+    source = f"t{uuid.uuid4().hex[:12]}"
+    dedupe = CutShort(session=boto_session, endpoint_url=moto_endpoint)
+    dedupe.ensure(source)
+    lake = LocalLake(tmp_path / "lake", tmp_path / "tmp")
+    events = make_events(60)
+    w = LakeWriter(lake, dedupe)
+    with pytest.raises(Crash):
+        w.write(source, events, OKTA, "polling")
+    retry = w.write(source, events, OKTA, "polling")
+    w.close()
+    assert (retry.events, retry.duplicates, retry.objects) == (0, 60, 0)
+    ids = lake_ids(lake.root)
+    assert len(ids) == 60 and max(ids.values()) == 1
+    states = dedupe.get(source, [DedupeKey("2026-03-01-10:00", e["uuid"]) for e in events])
+    assert {s.status for s in states.values()} == {"landed"}
+    dedupe.close()

@@ -169,3 +169,16 @@ def test_no_temp_file_in_the_lake_after_a_failed_put(
         lake.put(key, b"x" * 100)
     assert [p for p in lake.root.rglob("*") if p.is_file()] == []
     assert list(lake.tmp_dir.iterdir()) == []
+
+
+def test_a_page_with_an_event_that_is_not_an_object_is_refused_whole(
+    writer: LakeWriter, lake: LocalLake, make_events
+) -> None:
+    """A vendor page holding a bare string or list cannot get a ``_lip`` key; landing
+    it would put a line no reader can parse into the lake."""
+    from lip_dagster.errors import LakeWriteError
+
+    for bad in ("a string", ["a", "list"]):
+        with pytest.raises(LakeWriteError, match="not a JSON object"):
+            writer.write("okta", [*make_events(3), bad], OKTA, "polling")  # type: ignore[list-item]
+    assert [p for p in lake.root.rglob("*") if p.is_file()] == []

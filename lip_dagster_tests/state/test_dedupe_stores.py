@@ -305,3 +305,82 @@ def test_threads_that_ended_do_not_keep_database_files_open(tmp_path: Path) -> N
         assert len(dedupe.get("okta", ids)) == 41
     finally:
         dedupe.close()
+
+
+def test_a_state_db_written_before_whole_object_marks_keeps_its_meaning(tmp_path: Path) -> None:
+    """Ids marked landed one by one, in the layout of earlier versions (no table of
+    objects marked whole), read and behave as they always did."""
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE lip_dedupe (source TEXT NOT NULL, hour TEXT NOT NULL,
+            event_id TEXT NOT NULL, status INTEGER NOT NULL, object_id INTEGER,
+            expires_at REAL NOT NULL, PRIMARY KEY (source, hour, event_id)) WITHOUT ROWID;
+        CREATE TABLE lip_dedupe_object (id INTEGER PRIMARY KEY,
+            object_key TEXT NOT NULL UNIQUE, max_hour TEXT NOT NULL, expires_at REAL NOT NULL);
+        """
+    )
+    expires = datetime.now(UTC).timestamp() + 3600
+    conn.execute("INSERT INTO lip_dedupe_object VALUES (1, ?, ?, ?)", (K1, H1, expires))
+    rows = [("okta", H1, "landed-1", 2, 1), ("okta", H1, "pending-1", 1, 1)]
+    rows.append(("okta", H1, "accepted-1", 0, None))
+    conn.executemany(
+        "INSERT INTO lip_dedupe VALUES (?, ?, ?, ?, ?, ?)", [(*r, expires) for r in rows]
+    )
+    conn.commit()
+    conn.close()
+    dedupe = SqliteDedupeStore(path)
+    landed, pending, accepted = (DedupeKey(H1, r[2]) for r in rows)
+    assert dedupe.get("okta", [landed, pending, accepted]) == {
+        landed: IdState("landed", K1),
+        pending: IdState("pending", K1),
+        accepted: IdState("accepted"),
+    }
+    new = keys(2)
+    assert dedupe.claim("okta", [landed, pending, accepted, *new], K2) == {
+        landed: IdState("landed", K1),
+        pending: IdState("pending", K1),
+    }
+    dedupe.mark_landed("okta", [pending, accepted, *new], K2)
+    assert dedupe.get("okta", [landed, pending, accepted, *new]) == {
+        landed: IdState("landed", K1),
+        **{k: IdState("landed", K2) for k in (pending, accepted, *new)},
+    }
+    dedupe.close()
+
+
+def test_a_mark_after_a_restart_still_marks_every_id(tmp_path: Path) -> None:
+    """The claim and the mark of one object in different processes (a restart in
+    between, or another worker): the mark cannot lean on the claim, and marks each id."""
+    path = tmp_path / "state.db"
+    first, second = SqliteDedupeStore(path), SqliteDedupeStore(path)
+    batch, other = keys(30), keys(5)
+    first.claim("okta", batch + other, K1)
+    second.mark_landed("okta", batch, K1)
+    assert first.get("okta", batch + other) == {
+        **{k: IdState("landed", K1) for k in batch},
+        **{k: IdState("pending", K1) for k in other},
+    }
+    first.close()
+    second.close()
+
+
+def test_an_id_claimed_into_an_object_after_its_mark_is_pending_not_landed(
+    tmp_path: Path,
+) -> None:
+    """An object marked landed whole covers the ids that were in it, not an id a
+    later claim under the same key puts there (one whose row had expired, say)."""
+    clock = FakeClock(datetime(2024, 5, 1, 10, 5, tzinfo=UTC).timestamp())
+    dedupe = SqliteDedupeStore(tmp_path / "state.db", clock=clock)
+    batch, late = keys(20), keys(1)
+    assert dedupe.claim("okta", batch, K1) == {}
+    dedupe.mark_landed("okta", batch, K1)
+    clock.now += 60
+    assert dedupe.claim("okta", batch + late, K1) == {k: IdState("landed", K1) for k in batch}
+    assert dedupe.get("okta", late) == {late[0]: IdState("pending", K1)}
+    dedupe.mark_landed("okta", late, K1)
+    assert dedupe.get("okta", batch + late) == {k: IdState("landed", K1) for k in batch + late}
+    dedupe.close()

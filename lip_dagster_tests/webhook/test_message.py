@@ -11,7 +11,15 @@ import pytest
 
 from lip_dagster.simulator.webhooks import WebhookSimulator
 from lip_dagster.webhook.errors import PoisonMessage, WebhookRejected
-from lip_dagster.webhook.message import COMPRESS_FROM, MAX_MESSAGE_BYTES, decode, encode
+from lip_dagster.webhook.message import (
+    COMPRESS_FROM,
+    MAX_MESSAGE_BYTES,
+    decode,
+    encode,
+    finish,
+    merge,
+    pack,
+)
 
 from .conftest import fixture
 
@@ -64,3 +72,39 @@ def test_a_message_of_another_source_is_poison() -> None:
     (msg,) = encode("github", ARRIVAL, [{"guid": "g"}])
     with pytest.raises(PoisonMessage, match="belongs to source 'github'"):
         decode(msg, "okta_hooks")
+
+
+def test_packing_and_finishing_apart_makes_the_same_messages(sim: WebhookSimulator) -> None:
+    """The receiver serializes on its event loop and compresses in its committer
+    thread; the two halves together must be ``encode``, splits and refusals included."""
+    small = fixture("okta/event_hook_delivery.json")["data"]["events"]
+    large = [e for d in sim.okta_deliveries(2000, per_delivery=2000) for e in d.events]
+    for events, limit in (
+        (small, MAX_MESSAGE_BYTES),
+        (large[:40], MAX_MESSAGE_BYTES),
+        (large, 50_000),
+    ):
+        packed = pack("okta_hooks", ARRIVAL, events)
+        assert finish(packed, "okta_hooks", ARRIVAL, events, limit) == encode(
+            "okta_hooks", ARRIVAL, events, limit
+        )
+    assert len(encode("okta_hooks", ARRIVAL, large, 50_000)) > 2
+    event = {"uuid": "u", "blob": random.randbytes(20_000).hex()}
+    with pytest.raises(WebhookRejected) as info:
+        finish(pack("okta_hooks", ARRIVAL, [event]), "okta_hooks", ARRIVAL, [event], 1000)
+    assert info.value.status == 413
+
+
+def test_small_deliveries_merge_into_one_message_of_the_first_arrival(
+    sim: WebhookSimulator,
+) -> None:
+    deliveries = sim.okta_deliveries(30, per_delivery=3)
+    packed = [pack("okta_hooks", ARRIVAL + i, d.events) for i, d in enumerate(deliveries)]
+    (msg,) = merge(packed)
+    got = decode(msg, "okta_hooks")
+    assert got.events == [e for d in deliveries for e in d.events]
+    assert got.arrival.timestamp() == ARRIVAL
+    # bounded: each merged message stays well inside the limit, and none is lost
+    parts = merge(packed, max_bytes=12_000)
+    assert len(parts) > 1 and all(len(m) <= 12_000 for m in parts)
+    assert [e for m in parts for e in decode(m, "okta_hooks").events] == got.events

@@ -4,8 +4,13 @@ what a vendor sees for every kind of request, and what ends up buffered."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -15,6 +20,7 @@ from lip_dagster.resources import EmbeddedBackend
 from lip_dagster.simulator.webhooks import Delivery, WebhookSimulator
 from lip_dagster.state.base import DedupeKey
 from lip_dagster.webhook.message import decode
+from lip_dagster.webhook.receiver import build_routes, create_app
 from lip_dagster.webhook.vendors import GITHUB_IDENTITY, JAMF_IDENTITY, OKTA_EVENT_IDENTITY
 
 from .conftest import Client, fixture, fixture_bytes
@@ -403,3 +409,120 @@ def test_logs_carry_no_secret_and_no_header_value(
     assert "401" in text
     for value in (*sim.credentials().values(), bad.headers["Authorization"]):
         assert value not in text
+
+
+# ------------------------------------------------------------- the hot path
+
+
+def test_a_delivery_gets_the_same_answer_through_starlettes_router(
+    app, client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    """Deliveries to a declared source skip Starlette's router; behind a root path
+    they take the router instead, and must be answered alike."""
+    routed = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, root_path="/behind-a-proxy"),
+        base_url="http://receiver.test",
+    )
+
+    def via(http: httpx.AsyncClient, method: str, path: str, **kw: Any) -> httpx.Response:
+        return client.run(http.request(method, path, **kw))
+
+    answers = []
+    for http, d in zip((client.http, routed), sim.okta_deliveries(2, per_delivery=1), strict=True):
+        challenge = {
+            "Authorization": d.headers["Authorization"],
+            "X-Okta-Verification-Challenge": "challenge-of-" + d.events[0]["uuid"],
+        }
+        verified = via(http, "GET", "/webhooks/okta_hooks", headers=challenge)
+        r, again, forged = (
+            via(http, "POST", "/webhooks/okta_hooks", headers=x.headers, content=x.body)
+            for x in (d, d, sim.tampered(d))
+        )
+        answers.append(
+            (
+                verified.json()["verification"] == challenge["X-Okta-Verification-Challenge"],
+                r.status_code,
+                r.headers["x-lip-accepted"],
+                again.headers["x-lip-duplicates"],
+                forged.status_code,
+                forged.json()["error"],
+            )
+        )
+    assert answers[0] == answers[1]
+    assert answers[0][:5] == (True, 204, "1", "1", 401)
+    assert via(routed, "POST", "/webhooks/okta", content=b"{}").status_code == 404
+    client.run(routed.aclose())
+    assert len(buffered(backend, "okta_hooks")) == 2
+
+
+def test_dedupe_keys_are_the_writers_keys(specs, secrets, sim: WebhookSimulator) -> None:
+    """The receiver derives each key without ``event_key``'s extra objects; it must
+    still be the key the writer will claim, or a mark would not stop a duplicate."""
+    routes = build_routes(specs, secrets)
+    okta = fixture("okta/event_hook_delivery.json")["data"]["events"]
+    untimed = {**okta[0], "uuid": "no-time"}
+    del untimed["published"]
+    offset = {**okta[0], "uuid": "offset", "published": "2023-03-26T23:30:00.123+02:00"}
+    epoch = {**okta[0], "uuid": "epoch", "published": 1679866731843}
+    jamf = [
+        fixture(f"jamf/{n}.json") for n in ("webhook_computer_added", "webhook_rest_api_operation")
+    ]
+    cases = {
+        "okta_hooks": [*okta, untimed, offset, epoch],
+        "github": [e for d in sim.github_deliveries(3) for e in d.events],
+        "jamf": jamf,
+    }
+    for name, events in cases.items():
+        identity = routes[name].extractor.identity
+        assert routes[name].keys(events) == [event_key(e, identity).dedupe_key for e in events]
+    assert routes["okta_hooks"].keys([offset])[0].hour == "2023-03-26-21:00"
+
+
+def test_marks_never_run_while_a_commit_of_the_source_is_running(
+    specs, secrets, sim: WebhookSimulator, backend: EmbeddedBackend, monkeypatch
+) -> None:
+    """Two writers of one SQLite file queue on its lock, and SQLite's busy handler
+    waits by sleeping for milliseconds: the receiver keeps its commits and marks in
+    one thread so that never happens between them."""
+    busy = threading.Lock()
+    overlaps: list[str] = []
+    calls: Counter[str] = Counter()
+
+    def exclusive(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            if not busy.acquire(blocking=False):
+                overlaps.append(name)
+                return real(*args)
+            try:
+                calls[name] += 1
+                time.sleep(0.005)  # commits fill most of the time: a mark would collide
+                return real(*args)
+            finally:
+                busy.release()
+
+        return call
+
+    monkeypatch.setattr(backend.buffer, "send", exclusive("send", backend.buffer.send))
+    monkeypatch.setattr(backend.dedupe, "accept", exclusive("accept", backend.dedupe.accept))
+    app = create_app(
+        specs, buffer=backend.buffer, dedupe=backend.dedupe, secrets=secrets, mark_delay=0.01
+    )
+    client = Client(app)
+    deliveries = sim.okta_deliveries(240, per_delivery=2)
+    for start in range(0, len(deliveries), 4):  # traffic through several mark delays
+        batch = deliveries[start : start + 4]
+        client.gather(
+            [
+                lambda d=d: client.http.post(
+                    f"/webhooks/{d.source}", headers=d.headers, content=d.body
+                )
+                for d in batch
+            ]
+        )
+    client.close()
+    app.state.receiver.intake.close()
+    assert calls["accept"] >= 2 and calls["send"] >= 10, calls
+    assert overlaps == []
+    keys = [event_key(e, OKTA_EVENT_IDENTITY).dedupe_key for d in deliveries for e in d.events]
+    assert {s.status for s in backend.dedupe.get("okta_hooks", keys).values()} == {"accepted"}
+    assert len(backend.dedupe.get("okta_hooks", keys)) == 240
