@@ -17,11 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from lip_dagster.lake.envelope import EventIdentity
-from lip_dagster.lake.layout import hour_of
 from lip_dagster.lake.writer import UNTIMED_HOUR
 from lip_dagster.state.base import DedupeKey
 
-__all__ = ["UNTIMED_HOUR", "EventKey", "event_key"]
+__all__ = ["UNTIMED_HOUR", "EventKey", "dedupe_keys", "event_key"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,16 @@ class EventKey:
 def event_key(event: dict[str, Any], identity: EventIdentity) -> EventKey:
     """The id, time and dedupe key ``LakeWriter`` will give ``event``."""
     eid = identity.event_id(event)
-    t = identity.event_time(event)
-    hour = hour_of(t) if t is not None else UNTIMED_HOUR
-    return EventKey(eid, t, DedupeKey(hour, eid))
+    t, hour = identity.locate_time(event)
+    return EventKey(eid, t, DedupeKey(UNTIMED_HOUR if hour is None else hour, eid))
+
+
+def dedupe_keys(events: list[dict[str, Any]], identity: EventIdentity) -> list[DedupeKey]:
+    """``event_key(...).dedupe_key`` of each event, without an ``EventKey`` per event:
+    the webhook receiver derives one per accepted event on its hot path."""
+    locate, event_id = identity.locate_time, identity.event_id
+    out: list[DedupeKey] = []
+    for event in events:
+        hour = locate(event)[1]
+        out.append(DedupeKey(UNTIMED_HOUR if hour is None else hour, event_id(event)))
+    return out

@@ -19,6 +19,7 @@ killed process. ``NORMAL`` is available where that trade is acceptable.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -420,8 +421,10 @@ _EFFECTIVE_STATUS = (
 _CLAIM_MEMO_SIZE = 32
 
 
+@functools.cache
 def _json_each_available() -> bool:
-    """Whether this SQLite has ``json_each`` (built in from 3.38, optional before)."""
+    """Whether this SQLite has ``json_each`` (built in from 3.38, optional before);
+    asked once per process, not once per store."""
     try:
         with contextlib.closing(sqlite3.connect(":memory:")) as conn:
             conn.execute("SELECT count(*) FROM json_each('[1]')").fetchone()

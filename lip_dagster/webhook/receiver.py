@@ -44,7 +44,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from lip_dagster.lake.identity_keys import UNTIMED_HOUR
+from lip_dagster.lake.identity_keys import dedupe_keys
 from lip_dagster.state.base import Buffer, DedupeKey, DedupeStore, SecretStore
 from lip_dagster.webhook.errors import WebhookRejected
 from lip_dagster.webhook.intake import Intake
@@ -80,15 +80,8 @@ class SourceRoute:
     extractor: Extractor
 
     def keys(self, events: list[dict[str, Any]]) -> list[DedupeKey]:
-        """The dedupe key of each event: the rule of ``lake.identity_keys.event_key``
-        (the writer's), without building an ``EventKey`` per event."""
-        identity = self.extractor.identity
-        locate, event_id = identity.locate_time, identity.event_id
-        out: list[DedupeKey] = []
-        for event in events:
-            hour = locate(event)[1]
-            out.append(DedupeKey(UNTIMED_HOUR if hour is None else hour, event_id(event)))
-        return out
+        """The dedupe key of each event, by the writer's rule."""
+        return dedupe_keys(events, self.extractor.identity)
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
