@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -160,6 +160,10 @@ class BufferDepth:
     dead_letters: int
 
 
+def _already_durable() -> None:
+    """What ``Buffer.append`` returns when the append was durable on its own."""
+
+
 class Buffer(ABC):
     """At-least-once queue per source, with visibility timeout and a dead-letter
     queue after ``max_receives`` receives (SQS with a redrive policy on AWS)."""
@@ -169,6 +173,16 @@ class Buffer(ABC):
     @abstractmethod
     def send(self, source: str, bodies: Sequence[bytes]) -> list[str]:
         """Durably append; returns message ids. Durable before it returns."""
+
+    def append(self, source: str, bodies: Sequence[bytes]) -> Callable[[], None]:
+        """Append, and return the call that makes every append made so far durable.
+
+        Two steps so that a caller committing one group after another (the webhook
+        receiver) can append the next group while a single disk flush covers the
+        ones before it. Nothing appended may be acknowledged to anyone before the
+        returned call has returned. By default this is ``send``: already durable."""
+        self.send(source, bodies)
+        return _already_durable
 
     @abstractmethod
     def receive(

@@ -2,47 +2,55 @@
 
 For each source, requests that arrive while a commit is in progress wait and are
 committed together in the next one: one dedupe read and one buffer append for the
-whole group, in a worker thread so the event loop keeps reading requests. On
-SQLite with ``synchronous=FULL`` every write transaction costs an fsync (a quarter
-of a millisecond to several, depending on the disk); paying it per request would
-cap the receiver at a few thousand requests per second, paying it per group does
-not.
+whole group, in a worker thread so the event loop keeps reading requests. A durable
+commit costs a flush to disk (a third of a millisecond to several, depending on the
+disk); paying it per request would cap the receiver at a few thousand requests per
+second, paying it per group does not.
+
+The flush is a stage of its own (``Buffer.append`` returns it): a flusher thread
+flushes and answers while the committer already commits the next group, and one
+flush covers every group committed before it. Nothing is answered before the flush
+that covers it returned. A flush that fails means the disk cannot be trusted: the
+receiver refuses every delivery from then on and ``/healthz`` fails, so the platform
+replaces it (as PostgreSQL stops after a failed fsync).
 
 Order of effects, per group:
 
 1. read the dedupe state of every event id; ids already known (``accepted``,
    ``pending`` or ``landed`` in the store, or buffered by this process and not yet
    marked) are duplicates: acknowledged, not buffered again;
-2. append the new events to the buffer (durable when it returns), then answer;
+2. append the new events to the buffer, flush it to disk, then answer;
 3. mark them ``accepted`` (insert-if-absent), coalesced over ``mark_delay``
    seconds for every group of the source, so marking costs one more transaction
    per interval instead of one per group (and one per ``mark_chunk`` ids, so no
    commit waits long behind a mark).
 
-A crash or an error before step 2 completes stores nothing the vendor was told
-about (it gets a 503 and retries). Marks are not needed for durability, only to
-recognise duplicates: a crash before step 3 leaves events buffered but unmarked,
-so a redelivery is buffered a second time and the writer's commit log drops the
-extra copy when it lands. Marking *before* buffering would be the dangerous order:
-a crash in between would leave ids marked that were never buffered, and the
-vendor's retry would be dropped as a duplicate. That would lose events.
+A crash or an error before step 2 completes leaves nothing the vendor was told about
+(it gets a 503, or no answer, and retries; what was appended but not answered is at
+worst buffered twice, and dropped on landing). Marks are not needed for durability,
+only to recognise duplicates: a crash before step 3 leaves events buffered but
+unmarked, so a redelivery is buffered a second time and the writer's commit log
+drops the extra copy when it lands. Marking *before* buffering would be the
+dangerous order: a crash in between would leave ids marked that were never buffered,
+and the vendor's retry would be dropped as a duplicate. That would lose events.
 
-Each source has one committer thread, which runs its commits and its marks one
-after another. Two threads writing the same SQLite file would queue on its write
-lock, and SQLite's busy handler waits by sleeping (1, 2, 5 ms ...): a mark that
-overlapped a commit used to stall that commit's answers by milliseconds. The
-committer also owns the set of ids buffered but not yet marked, so nothing else
-touches it. The event loop does the per-request work (parse, keys, JSON of the
-message) and puts the request on the source's waiting list; the committer takes
-the whole list as its next group the moment a commit ends, and hands the answers
-back to the loop in one call per group: one thread round trip per group, not per
-request, and never a committer waiting for the loop to give it work.
+Each source has one committer thread, which runs its commits and its marks one after
+another. Two threads writing the same SQLite file would queue on its write lock, and
+SQLite's busy handler waits by sleeping (1, 2, 5 ms ...): a mark that overlapped a
+commit used to stall that commit's answers by milliseconds. Ids committed by this
+process count as duplicates of later deliveries from the moment they are appended
+(``unflushed``); they become due for marking only once flushed (``unmarked``), so no
+id is ever marked before it is durable. The event loop does the per-request work
+(parse, keys, JSON of the message) and puts the request on the source's waiting
+list; the committer takes the whole list as its next group the moment a commit ends,
+and the flusher hands the answers back to the loop in one call per flush: one thread
+round trip per group, not per request, and never a committer waiting for the loop to
+give it work.
 
-Deliveries whose JSON is at most half the message limit (all but the largest)
-share buffer messages per group and arrival hour (``message.merge``): a buffer
-row, with its index entries, is what a commit pays for per message, and the
-drain files events by arrival hour only. Larger deliveries keep their own
-messages, split to fit SQS.
+Deliveries whose JSON is at most half the message limit (all but the largest) share
+buffer messages per group and arrival hour (``message.merge``): a buffer row, with
+its index entries, is what a commit pays for per message, and the drain files events
+by arrival hour only. Larger deliveries keep their own messages, split to fit SQS.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,17 +92,35 @@ class _Submission:
     future: asyncio.Future[Outcome] = field(repr=False)
 
 
+@dataclass
+class _Flush:
+    """A committed group waiting for the flush that makes it durable."""
+
+    group: list[_Submission]
+    results: list[Outcome | BaseException]
+    keys: list[DedupeKey]
+    flush: Callable[[], None] | None
+
+
 class _Source:
-    """One source's committer thread, what it shares with the event loop (the
-    waiting list, under ``lock``) and what only it touches (``unmarked``)."""
+    """One source's committer and flusher threads, what they share with the event
+    loop (the waiting lists, under ``lock``) and with each other (``unflushed`` and
+    ``unmarked``, also under ``lock``)."""
 
     def __init__(self, name: str) -> None:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lip-intake-{name}")
+        self.flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lip-flush-{name}")
         self.lock = threading.Lock()
         self.waiting: list[_Submission] = []
         self.committing = False
+        self.flushing: list[_Flush] = []
+        self.flush_running = False
+        # ids buffered by this process: committed, flush pending / durable, not marked
+        self.unflushed: set[DedupeKey] = set()
         self.unmarked: set[DedupeKey] = set()
         self.marked_at = time.monotonic()
+        # a flush failed: the disk cannot be trusted, nothing more is accepted
+        self.failed: LipError | None = None
 
 
 class Intake:
@@ -122,9 +149,18 @@ class Intake:
         self._sources: dict[str, _Source] = {}
         self._markers: dict[str, asyncio.Task[None]] = {}
 
+    @property
+    def failed(self) -> str | None:
+        """Why this receiver refuses every delivery (a flush to disk failed), or None."""
+        for name, state in self._sources.items():
+            if state.failed is not None:
+                return f"source {name}: {state.failed}"
+        return None
+
     def close(self) -> None:
         for state in self._sources.values():
             state.pool.shutdown(wait=True)
+            state.flusher.shutdown(wait=True)
 
     async def submit(
         self,
@@ -190,9 +226,12 @@ class Intake:
                     state.committing = False
                     return
             results: list[Outcome | BaseException]
-            fresh = False
+            keys: list[DedupeKey] = []
+            flush: Callable[[], None] | None = None
             try:
-                results, fresh = self.commit(source, group)  # type: ignore[assignment]
+                if state.failed is not None:
+                    raise state.failed
+                results, keys, flush = self.commit(source, group)  # type: ignore[assignment]
             except LipError as err:
                 log.warning(
                     "webhook %s: buffering failed, %d request(s) refused: %s",
@@ -207,7 +246,7 @@ class Intake:
                 # is still committed, and the error is in the log
                 log.exception("webhook %s: committing %d request(s) failed", source, len(group))
                 results = [err] * len(group)
-            loop.call_soon_threadsafe(self._answer, source, group, results, fresh)
+            self._to_flusher(source, state, loop, _Flush(group, results, keys, flush))
             # Under steady traffic this loop may not end for a long time, and a mark
             # queued behind it would wait as long: mark from here when one is due.
             if state.unmarked and (
@@ -219,35 +258,107 @@ class Intake:
                 except Exception:  # a bug: the marks wait, the commits must not
                     log.exception("webhook %s: marking failed", source)
 
-    def _answer(
+    # ------------------------------------------------------------------ flushing
+
+    def _to_flusher(
+        self, source: str, state: _Source, loop: asyncio.AbstractEventLoop, item: _Flush
+    ) -> None:
+        with state.lock:
+            state.flushing.append(item)
+            start = not state.flush_running
+            state.flush_running = True
+        if start:
+            state.flusher.submit(self._flush_all, source, state, loop)
+
+    def _flush_all(self, source: str, state: _Source, loop: asyncio.AbstractEventLoop) -> None:
+        """The flusher: makes every group committed so far durable with one flush per
+        buffer file, then answers them all, until nothing is waiting. While it
+        flushes, the committer commits the next group: that overlap, not the flush
+        itself, is what lets one disk flush answer many requests."""
+        try:
+            while True:
+                with state.lock:
+                    items, state.flushing = state.flushing, []
+                    if not items:
+                        state.flush_running = False
+                        return
+                self._flush_items(source, state, loop, items)
+        except BaseException:
+            with state.lock:
+                state.flush_running = False
+            raise
+
+    def _flush_items(
         self,
         source: str,
-        group: list[_Submission],
-        results: list[Outcome | BaseException],
-        fresh: bool,
+        state: _Source,
+        loop: asyncio.AbstractEventLoop,
+        items: list[_Flush],
     ) -> None:
+        error: LipError | None = None
+        try:
+            for flush in dict.fromkeys(i.flush for i in items if i.flush is not None):
+                flush()
+        except LipError as err:
+            # After a failed fsync the kernel may have dropped the pages it could not
+            # write: nothing committed can be called durable, so this process stops
+            # accepting (503, the vendor retries) until it is restarted.
+            error = err
+            state.failed = err
+            log.error(
+                "webhook %s: the buffer could not be flushed to disk; refusing every "
+                "delivery until the receiver is restarted: %s",
+                source,
+                err,
+            )
+        fresh = False
+        with state.lock:
+            for item in items:
+                state.unflushed.difference_update(item.keys)
+                if error is None and item.keys:
+                    fresh = True
+                    if len(state.unmarked) + len(item.keys) > self.max_unmarked:
+                        # marking has fallen far behind (the store is failing): forget
+                        # the oldest notes rather than grow without bound; at worst a
+                        # redelivery is buffered twice and dropped when it lands
+                        log.warning(
+                            "webhook %s: %d unmarked ids dropped", source, len(state.unmarked)
+                        )
+                        state.unmarked.clear()
+                    state.unmarked.update(item.keys)
+        if error is not None:
+            refused = WebhookRejected(503, "the buffer is unavailable; try again later")
+            for item in items:
+                if item.flush is not None:
+                    item.results = [refused] * len(item.group)
+        loop.call_soon_threadsafe(self._answer, source, items, fresh)
+
+    def _answer(self, source: str, items: list[_Flush], fresh: bool) -> None:
         if fresh and source not in self._markers:
             self._markers[source] = asyncio.get_running_loop().create_task(self._mark(source))
-        for sub, result in zip(group, results, strict=True):
-            if sub.future.done():
-                continue
-            if isinstance(result, Outcome):
-                sub.future.set_result(result)
-            else:
-                sub.future.set_exception(result)
+        for item in items:
+            for sub, result in zip(item.group, item.results, strict=True):
+                if sub.future.done():
+                    continue
+                if isinstance(result, Outcome):
+                    sub.future.set_result(result)
+                else:
+                    sub.future.set_exception(result)
 
     def commit(
         self, source: str, group: list[_Submission]
-    ) -> tuple[list[Outcome | WebhookRejected], bool]:
+    ) -> tuple[list[Outcome | WebhookRejected], list[DedupeKey], Callable[[], None] | None]:
         """Steps 1-2 of the module docstring for one group; runs in the source's
-        committer thread. Returns each submission's outcome and whether any id is
-        now buffered and unmarked. Raises ``LipError`` if nothing could be
-        buffered."""
-        unmarked = self._state(source).unmarked
+        committer thread. Returns each submission's outcome, the ids it buffered,
+        and the call that makes them durable (None if nothing was buffered): no
+        answer goes out before that call returned. Raises ``LipError`` if nothing
+        could be buffered."""
+        state = self._state(source)
         keys = [k for sub in group for k in sub.keys]
         known = set(self.dedupe.get(source, keys))
-        if unmarked:
-            known.update(k for k in keys if k in unmarked)
+        with state.lock:
+            if state.unmarked or state.unflushed:
+                known.update(k for k in keys if k in state.unmarked or k in state.unflushed)
         limit = self.max_message_bytes
         # JSON of at most half the limit fits once compressed: such a delivery can
         # neither be split nor refused, so it may share a message
@@ -284,17 +395,11 @@ class Intake:
             results.append(Outcome(len(events), len(sub.events) - len(events)))
         for parts in merged.values():
             bodies += merge(parts, limit)
-        if bodies:
-            self.buffer.send(source, bodies)
+        flush = self.buffer.append(source, bodies) if bodies else None
         if fresh_keys:
-            if len(unmarked) + len(fresh_keys) > self.max_unmarked:
-                # marking has fallen far behind (the store is failing): forget the
-                # oldest notes rather than grow without bound; at worst a redelivery
-                # is buffered twice and dropped when it lands
-                log.warning("webhook %s: %d unmarked ids dropped", source, len(unmarked))
-                unmarked.clear()
-            unmarked.update(fresh_keys)
-        return results, bool(fresh_keys)
+            with state.lock:
+                state.unflushed.update(fresh_keys)
+        return results, fresh_keys, flush
 
     # ------------------------------------------------------------------- marking
 
@@ -328,10 +433,10 @@ class Intake:
         thread, between two commits."""
         state = self._state(source)
         state.marked_at = time.monotonic()
-        unmarked = state.unmarked
         # at most mark_chunk ids at a time: the commits waiting behind a mark wait
         # for a few milliseconds, not for a tenth of a second of 100-event deliveries
-        batch = list(itertools.islice(unmarked, self.mark_chunk))
+        with state.lock:
+            batch = list(itertools.islice(state.unmarked, self.mark_chunk))
         if not batch:
             return
         try:
@@ -340,4 +445,5 @@ class Intake:
             log.warning(
                 "webhook %s: %d ids buffered but not marked accepted: %s", source, len(batch), err
             )
-        unmarked.difference_update(batch)
+        with state.lock:
+            state.unmarked.difference_update(batch)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -253,8 +253,20 @@ class ReceiverApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-async def _healthz(request: Request) -> Response:
-    return Response(b'{"status":"ok"}', media_type="application/json")
+def _healthz(intake: Intake) -> Callable[[Request], Awaitable[Response]]:
+    """``/healthz`` fails once the receiver has stopped accepting (its buffer could
+    not be flushed to disk), so the platform replaces it instead of routing to it."""
+
+    async def healthz(request: Request) -> Response:
+        if intake.failed is not None:
+            return Response(
+                b'{"status":"failing","reason":"the buffer could not be flushed to disk"}',
+                status_code=503,
+                media_type="application/json",
+            )
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    return healthz
 
 
 def build_routes(
@@ -292,7 +304,7 @@ def create_app(
     app = ReceiverApp(
         receiver,
         routes=[
-            Route("/healthz", _healthz, methods=["GET"]),
+            Route("/healthz", _healthz(intake), methods=["GET"]),
             Route("/webhooks/{source}", receiver, methods=["GET", "POST"]),
         ],
         lifespan=lifespan,

@@ -3,7 +3,9 @@ at least once, visibility timeout, dead letters after max_receives, redrive."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import threading
 import time
 import uuid
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from lip_dagster.errors import StateError
+from lip_dagster.state import sqlite as sqlite_module
 from lip_dagster.state.aws import SqsBuffer
 from lip_dagster.state.base import Buffer
 from lip_dagster.state.sqlite import SqliteBuffer
@@ -74,6 +78,13 @@ def test_bodies_round_trip_exactly(case: Case) -> None:
     assert {m.message_id for m in got} == set(ids)
     assert all(m.receive_count == 1 for m in got)
     assert all(before - 2 <= m.sent_at <= time.time() + 2 for m in got)
+
+
+def test_an_append_once_flushed_is_received_like_a_send(case: Case) -> None:
+    flush = case.buffer.append(case.source, BODIES[:2])
+    flush()
+    case.buffer.send(case.source, BODIES[2:])
+    assert sorted(m.body for m in case.buffer.receive(case.source, 10, 30)) == sorted(BODIES)
 
 
 def test_a_received_message_is_hidden_then_comes_back(case: Case) -> None:
@@ -251,3 +262,41 @@ def test_sqlite_large_receives_and_redrives_work_in_chunks(tmp_path: Path) -> No
     assert buffer.depth("okta").dead_letters == 1200
     assert buffer.redrive("okta") == 1200
     assert sorted(m.body for m in buffer.receive("okta", 5000, 30)) == sorted(bodies)
+
+
+def test_sqlite_append_is_made_durable_by_syncing_the_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``append`` commits without waiting for the disk; the call it returns syncs the
+    WAL that commit went to (and its directory, the first time), which is what a
+    ``synchronous=FULL`` commit does."""
+    buffer = SqliteBuffer(tmp_path / "state.db")
+    synced: list[str] = []
+    real = sqlite_module._datasync
+
+    def recording(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(sqlite_module, "_datasync", recording)
+    flush = buffer.append("okta", [b"one"])
+    assert synced == []
+    flush()
+    assert synced == [str(tmp_path / "state.db-wal")]
+    assert [m.body for m in buffer.receive("okta", 10, 30)] == [b"one"]
+    buffer.close()
+
+
+def test_sqlite_a_failed_flush_names_the_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buffer = SqliteBuffer(tmp_path / "state.db")
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(sqlite_module, "_datasync", failing)
+    flush = buffer.append("okta", [b"one"])
+    with pytest.raises(StateError, match=r"state\.db.*flushing its WAL to disk failed"):
+        flush()
+    buffer.close()

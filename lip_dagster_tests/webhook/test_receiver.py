@@ -331,17 +331,62 @@ def test_buffer_down_is_503_and_the_retry_is_not_mistaken_for_a_duplicate(
 ) -> None:
     d = okta_fixture_delivery(sim)
 
-    def broken(source: str, bodies: object) -> list[str]:
+    def broken(source: str, bodies: object) -> Callable[[], None]:
         raise StateError("disk full")
 
     with monkeypatch.context() as m:
-        m.setattr(backend.buffer, "send", broken)
+        m.setattr(backend.buffer, "append", broken)
         r = post(client, d)
     assert r.status_code == 503 and r.headers["retry-after"]
     assert "disk full" not in r.text  # internals stay in the log
     r = post(client, d)  # the vendor retries once the buffer is back
     assert r.status_code == 204 and r.headers["x-lip-accepted"] == "1"
     assert len(buffered(backend, "okta_hooks")) == 1
+
+
+def test_a_failed_flush_to_disk_is_503_and_the_receiver_refuses_until_restarted(
+    client: Client,
+    sim: WebhookSimulator,
+    backend: EmbeddedBackend,
+    specs: dict,
+    secrets: Any,
+    monkeypatch,
+    caplog,
+) -> None:
+    """After a failed fsync nothing committed can be called durable: the delivery is
+    refused, so is every later one, ``/healthz`` fails so the platform replaces the
+    receiver, and no id of the refused delivery is marked as seen."""
+    d = okta_fixture_delivery(sim)
+    append = backend.buffer.append
+
+    def append_that_cannot_flush(source: str, bodies: Any) -> Callable[[], None]:
+        append(source, bodies)
+
+        def flush() -> None:
+            raise StateError("SQLite buffer 'state.db': flushing its WAL to disk failed: EIO")
+
+        return flush
+
+    with monkeypatch.context() as m, caplog.at_level(logging.ERROR):
+        m.setattr(backend.buffer, "append", append_that_cannot_flush)
+        r = post(client, d)
+    assert r.status_code == 503 and r.headers["retry-after"]
+    assert "refusing every delivery until the receiver is restarted" in caplog.text
+    assert post(client, d).status_code == 503  # the disk is fine again: still refused
+    assert client.get("/healthz").status_code == 503
+    client.flush_marks()
+
+    restarted = Client(
+        create_app(specs, buffer=backend.buffer, dedupe=backend.dedupe, secrets=secrets)
+    )
+    try:
+        assert restarted.get("/healthz").status_code == 200
+        r = post(restarted, d)
+        # not mistaken for a duplicate: the refused delivery's ids were never marked
+        assert r.status_code == 204 and r.headers["x-lip-accepted"] == "1"
+    finally:
+        restarted.close()
+        restarted.app.state.receiver.intake.close()
 
 
 def test_a_failed_accepted_mark_still_answers_2xx_for_a_buffered_payload(
@@ -365,11 +410,18 @@ def test_concurrent_deliveries_are_committed_in_groups(
     client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, monkeypatch
 ) -> None:
     sends: list[int] = []
-    real_send = backend.buffer.send
+    flushes: list[int] = []
+    real_append = backend.buffer.append
 
-    def counting(source: str, bodies: list[bytes]) -> list[str]:
+    def counting(source: str, bodies: list[bytes]) -> Callable[[], None]:
         sends.append(len(bodies))
-        return real_send(source, bodies)
+        real_flush = real_append(source, bodies)
+
+        def flush() -> None:
+            flushes.append(1)
+            real_flush()
+
+        return flush
 
     marks: list[int] = []
     real_accept = backend.dedupe.accept
@@ -378,7 +430,7 @@ def test_concurrent_deliveries_are_committed_in_groups(
         marks.append(len(keys))
         return real_accept(source, keys)
 
-    monkeypatch.setattr(backend.buffer, "send", counting)
+    monkeypatch.setattr(backend.buffer, "append", counting)
     monkeypatch.setattr(backend.dedupe, "accept", counting_accept)
     deliveries = sim.okta_deliveries(400, per_delivery=2)
     deliveries += deliveries[:20]  # duplicates racing their originals
@@ -392,6 +444,7 @@ def test_concurrent_deliveries_are_committed_in_groups(
     assert sum(int(r.headers["x-lip-accepted"]) for r in responses) == 400
     assert len(buffered(backend, "okta_hooks")) == 400
     assert len(sends) < len(deliveries) / 2, "every request paid for its own commit"
+    assert len(flushes) <= len(sends), "a commit was flushed to disk more than once"
     client.flush_marks()
     assert sum(marks) == 400 and len(marks) <= len(sends), "marks were not coalesced"
 
@@ -502,7 +555,7 @@ def test_marks_never_run_while_a_commit_of_the_source_is_running(
 
         return call
 
-    monkeypatch.setattr(backend.buffer, "send", exclusive("send", backend.buffer.send))
+    monkeypatch.setattr(backend.buffer, "append", exclusive("append", backend.buffer.append))
     monkeypatch.setattr(backend.dedupe, "accept", exclusive("accept", backend.dedupe.accept))
     app = create_app(
         specs, buffer=backend.buffer, dedupe=backend.dedupe, secrets=secrets, mark_delay=0.01
@@ -521,7 +574,7 @@ def test_marks_never_run_while_a_commit_of_the_source_is_running(
         )
     client.close()
     app.state.receiver.intake.close()
-    assert calls["accept"] >= 2 and calls["send"] >= 10, calls
+    assert calls["accept"] >= 2 and calls["append"] >= 10, calls
     assert overlaps == []
     keys = [event_key(e, OKTA_EVENT_IDENTITY).dedupe_key for d in deliveries for e in d.events]
     assert {s.status for s in backend.dedupe.get("okta_hooks", keys).values()} == {"accepted"}
