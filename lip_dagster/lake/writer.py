@@ -4,7 +4,9 @@ For a batch (a page) of events: give each its id and hour, add ``_lip``, group b
 hour, cut objects at a bound, and for each object with key K (DESIGN §4):
 
 1. claim each id as ``pending(K)`` in the dedupe store, dropping ids already landed
-   elsewhere (or pending under an object that exists: an earlier crash landed them);
+   elsewhere (or pending under an object that exists: an earlier crash landed them,
+   so they are marked landed there); an id pending under an object that does not
+   exist moves to K only after that was checked;
 2. put object K holding the ids kept;
 3. mark them ``landed(K)``.
 
@@ -17,9 +19,10 @@ other ids.
 Pages are pipelined: ``submit`` runs ``write`` on one of ``pages_in_flight`` landing
 threads and returns at once, so the caller fetches page N+1 while page N lands, and
 page N+1 is prepared, compressed and claimed while page N's objects are put and
-marked. Claims go one at a time, and an object that shares ids with one still in
-flight first waits for it, so a page repeating ids of a page still landing finds
-them landed, exactly as if the pages had been written one after the other.
+marked. Claims go one at a time, pages in the order they were submitted, and an
+object that shares ids with one still in flight first waits for it, so a page
+repeating ids of a page still landing finds them landed, exactly as if the pages had
+been written one after the other.
 """
 
 from __future__ import annotations
@@ -199,6 +202,11 @@ class LakeWriter:
             max_workers=pages_in_flight, thread_name_prefix="lip-land"
         )
         self._slots = threading.BoundedSemaphore(pages_in_flight)
+        # the claims of the page submitted last: the next page claims after them
+        self._turn_lock = threading.Lock()
+        self._last_turn = threading.Event()
+        self._last_turn.set()
+        self._local = threading.local()
         # Objects claimed and not yet landed and marked, with their ids. Claims (and
         # this list) go one at a time, so an object sharing ids with one in flight
         # waits for it, whichever page or caller either belongs to.
@@ -228,27 +236,37 @@ class LakeWriter:
         ``extra_envelope`` adds keys to every event's ``_lip`` (S3 streaming records
         the vendor object an event came from as ``origin``); it cannot replace the
         fixed keys."""
-        validate_source_name(source)
-        if pattern not in PATTERNS:
-            raise ValueError(f"pattern must be one of {PATTERNS}, not {pattern!r}")
-        extra = check_extra_envelope(extra_envelope)
-        now = datetime.now(UTC)
-        arrival = arrival or now
-        groups, dup_in_batch = self._prepare(source, events, identity, pattern, arrival, now, extra)
+        # a page from ``submit`` claims after the page submitted before it
+        turn: tuple[threading.Event, threading.Event] | None = getattr(self._local, "turn", None)
         result = WriteResult()
-        for hour, dups in dup_in_batch.items():
-            result.hours.setdefault(hour, HourStats()).duplicates += dups
         pending: list[tuple[str, Future[None]]] = []
         try:
-            for hour, items in groups.items():
-                for chunk in self._chunks(items):
-                    key = self._key(source, hour, chunk)
-                    # Compressed before the claim, outside the lock: almost always
-                    # every id is kept and this is the object as put.
-                    encoded = self._encode(chunk)
-                    with self._claiming:
-                        self._wait_for_overlap(chunk.keys)
-                        self._land_chunk(source, hour, chunk, result, pending, key, encoded)
+            try:
+                validate_source_name(source)
+                if pattern not in PATTERNS:
+                    raise ValueError(f"pattern must be one of {PATTERNS}, not {pattern!r}")
+                extra = check_extra_envelope(extra_envelope)
+                now = datetime.now(UTC)
+                arrival = arrival or now
+                groups, dup_in_batch = self._prepare(
+                    source, events, identity, pattern, arrival, now, extra
+                )
+                for hour, dups in dup_in_batch.items():
+                    result.hours.setdefault(hour, HourStats()).duplicates += dups
+                if turn is not None:
+                    turn[0].wait()
+                for hour, items in groups.items():
+                    for chunk in self._chunks(items):
+                        key = self._key(source, hour, chunk)
+                        # Compressed before the claim, outside the lock: almost always
+                        # every id is kept and this is the object as put.
+                        encoded = self._encode(chunk)
+                        with self._claiming:
+                            self._wait_for_overlap(chunk.keys)
+                            self._land_chunk(source, hour, chunk, result, pending, key, encoded)
+            finally:
+                if turn is not None:
+                    turn[1].set()  # also on error: the next page's claims go on
         finally:
             wait_futures([f for _, f in pending])
         return self._outcome(source, result, pending)
@@ -266,19 +284,53 @@ class LakeWriter:
         """``write`` on a landing thread: returns at once (or, with
         ``pages_in_flight`` pages still landing, as soon as one has landed), so the
         caller can fetch the next page meanwhile. The events must not change until
-        the page has landed. Resolve handles in the order they were submitted to
-        commit cursors in order."""
+        the page has landed. Pages claim their ids in the order they were submitted,
+        so each id lands in the first page that holds it, as if the pages had been
+        written one after the other. Resolve handles in the order they were
+        submitted to commit cursors in order."""
         page = events if isinstance(events, list | tuple) else list(events)
         self._slots.acquire()
+        with self._turn_lock:
+            turn = (self._last_turn, threading.Event())
+            self._last_turn = turn[1]
         try:
             future = self._landers.submit(
-                self.write, source, page, identity, pattern, arrival, extra_envelope=extra_envelope
+                self._write_in_turn,
+                turn,
+                source,
+                page,
+                identity,
+                pattern,
+                arrival,
+                extra_envelope,
             )
         except BaseException:
+            turn[1].set()
             self._slots.release()  # the writer is closed
             raise
         future.add_done_callback(lambda _: self._slots.release())
         return PendingWrite(future)
+
+    def _write_in_turn(
+        self,
+        turn: tuple[threading.Event, threading.Event],
+        source: str,
+        events: list[dict[str, Any]],
+        identity: EventIdentity,
+        pattern: str,
+        arrival: datetime | None,
+        extra_envelope: Mapping[str, str] | None,
+    ) -> WriteResult:
+        """``write`` on a landing thread, with the page's place in the claim order
+        (previous page's claims done, this page's claims done)."""
+        self._local.turn = turn
+        try:
+            return self.write(
+                source, events, identity, pattern, arrival, extra_envelope=extra_envelope
+            )
+        finally:
+            self._local.turn = None
+            turn[1].set()  # however ``write`` ended, the next page's claims go on
 
     # ----------------------------------------------------------------- the page
     def _wait_for_overlap(self, keys: list[DedupeKey]) -> None:
@@ -483,6 +535,7 @@ class LakeWriter:
         and whether it must land under another key than ``key``."""
         keep: list[int] = []
         landed_elsewhere: dict[str, list[DedupeKey]] = {}
+        orphaned: dict[str | None, list[int]] = {}
         exists: dict[str, bool] = {}
         key_holds_landed = False
         for i, k in enumerate(chunk.keys):
@@ -505,9 +558,22 @@ class LakeWriter:
                 landed_elsewhere.setdefault(st.object_key, []).append(k)
                 stats.duplicates += 1
             else:
-                keep.append(i)
+                # pending under an object that is not in the lake (or, as just
+                # read, does not hold it): moved here only now that we looked
+                orphaned.setdefault(st.object_key, []).append(i)
         for other_key, keys in landed_elsewhere.items():
             self.dedupe.mark_landed(source, keys, other_key)
+        for other, idxs in orphaned.items():
+            wanted = [chunk.keys[i] for i in idxs]
+            moved = self.dedupe.reclaim(source, wanted, other, key)
+            if len(moved) != len(wanted):
+                raise LakeWriteError(
+                    f"source {source!r}: {len(wanted) - len(moved)} id(s) changed state while "
+                    f"this run claimed them for {key} (is another run landing this source?); "
+                    "nothing was put, and the next run retries them"
+                )
+            keep += idxs
+        keep.sort()
         kept = _pick(chunk, keep)
         if not key_holds_landed or not kept.keys or not self._exists(key, exists):
             return kept, False

@@ -544,11 +544,16 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
 
         def claim_one(key: DedupeKey) -> IdState | None:
             try:
-                prior = self._client.update_item(
+                self._client.update_item(
                     TableName=table,
                     Key={"id": {"S": self._id(key)}},
                     UpdateExpression="SET #s = :pending, #k = :key, #e = :exp",
-                    ConditionExpression="attribute_not_exists(#id) OR #s <> :landed",
+                    # absent, accepted, or pending here already (a retry); an id
+                    # landed or pending elsewhere is left for the caller to look at
+                    ConditionExpression=(
+                        "attribute_not_exists(#id) OR #s = :accepted "
+                        "OR (#s = :pending AND #k = :key)"
+                    ),
                     ExpressionAttributeNames={
                         "#id": "id",
                         "#s": "status",
@@ -557,26 +562,18 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
                     },
                     ExpressionAttributeValues={
                         ":pending": {"S": "pending"},
-                        ":landed": {"S": "landed"},
+                        ":accepted": {"S": "accepted"},
                         ":key": {"S": object_key},
                         ":exp": {"N": expires},
                     },
-                    ReturnValues="ALL_OLD",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                ).get("Attributes")
+                )
             except ClientError as err:
                 if _error_code(err) == "ConditionalCheckFailedException":
-                    # The only way the condition fails: the id is already landed.
-                    old = err.response.get("Item") or {}
-                    ok = old["object_key"]["S"] if "object_key" in old else None
-                    return IdState("landed", ok)
+                    return self._state(err.response.get("Item") or {})
                 raise _state_error(f"claiming ids of source {source!r}", err) from err
             except BotoCoreError as err:
                 raise _state_error(f"claiming ids of source {source!r}", err) from err
-            if prior and prior.get("status", {}).get("S") == "pending":
-                state = self._state(prior)
-                if state.object_key != object_key:
-                    return state
             return None
 
         report: dict[DedupeKey, IdState] = {}
@@ -584,6 +581,48 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
             if state is not None:
                 report[key] = state
         return report
+
+    def reclaim(
+        self, source: str, keys: Sequence[DedupeKey], from_key: str | None, object_key: str
+    ) -> list[DedupeKey]:
+        table = self.table_name(source)
+        unique = list(dict.fromkeys(keys))
+        expires = self._expires()
+        if from_key is None:
+            condition = "#s = :pending AND attribute_not_exists(#k)"
+            values: dict[str, Any] = {}
+        else:
+            condition = "#s = :pending AND #k = :from"
+            values = {":from": {"S": from_key}}
+
+        def move(key: DedupeKey) -> bool:
+            try:
+                self._client.update_item(
+                    TableName=table,
+                    Key={"id": {"S": self._id(key)}},
+                    UpdateExpression="SET #k = :key, #e = :exp",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={
+                        "#s": "status",
+                        "#k": "object_key",
+                        "#e": "expires_at",
+                    },
+                    ExpressionAttributeValues={
+                        ":pending": {"S": "pending"},
+                        ":key": {"S": object_key},
+                        ":exp": {"N": expires},
+                        **values,
+                    },
+                )
+            except ClientError as err:
+                if _error_code(err) == "ConditionalCheckFailedException":
+                    return False
+                raise _state_error(f"reclaiming ids of source {source!r}", err) from err
+            except BotoCoreError as err:
+                raise _state_error(f"reclaiming ids of source {source!r}", err) from err
+            return True
+
+        return [k for k, ok in zip(unique, self._run(move, unique), strict=True) if ok]
 
     def mark_landed(self, source: str, keys: Sequence[DedupeKey], object_key: str) -> None:
         table = self.table_name(source)

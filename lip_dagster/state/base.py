@@ -106,13 +106,27 @@ class DedupeStore(ABC):
     def claim(
         self, source: str, keys: Sequence[DedupeKey], object_key: str
     ) -> dict[DedupeKey, IdState]:
-        """Move every key that is not ``landed`` to ``pending(object_key)``.
+        """Make every key that is absent or ``accepted`` ``pending(object_key)``.
 
-        Returns the *prior* state of the keys the caller must look at: those already
-        ``landed`` (drop them) and those that were ``pending`` under a different object
-        key (drop them if that object exists in the lake, else keep them: they are now
-        pending under ``object_key``). Keys absent from the result were claimed
-        cleanly."""
+        Returns the state of the keys the caller must look at, which this call left
+        as they were: those ``landed`` (drop them) and those ``pending`` under a
+        different object key K' (if K' is in the lake, an earlier run landed them
+        and crashed before marking: mark them ``landed(K')``; if not, ``reclaim``
+        them). Keys absent from the result are now ``pending(object_key)``.
+
+        A key pending elsewhere is never moved before the caller has looked for
+        its object: moving it first, then crashing before the mark, would leave it
+        in K' while it reads as pending under an object never written, and the
+        next run would land it a second time."""
+
+    @abstractmethod
+    def reclaim(
+        self, source: str, keys: Sequence[DedupeKey], from_key: str | None, object_key: str
+    ) -> list[DedupeKey]:
+        """Move keys still ``pending(from_key)`` to ``pending(object_key)``, once the
+        caller has seen that object ``from_key`` is not in the lake (or does not
+        hold them). Compare-and-set per key: returns the keys moved; a key that
+        changed state meanwhile is left alone and not returned."""
 
     @abstractmethod
     def mark_landed(self, source: str, keys: Sequence[DedupeKey], object_key: str) -> None:

@@ -627,22 +627,20 @@ class SqliteDedupeStore(DedupeStore):
             # pending(object_key), which is "claimed cleanly", as they should.
             inserted = self._insert_new(conn, source, unique, _PENDING, oid, expires)
             if inserted != len(unique):
-                moved: list[tuple[int, int, float, str, str, str]] = []
+                taken: list[tuple[int, int, float, str, str, str]] = []
                 for key, (status, old_id, old_key) in self._states(conn, source, unique).items():
                     if status == _LANDED:
                         report[key] = IdState("landed", old_key)
-                        continue
-                    if status == _PENDING and old_id == oid:
-                        continue
-                    if status == _PENDING:
-                        report[key] = IdState("pending", old_key)
-                    moved.append((_PENDING, oid, expires, source, key.hour, key.event_id))
+                    elif status == _PENDING and old_id != oid:
+                        report[key] = IdState("pending", old_key)  # the caller looks first
+                    elif status == _ACCEPTED:
+                        taken.append((_PENDING, oid, expires, source, key.hour, key.event_id))
                 conn.executemany(
                     "UPDATE lip_dedupe SET status = ?, object_id = ?, expires_at = ? "
                     "WHERE source = ? AND hour = ? AND event_id = ?",
-                    moved,
+                    taken,
                 )
-        claimed = {k for k in unique if k not in report or report[k].status != "landed"}
+        claimed = {k for k in unique if k not in report}
         with self._claims_lock:
             self._claims.pop((source, object_key), None)
             if first and claimed:
@@ -650,6 +648,33 @@ class SqliteDedupeStore(DedupeStore):
                 while len(self._claims) > _CLAIM_MEMO_SIZE:
                     del self._claims[next(iter(self._claims))]
         return report
+
+    def reclaim(
+        self, source: str, keys: Sequence[DedupeKey], from_key: str | None, object_key: str
+    ) -> list[DedupeKey]:
+        unique = self._unique(source, keys)
+        if not unique:
+            return []
+        expires = self._clock() + self.ttl_seconds
+        moved: list[DedupeKey] = []
+        with self._write_lock, self._db.write(f"reclaiming ids of source {source!r}") as conn:
+            oid, _ = self._object_id(conn, object_key, unique, expires)
+            for key, (status, _old_id, old_key) in self._states(conn, source, unique).items():
+                if status == _PENDING and old_key == from_key:
+                    moved.append(key)
+            conn.executemany(
+                "UPDATE lip_dedupe SET status = ?, object_id = ?, expires_at = ? "
+                "WHERE source = ? AND hour = ? AND event_id = ?",
+                [(_PENDING, oid, expires, source, k.hour, k.event_id) for k in moved],
+            )
+        if moved:
+            # these ids left the object a remembered claim had put them under
+            gone = set(moved)
+            with self._claims_lock:
+                for (src, _), claim in self._claims.items():
+                    if src == source:
+                        claim.keys -= gone
+        return moved
 
     def mark_landed(self, source: str, keys: Sequence[DedupeKey], object_key: str) -> None:
         unique = self._unique(source, keys)

@@ -184,3 +184,58 @@ def test_a_mark_cut_short_on_dynamodb_then_a_retry_lands_each_event_once(
     states = dedupe.get(source, [DedupeKey("2026-03-01-10:00", e["uuid"]) for e in events])
     assert {s.status for s in states.values()} == {"landed"}
     dedupe.close()
+
+
+class CrashOnMarkOf:
+    """A dedupe store wrapper that dies the first time ids are marked landed in an
+    object other than one its own run put (the repair of an earlier crash)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.armed = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def mark_landed(self, source: str, keys: Sequence[DedupeKey], object_key: str) -> None:
+        if self.armed:
+            self.armed = False
+            raise Crash("died before marking ids found in an earlier run's object")
+        self.inner.mark_landed(source, keys, object_key)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "dynamodb"])
+def test_two_crashes_in_a_row_still_land_each_event_once(
+    tmp_path: Path, make_events, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Run 1 puts K1 (ids 0-9) and dies before marking. Run 2's page (ids 0-19) finds
+    0-9 pending under K1, which is in the lake, and dies before marking them
+    landed(K1). Run 3's page (ids 0-29) must still find them in K1: had run 2's
+    claim moved them to its own object first, run 3 would see them pending under an
+    object never written and land them a second time."""
+    events = make_events(30)
+    source = "okta"
+    if backend == "sqlite":
+        inner: object = SqliteDedupeStore(tmp_path / "s.db")
+    else:
+        source = f"t{uuid.uuid4().hex[:12]}"
+        inner = DynamoDedupeStore(
+            session=request.getfixturevalue("boto_session"),
+            endpoint_url=request.getfixturevalue("moto_endpoint"),
+        )
+        inner.ensure(source)  # type: ignore[attr-defined]
+    dedupe = CrashOnMarkOf(inner)
+    lake = CrashingLake(tmp_path / "lake", tmp_path / "tmp", mode="after_put")
+    w = LakeWriter(lake, dedupe)  # type: ignore[arg-type]
+    with pytest.raises(Crash):
+        w.write(source, events[:10], OKTA, "polling")
+    dedupe.armed = True
+    with pytest.raises(Crash, match="earlier run's object"):
+        w.write(source, events[:20], OKTA, "polling")
+    third = w.write(source, events, OKTA, "polling")
+    w.close()
+    assert (third.events, third.duplicates) == (20, 10)
+    ids = lake_ids(lake.root)
+    assert len(ids) == 30, "an event was lost"
+    assert max(ids.values()) == 1, "an event landed twice"
+    inner.close()  # type: ignore[attr-defined]

@@ -88,14 +88,39 @@ def test_claiming_again_under_the_same_object_key_is_idempotent(
     assert dedupe.get(source, batch) == {k: IdState("pending", K1) for k in batch}
 
 
-def test_a_claim_reports_ids_pending_under_another_object_and_takes_them(
+def test_a_claim_reports_ids_pending_under_another_object_and_leaves_them_there(
     store: tuple[DedupeStore, str],
 ) -> None:
+    """The writer must look for K1 before they move: if K1 is in the lake, they are
+    in it."""
     dedupe, source = store
     old, new = keys(2), keys(2)
     dedupe.claim(source, old, K1)
     assert dedupe.claim(source, old + new, K2) == {k: IdState("pending", K1) for k in old}
-    assert dedupe.get(source, old + new) == {k: IdState("pending", K2) for k in old + new}
+    assert dedupe.get(source, old + new) == {
+        **{k: IdState("pending", K1) for k in old},
+        **{k: IdState("pending", K2) for k in new},
+    }
+
+
+def test_reclaim_moves_only_ids_still_pending_under_the_object_named(
+    store: tuple[DedupeStore, str],
+) -> None:
+    dedupe, source = store
+    stay, landed, other = keys(3), keys(2), keys(2)
+    dedupe.claim(source, stay + landed, K1)
+    dedupe.mark_landed(source, landed, K1)
+    dedupe.claim(source, other, "elsewhere")
+    moved = dedupe.reclaim(source, stay + landed + other, K1, K2)
+    assert sorted(moved) == sorted(stay)
+    assert dedupe.get(source, stay + landed + other) == {
+        **{k: IdState("pending", K2) for k in stay},
+        **{k: IdState("landed", K1) for k in landed},
+        **{k: IdState("pending", "elsewhere") for k in other},
+    }
+    assert dedupe.reclaim(source, stay, K1, K2) == []  # compare-and-set: already moved
+    dedupe.mark_landed(source, stay, K2)
+    assert dedupe.get(source, stay) == {k: IdState("landed", K2) for k in stay}
 
 
 def test_landed_ids_are_reported_and_never_reclaimed(store: tuple[DedupeStore, str]) -> None:
@@ -188,9 +213,9 @@ def test_two_writers_claiming_the_same_ids_each_id_goes_to_one(
         winner = final[key].object_key
         assert final[key].status == "pending" and winner in (K1, K2)
         loser = K2 if winner == K1 else K1
-        # Whoever claimed last holds the id and was told the other had it first.
-        assert results[winner].get(key) == IdState("pending", loser)
-        assert key not in results[loser]
+        # Whoever claimed first holds the id; the other was told so, and took nothing.
+        assert results[loser].get(key) == IdState("pending", winner)
+        assert key not in results[winner]
 
 
 # ---------------------------------------------------------------------- SQLite only
