@@ -96,6 +96,20 @@ def _client_config(
     )
 
 
+def _conditionally(what: str, call: Callable[..., Any], **request: Any) -> bool:
+    """One conditional write: True if it was made, False if its condition did not
+    hold; any other failure is a ``StateError`` naming ``what`` was being done."""
+    try:
+        call(**request)
+    except ClientError as err:
+        if _error_code(err) == "ConditionalCheckFailedException":
+            return False
+        raise _state_error(what, err) from err
+    except BotoCoreError as err:
+        raise _state_error(what, err) from err
+    return True
+
+
 def _error_code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
 
@@ -437,6 +451,8 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
         )
         self.ttl_seconds = ttl_seconds
         self._concurrency = concurrency
+        # per source: whether ``claim`` reads the ids' states before writing
+        self._read_first: dict[str, bool] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -509,24 +525,18 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
         expires = self._expires()
 
         def put(key: DedupeKey) -> bool:
-            try:
-                self._client.put_item(
-                    TableName=table,
-                    Item={
-                        "id": {"S": self._id(key)},
-                        "status": {"S": "accepted"},
-                        "expires_at": {"N": expires},
-                    },
-                    ConditionExpression="attribute_not_exists(#id)",
-                    ExpressionAttributeNames={"#id": "id"},
-                )
-            except ClientError as err:
-                if _error_code(err) == "ConditionalCheckFailedException":
-                    return False
-                raise _state_error(f"accepting ids of source {source!r}", err) from err
-            except BotoCoreError as err:
-                raise _state_error(f"accepting ids of source {source!r}", err) from err
-            return True
+            return _conditionally(
+                f"accepting ids of source {source!r}",
+                self._client.put_item,
+                TableName=table,
+                Item={
+                    "id": {"S": self._id(key)},
+                    "status": {"S": "accepted"},
+                    "expires_at": {"N": expires},
+                },
+                ConditionExpression="attribute_not_exists(#id)",
+                ExpressionAttributeNames={"#id": "id"},
+            )
 
         fresh = dict(zip(unique, self._run(put, unique), strict=True))
         result: list[bool] = []
@@ -577,9 +587,24 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
             return None
 
         report: dict[DedupeKey, IdState] = {}
-        for key, state in zip(unique, self._run(claim_one, unique), strict=True):
+        todo = unique
+        if self._read_first.get(source, False):
+            # What the state already says needs no write that is bound to fail; the
+            # conditions below still decide for every id that is written.
+            for key, state in self.get(source, unique).items():
+                if state.status == "landed" or (
+                    state.status == "pending" and state.object_key != object_key
+                ):
+                    report[key] = state
+            todo = [k for k in unique if k not in report]
+        for key, state in zip(todo, self._run(claim_one, todo), strict=True):
             if state is not None:
                 report[key] = state
+        # A failed conditional write costs a write unit, about five times a strongly
+        # consistent read: once over a fifth of a page's ids were known (a source
+        # that re-reads an overlap, as Google's collector does), the next page of
+        # this source is read first.
+        self._read_first[source] = len(report) * 5 > len(unique)
         return report
 
     def reclaim(
@@ -596,31 +621,21 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
             values = {":from": {"S": from_key}}
 
         def move(key: DedupeKey) -> bool:
-            try:
-                self._client.update_item(
-                    TableName=table,
-                    Key={"id": {"S": self._id(key)}},
-                    UpdateExpression="SET #k = :key, #e = :exp",
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={
-                        "#s": "status",
-                        "#k": "object_key",
-                        "#e": "expires_at",
-                    },
-                    ExpressionAttributeValues={
-                        ":pending": {"S": "pending"},
-                        ":key": {"S": object_key},
-                        ":exp": {"N": expires},
-                        **values,
-                    },
-                )
-            except ClientError as err:
-                if _error_code(err) == "ConditionalCheckFailedException":
-                    return False
-                raise _state_error(f"reclaiming ids of source {source!r}", err) from err
-            except BotoCoreError as err:
-                raise _state_error(f"reclaiming ids of source {source!r}", err) from err
-            return True
+            return _conditionally(
+                f"reclaiming ids of source {source!r}",
+                self._client.update_item,
+                TableName=table,
+                Key={"id": {"S": self._id(key)}},
+                UpdateExpression="SET #k = :key, #e = :exp",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#s": "status", "#k": "object_key", "#e": "expires_at"},
+                ExpressionAttributeValues={
+                    ":pending": {"S": "pending"},
+                    ":key": {"S": object_key},
+                    ":exp": {"N": expires},
+                    **values,
+                },
+            )
 
         return [k for k, ok in zip(unique, self._run(move, unique), strict=True) if ok]
 

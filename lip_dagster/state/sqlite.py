@@ -667,14 +667,18 @@ class SqliteDedupeStore(DedupeStore):
                 "WHERE source = ? AND hour = ? AND event_id = ?",
                 [(_PENDING, oid, expires, source, k.hour, k.event_id) for k in moved],
             )
-        if moved:
-            # these ids left the object a remembered claim had put them under
-            gone = set(moved)
-            with self._claims_lock:
-                for (src, _), claim in self._claims.items():
-                    if src == source:
-                        claim.keys -= gone
+        self._forget_claimed(source, moved)
         return moved
+
+    def _forget_claimed(self, source: str, keys: Sequence[DedupeKey]) -> None:
+        """These ids left whatever object a remembered claim had put them under."""
+        if not keys:
+            return
+        gone = set(keys)
+        with self._claims_lock:
+            for (src, _), claim in self._claims.items():
+                if src == source:
+                    claim.keys -= gone
 
     def mark_landed(self, source: str, keys: Sequence[DedupeKey], object_key: str) -> None:
         unique = self._unique(source, keys)
@@ -705,13 +709,7 @@ class SqliteDedupeStore(DedupeStore):
                 ).rowcount
                 if updated != len(rest):
                     self._insert_new(conn, source, rest, _LANDED, oid, expires)
-        if rest:
-            # These ids left whatever object a claim had put them under.
-            moved = set(rest)
-            with self._claims_lock:
-                for (src, _), claim in self._claims.items():
-                    if src == source:
-                        claim.keys -= moved
+        self._forget_claimed(source, rest)
 
     def get(self, source: str, keys: Sequence[DedupeKey]) -> dict[DedupeKey, IdState]:
         unique = self._unique(source, keys)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lip_dagster.errors import CursorConflict, InvalidSourceName, StateError
+from lip_dagster.errors import CursorConflict, InvalidSourceName, LipError, StateError
 from lip_dagster.state.aws import DynamoCursorStore
 from lip_dagster.state.base import CursorStore
 from lip_dagster.state.sqlite import SqliteCursorStore
@@ -181,6 +181,8 @@ def test_racing_writers_exactly_one_wins(store: tuple[CursorStore, str]) -> None
             result = f"won:{n}"
         except CursorConflict:
             result = "lost"
+        except LipError as exc:  # shown in the assertion below
+            result = f"error: {exc!r}"
         with lock:
             outcomes.append(result)
 
@@ -190,7 +192,7 @@ def test_racing_writers_exactly_one_wins(store: tuple[CursorStore, str]) -> None
     for t in threads:
         t.join()
     winners = [o for o in outcomes if o.startswith("won:")]
-    assert len(winners) == 1 and outcomes.count("lost") == 5
+    assert len(winners) == 1 and outcomes.count("lost") == 5, outcomes
     stored = cursors.get(source, "logs")
     assert stored is not None
     assert stored.version == 2 and stored.value == f"writer-{winners[0][4:]}"
