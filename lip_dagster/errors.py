@@ -48,6 +48,10 @@ class LakeWriteError(LipError):
     """An object could not be written to the lake."""
 
 
+class LakeReadError(LipError):
+    """A lake object, its metadata or a listing could not be read."""
+
+
 class VendorError(LipError):
     """A vendor API call failed after its bounded retries.
 

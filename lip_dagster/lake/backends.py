@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lip_dagster.errors import LakeWriteError
+from lip_dagster.errors import LakeReadError, LakeWriteError
 from lip_dagster.lake.layout import parse_object_key, validate_source_name
 
 
@@ -84,7 +84,11 @@ class LocalLake(LakeBackend):
         return self._path(key).is_file()
 
     def get(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise LakeReadError(f"could not read lake object {key}: {exc.strerror}") from exc
 
     def list_keys(self, source: str, prefix: str = "") -> Iterator[str]:
         base = self.root / f"source={validate_source_name(source)}"
@@ -151,21 +155,32 @@ class S3Lake(LakeBackend):
 
     def get(self, key: str) -> bytes:
         _, bucket, s3key = self._loc(key)
-        body = self.client.get_object(Bucket=bucket, Key=s3key)["Body"]
-        return bytes(body.read())
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=s3key)["Body"]
+            return bytes(body.read())
+        except (ClientError, BotoCoreError) as exc:
+            raise LakeReadError(f"could not read s3://{bucket}/{s3key}: {exc}") from exc
 
     def object_kms_key(self, key: str) -> str | None:
         _, bucket, s3key = self._loc(key)
-        head = self.client.head_object(Bucket=bucket, Key=s3key)
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=s3key)
+        except (ClientError, BotoCoreError) as exc:
+            raise LakeReadError(
+                f"could not read the encryption of s3://{bucket}/{s3key}: {exc}"
+            ) from exc
         return head.get("SSEKMSKeyId")
 
     def list_keys(self, source: str, prefix: str = "") -> Iterator[str]:
         bucket = self.bucket_for(validate_source_name(source))
         full = self.prefix + (prefix or f"source={source}/")
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=full):
-            for obj in page.get("Contents", []):
-                yield obj["Key"][len(self.prefix) :]
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][len(self.prefix) :]
+        except (ClientError, BotoCoreError) as exc:
+            raise LakeReadError(f"could not list s3://{bucket}/{full}: {exc}") from exc
 
     def describe(self) -> str:
         return f"s3://{self.bucket_for('<source>')}/{self.prefix}"

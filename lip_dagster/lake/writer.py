@@ -40,10 +40,9 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
-from botocore.exceptions import BotoCoreError, ClientError
 from isal import igzip
 
-from lip_dagster.errors import LakeWriteError, LipError
+from lip_dagster.errors import LakeReadError, LakeWriteError, LipError
 from lip_dagster.lake.backends import LakeBackend
 from lip_dagster.lake.envelope import PATTERNS, EventIdentity, check_extra_envelope, envelope
 from lip_dagster.lake.layout import hour_of, object_key, partition_start, validate_source_name
@@ -599,9 +598,7 @@ class LakeWriter:
                 DedupeKey(UNTIMED_HOUR if e.get("hour_from") == "arrival" else hour, e["id"])
                 for e in envelopes
             }
-        except LipError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError, BotoCoreError, ClientError) as exc:
+        except (LakeReadError, OSError, ValueError, KeyError, TypeError) as exc:
             raise LakeWriteError(
                 f"could not read lake object {key} to see which events it holds: {exc}"
             ) from exc

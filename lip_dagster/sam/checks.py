@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lip_dagster.errors import LipError
+from lip_dagster.errors import LakeReadError, LipError
 from lip_dagster.resources import Backend
 from lip_dagster.sam import grants
 from lip_dagster.sam.content import ContentReport, verify_partition
@@ -696,12 +696,8 @@ def content_outcomes(
             )
     try:
         rep = verify_partition(backend.lake, source, partition_key, judge_key=judge)
-    except (ClientError, BotoCoreError, OSError) as err:
-        detail = (
-            str(AwsCallError("reading the partition", err))
-            if not isinstance(err, OSError)
-            else f"reading the partition failed: {err}"
-        )
+    except (LakeReadError, OSError) as err:
+        detail = f"reading the partition failed: {err}"
         fix = "check that the lake exists and LIP may read it (`lip provision` on AWS)"
         return [
             _fail("lake_content", source, detail, fix, partition=partition_key),

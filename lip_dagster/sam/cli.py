@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from lip_dagster.errors import LipError
+from lip_dagster.errors import LakeReadError, LipError
 from lip_dagster.github import DEFAULT_API_URL, GitHubClient
 from lip_dagster.lake.backends import LakeBackend
 from lip_dagster.lake.layout import hour_of, partition_prefix, partition_start, source_prefix
@@ -165,7 +163,7 @@ def latest_partition(lake: LakeBackend, source: str, now: datetime) -> str:
         try:
             if next(iter(lake.list_keys(source, partition_prefix(source, pk))), None):
                 return pk
-        except (ClientError, BotoCoreError, OSError):
+        except (LakeReadError, OSError):
             break  # the checks report what is unreadable
     return hour_of(now)
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-from botocore.exceptions import BotoCoreError, ClientError
 
+from lip_dagster.errors import LakeReadError
 from lip_dagster.lake.backends import LakeBackend
 from lip_dagster.lake.layout import parse_object_key, partition_prefix
 
@@ -75,8 +75,8 @@ def verify_partition(
             report.encryption_checked += 1
             try:
                 verdict = judge_key(lake.object_kms_key(key))
-            except (ClientError, BotoCoreError) as exc:
-                verdict = f"could not read its encryption ({type(exc).__name__}: {exc})"
+            except LakeReadError as exc:
+                verdict = f"could not read its encryption ({exc})"
             if verdict:
                 encryption_problem(f"{key}: {verdict}")
         if src != source or pk != partition_key:

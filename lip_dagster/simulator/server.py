@@ -21,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -36,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from lip_dagster.serving import ThreadedServer, bind
 from lip_dagster.simulator.auth import Credentials, JtiCache, TokenStore
 from lip_dagster.simulator.common import SimContext, Vendor
 from lip_dagster.simulator.config import SimConfig
@@ -86,9 +85,7 @@ class VendorSimulator:
         self._log_lock = threading.Lock()
         self._creds: Credentials | None = None
         self._ctx: SimContext | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
+        self._server: ThreadedServer | None = None
         self._base_url: str | None = None
         self._history_done = False
 
@@ -99,15 +96,10 @@ class VendorSimulator:
         if self._server is not None:
             return self
         cfg = self.config
-        sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((cfg.host, cfg.port))
-        sock.listen(128)
-        sock.setblocking(False)
+        sock = bind(cfg.host, cfg.port, backlog=128)
         host, port = sock.getsockname()[:2]
         url_host = f"[{host}]" if ":" in host else host
         self._base_url = f"http://{url_host}:{port}"
-        self._sock = sock
 
         if self._creds is None:
             self._creds = Credentials.generate()
@@ -139,34 +131,16 @@ class VendorSimulator:
             server_header=False,
             timeout_graceful_shutdown=1,
         )
-        server = uvicorn.Server(uv_config)
-        thread = threading.Thread(
-            target=server.run,
-            kwargs={"sockets": [sock]},
-            name="vendor-simulator",
-            daemon=True,
-        )
-        self._server, self._thread = server, thread
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("vendor simulator failed to start")
-            time.sleep(0.005)
+        server = ThreadedServer(uv_config, sock, "vendor-simulator")
+        server.start()  # on failure it has released the port
+        self._server = server
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port; safe to call twice."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
+        server, self._server = self._server, None
         if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+            server.stop()
 
     def __enter__(self) -> VendorSimulator:
         return self.start()

@@ -37,10 +37,16 @@ class WebhookDemo:
     def summary_lines(self) -> list[str]:
         lines = [f"webhook receiver: {self.base_url}/webhooks/<source>"]
         for source, d in self.delivered.items():
-            lines.append(
-                f"  {source:<18} {d['requests']:>4} requests, {d['events']:>5} events, "
-                f"{d['accepted']} accepted, {d['refused']} refused (bad auth, on purpose)"
+            line = (
+                f"  {source:<18} {d['requests']:>4} requests: {d['accepted']} answered 2xx, "
+                f"{d['refused']} refused (bad auth, on purpose); {d['events']} events"
             )
+            if d["redelivered"]:
+                line += (
+                    f", {d['redelivered']} of them sent twice on purpose (a vendor retry: "
+                    "acknowledged, not buffered again)"
+                )
+            lines.append(line)
         return lines
 
 
@@ -85,7 +91,8 @@ def start_webhook_demo(
         if status != 200:
             raise LipError(f"the receiver failed Okta's verification call: HTTP {status}")
         okta = sim.okta_deliveries(120, per_delivery=10)
-        okta += okta[:2]  # Okta retries a delivery it thinks timed out: duplicates
+        retried = okta[:2]  # Okta retries a delivery it thinks timed out: duplicates
+        okta += retried
         github = sim.github_deliveries(30)
         jamf = sim.jamf_deliveries(30)
         bad = [sim.tampered(github[0]), sim.tampered(jamf[0])]
@@ -97,6 +104,7 @@ def start_webhook_demo(
                 "events": sum(len(d.events) for d in deliveries),
                 "accepted": sum(1 for s in statuses if s in (200, 204)),
                 "refused": sum(1 for s in statuses if s == 401),
+                "redelivered": sum(len(d.events) for d in retried) if source == "okta_hooks" else 0,
             }
             unexpected = [s for s in statuses if s not in (200, 204, 401)]
             if unexpected:

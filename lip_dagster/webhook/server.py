@@ -10,13 +10,12 @@ behind a load balancer (the receiver keeps no state between requests).
 from __future__ import annotations
 
 import gc
-import socket
-import threading
-import time
 from types import TracebackType
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from lip_dagster.serving import ThreadedServer, bind
 
 __all__ = ["BackgroundServer", "serve"]
 
@@ -63,47 +62,26 @@ class BackgroundServer:
         self.app = app
         self.host = host
         self.port = port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
+        self._served: ThreadedServer | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> BackgroundServer:
-        sock = socket.socket(socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(256)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        self._sock = sock
-        server = uvicorn.Server(_config(self.app, access_log=False, log_level="warning"))
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="lip-webhook-receiver", daemon=True
+        sock = bind(self.host, self.port)
+        self._served = ThreadedServer(
+            _config(self.app, access_log=False, log_level="warning"), sock, "lip-webhook-receiver"
         )
-        self._server, self._thread = server, thread
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the webhook receiver did not start")
-            time.sleep(0.005)
+        self.port = self._served.port
+        self._served.start()
         return self
 
     def stop(self) -> None:
         """Stop serving (in-flight requests finish) and release the port; idempotent."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        served, self._served = self._served, None
+        if served is not None:
+            served.stop()
 
     def __enter__(self) -> BackgroundServer:
         return self.start()

@@ -234,7 +234,10 @@ def test_the_demo_delivers_every_vendor_and_each_source_lands(
             "events": 140,
             "accepted": 14,
             "refused": 0,
+            "redelivered": 20,
         }
+        okta_line = next(line for line in lines if "okta_hooks" in line)
+        assert "140 events, 20 of them sent twice on purpose" in okta_line
         assert demo.delivered["github"]["refused"] == 1 and demo.delivered["jamf"]["refused"] == 1
         totals = {source: drain_once(source) for source in demo.sources}
     finally:

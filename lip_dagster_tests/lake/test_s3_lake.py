@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,9 @@ import orjson
 import pytest
 
 from lip_dagster.config import Settings
+from lip_dagster.errors import LakeReadError
+from lip_dagster.lake.backends import LocalLake
+from lip_dagster.lake.layout import object_key
 from lip_dagster.lake.writer import LakeWriter
 from lip_dagster.resources import AwsBackend
 
@@ -89,3 +92,32 @@ def test_retry_on_s3_and_dynamodb_lands_each_event_once(aws_backend, make_events
         ]
     assert len(ids) == len(set(ids)) == 550
     assert b.lake.object_kms_key(next(iter(b.lake.list_keys("okta"))))
+
+
+def test_a_read_that_fails_is_a_lake_read_error_naming_the_object(aws_backend) -> None:
+    """What the checks and the writer catch is LIP's own error, with the S3 location
+    and the service's reason, never a bare botocore exception."""
+    b, run, _ = aws_backend
+    missing = object_key_for("okta")
+    with pytest.raises(LakeReadError, match=rf"s3://lake-{run}-okta/lake/{missing}.*NoSuchKey"):
+        b.lake.get(missing)
+    with pytest.raises(LakeReadError, match=rf"encryption of s3://lake-{run}-okta/"):
+        b.lake.object_kms_key(missing)
+    b.client("s3").delete_bucket(Bucket=f"lake-{run}-slack")
+    with pytest.raises(
+        LakeReadError, match=rf"could not list s3://lake-{run}-slack/.*NoSuchBucket"
+    ):
+        list(b.lake.list_keys("slack"))
+
+
+def test_a_missing_local_object_is_a_lake_read_error(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake", tmp_path / "tmp")
+    missing = object_key_for("okta")
+    with pytest.raises(LakeReadError, match=f"could not read lake object {missing}"):
+        lake.get(missing)
+
+
+def object_key_for(source: str) -> str:
+    return object_key(
+        source, "2026-03-01-10:00", datetime(2026, 3, 1, 10, tzinfo=UTC), str(uuid.uuid4())
+    )
