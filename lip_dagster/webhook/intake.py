@@ -295,7 +295,7 @@ class Intake:
         loop: asyncio.AbstractEventLoop,
         items: list[_Flush],
     ) -> None:
-        error: LipError | None = None
+        error: Exception | None = None
         try:
             for flush in dict.fromkeys(i.flush for i in items if i.flush is not None):
                 flush()
@@ -311,6 +311,11 @@ class Intake:
                 source,
                 err,
             )
+        except Exception as err:
+            # a bug, not the disk: these requests fail (500) and the error is in the
+            # log; their events may be buffered, so a retry is at worst a duplicate
+            error = err
+            log.exception("webhook %s: flushing %d group(s) failed", source, len(items))
         fresh = False
         with state.lock:
             for item in items:
@@ -327,7 +332,11 @@ class Intake:
                         state.unmarked.clear()
                     state.unmarked.update(item.keys)
         if error is not None:
-            refused = WebhookRejected(503, "the buffer is unavailable; try again later")
+            refused: Exception = (
+                WebhookRejected(503, "the buffer is unavailable; try again later")
+                if isinstance(error, LipError)
+                else error
+            )
             for item in items:
                 if item.flush is not None:
                     item.results = [refused] * len(item.group)

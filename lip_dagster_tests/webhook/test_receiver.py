@@ -389,6 +389,33 @@ def test_a_failed_flush_to_disk_is_503_and_the_receiver_refuses_until_restarted(
         restarted.app.state.receiver.intake.close()
 
 
+def test_a_bug_in_a_flush_fails_those_requests_and_not_the_receiver(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, monkeypatch, caplog
+) -> None:
+    """Not a disk failure: the requests of that flush fail with the error (uvicorn
+    answers 500; no request hangs), it is logged, and the next delivery is taken as
+    usual."""
+    first, second = sim.okta_deliveries(20, per_delivery=10)
+    append = backend.buffer.append
+
+    def append_with_a_broken_flush(source: str, bodies: Any) -> Callable[[], None]:
+        append(source, bodies)
+
+        def flush() -> None:
+            raise RuntimeError("a bug in the flush")
+
+        return flush
+
+    with monkeypatch.context() as m, caplog.at_level(logging.ERROR):
+        m.setattr(backend.buffer, "append", append_with_a_broken_flush)
+        with pytest.raises(RuntimeError, match="a bug in the flush"):
+            post(client, first)
+    assert "flushing 1 group(s) failed" in caplog.text
+    r = post(client, second)
+    assert r.status_code == 204 and r.headers["x-lip-accepted"] == "10"
+    assert client.get("/healthz").status_code == 200
+
+
 def test_a_failed_accepted_mark_still_answers_2xx_for_a_buffered_payload(
     client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, monkeypatch, caplog
 ) -> None:
