@@ -580,7 +580,14 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
                 )
             except ClientError as err:
                 if _error_code(err) == "ConditionalCheckFailedException":
-                    return self._state(err.response.get("Item") or {})
+                    item = err.response.get("Item")
+                    if not item:  # the API promises the item; say so if it is missing
+                        raise StateError(
+                            f"claiming ids of source {source!r} in {table!r}: a claim was "
+                            "refused without the item that refused it; nothing was claimed "
+                            "for it, and the next run retries"
+                        ) from err
+                    return self._state(item)
                 raise _state_error(f"claiming ids of source {source!r}", err) from err
             except BotoCoreError as err:
                 raise _state_error(f"claiming ids of source {source!r}", err) from err
