@@ -94,7 +94,7 @@ class GoogleWorkspacePoller(BasePoller):
             headers={"Authorization": auth_token.reveal()},
             params=params,
         )
-        data = resp.json()
+        data = self.json_body(resp, dict)
         items = data.get("items") or []
         times = [
             t.timestamp() for i in items if (t := parse_timestamp((i.get("id") or {}).get("time")))

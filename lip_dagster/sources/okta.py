@@ -71,9 +71,7 @@ class OktaPoller(BasePoller):
             if end_time is not None:
                 params["until"] = rfc3339(end_time)
             resp = self.request("GET", f"{self.base}/api/v1/logs", headers=headers, params=params)
-        events = resp.json()
-        if not isinstance(events, list):
-            raise VendorError(self.source, endpoint, resp.status_code, "expected a JSON array")
+        events = self.json_body(resp, list)
         nxt = resp.links.get("next", {}).get("url")
         if end_time is not None:  # bounded: the last page has no next
             return PollResult(events, nxt, has_more=nxt is not None)

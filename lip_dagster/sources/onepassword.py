@@ -54,7 +54,7 @@ class OnePasswordPoller(BasePoller):
             headers={"Authorization": auth_token.reveal(), "Content-Type": "application/json"},
             json=body,
         )
-        data = resp.json()
+        data = self.json_body(resp, dict)
         items = data.get("items") or []
         new_cursor = data.get("cursor") or cursor
         return PollResult(items, new_cursor, has_more=bool(data.get("has_more")) and bool(items))

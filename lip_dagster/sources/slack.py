@@ -45,7 +45,7 @@ class SlackPoller(BasePoller):
             headers={"Authorization": auth_token.reveal()},
             params=params,
         )
-        data = resp.json()
+        data = self.json_body(resp, dict)
         if data.get("ok") is False:  # Slack reports some auth errors in a 200 body
             raise VendorAuthError(self.source, endpoint, resp.status_code, str(data.get("error")))
         entries = data.get("entries") or []

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -59,6 +60,7 @@ class Harness:
         page_size: int = 100,
         options: dict[str, str] | None = None,
         endpoints: tuple[str, ...] | None = None,
+        transport: httpx.BaseTransport | None = None,
         **cfg: Any,
     ) -> BasePoller:
         cls = poller_class(adapter)
@@ -66,6 +68,7 @@ class Harness:
             retry=RetryPolicy(max_attempts=max_attempts, base_delay=0.01),
             sleep=self.slept.append,
             seed=0,
+            transport=transport,
         )
         writer = self.backend.writer()
         self._open += [http, writer]

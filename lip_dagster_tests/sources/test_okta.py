@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from lip_dagster.errors import VendorAuthError, VendorError
@@ -64,6 +65,28 @@ def test_5xx_beyond_the_retry_bound_fails_loudly_and_keeps_the_cursor(harness: H
     msg = str(ei.value)
     assert "'okta'" in msg and "'logs'" in msg and "HTTP 503" in msg
     assert p.cursors.get("okta", "logs") == before
+
+
+class CaptivePortal(httpx.HTTPTransport):
+    """A proxy in the way: every answer is 200 with an HTML login page."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers={"Content-Type": "text/html"}, content=b"<html>sign in to the proxy</html>"
+        )
+
+
+def test_a_page_that_is_not_json_fails_the_run_and_keeps_the_cursor(harness: Harness) -> None:
+    p = harness.poller("okta", initial_lookback_hours=4)
+    p.run()
+    before = p.cursors.get("okta", "logs")
+    landed = harness.lake_ids("okta")
+    with pytest.raises(VendorError) as ei:
+        harness.poller("okta", transport=CaptivePortal()).run()
+    msg = str(ei.value)
+    assert "'okta'" in msg and "'logs'" in msg and "HTTP 200: response is not JSON" in msg
+    assert "sign in" not in msg  # the body is not echoed into logs
+    assert p.cursors.get("okta", "logs") == before and harness.lake_ids("okta") == landed
 
 
 def test_bad_api_token_is_a_clear_auth_error(harness: Harness, monkeypatch) -> None:
