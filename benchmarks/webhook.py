@@ -49,6 +49,7 @@ from typing import Any
 import orjson
 
 from benchmarks.common import free_port, print_table
+from lip_dagster.simulator.processes import LocalServerError, wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = (16, 64)
@@ -143,18 +144,12 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 30
-        import socket
-
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise RuntimeError(f"{kind} server did not start: {err[-2000:]}") from None
-                time.sleep(0.05)
+        try:
+            wait_until_answering(self.proc, f"http://127.0.0.1:{self.port}/", f"{kind} server")
+        except LocalServerError as exc:
+            self.proc.kill()
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            raise RuntimeError(f"{exc}: {err[-2000:]}") from None
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -30,6 +30,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_until_answering(
+    proc: subprocess.Popen[bytes],
+    url: str,
+    what: str,
+    *,
+    timeout: float = START_TIMEOUT_SECONDS,
+    hint: str = "",
+) -> None:
+    """Return once ``url`` answers HTTP at all (any status); ``LocalServerError`` if
+    ``proc`` exits first or nothing answers within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            if proc.poll() is not None:
+                raise LocalServerError(
+                    f"{what} exited with status {proc.returncode} before answering{hint}"
+                ) from None
+            if time.monotonic() > deadline:
+                raise LocalServerError(
+                    f"{what} did not answer on {url} within {timeout:.0f} s{hint}"
+                ) from None
+            time.sleep(0.1)
+
+
 @contextmanager
 def moto_server(access_key: str = "testing") -> Iterator[str]:
     """A moto server on 127.0.0.1 in a child process; its URL, stopped with the block."""
@@ -43,23 +70,12 @@ def moto_server(access_key: str = "testing") -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
-            try:
-                httpx.get(url + "/moto-api/", timeout=1.0)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None:
-                    raise LocalServerError(
-                        f"the local moto server exited with status {proc.returncode} "
-                        "before answering; is moto[server] installed (pip install -e '.[dev]')?"
-                    ) from None
-                if time.monotonic() > deadline:
-                    raise LocalServerError(
-                        f"the local moto server did not answer on {url} within "
-                        f"{START_TIMEOUT_SECONDS:.0f} s"
-                    ) from None
-                time.sleep(0.1)
+        wait_until_answering(
+            proc,
+            url + "/moto-api/",
+            "the local moto server",
+            hint="; is moto[server] installed (pip install -e '.[dev]')?",
+        )
         yield url
     finally:
         proc.terminate()

@@ -851,6 +851,9 @@ class SqliteBuffer(Buffer):
             else None
         )
         self._wal_inode: int | None = None
+        # computed once: the flush runs for every group the receiver commits
+        self._wal_path = f"{self._db.path}-wal"
+        self._wal_dir = str(self._db.path.parent)
 
     def __repr__(self) -> str:
         return f"SqliteBuffer({str(self._db.path)!r}, max_receives={self.max_receives})"
@@ -864,15 +867,10 @@ class SqliteBuffer(Buffer):
         flushes the WAL it was written to, which makes it durable exactly as a
         ``FULL`` commit would. One flush covers every append before it, so the
         receiver's next group commits while the last one's flush is under way."""
-        if self._deferred is None:
-            self.send(source, bodies)
-            return self._no_flush
+        if self._deferred is None:  # synchronous=NORMAL was asked for: a plain send
+            return super().append(source, bodies)
         self._insert(self._deferred, source, bodies)
         return self._flush_wal
-
-    @staticmethod
-    def _no_flush() -> None:
-        """``synchronous=NORMAL`` was asked for: nothing more to do."""
 
     def _flush_wal(self) -> None:
         """fdatasync of the WAL file. A WAL that is gone was checkpointed into the
@@ -880,9 +878,8 @@ class SqliteBuffer(Buffer):
         new WAL file also syncs its directory, so the file itself survives a power
         cut."""
         path = self._db.path
-        wal = path.with_name(path.name + "-wal")
         try:
-            fd = os.open(wal, os.O_RDONLY)
+            fd = os.open(self._wal_path, os.O_RDONLY)
         except FileNotFoundError:
             return
         except OSError as err:
@@ -891,7 +888,7 @@ class SqliteBuffer(Buffer):
             _datasync(fd)
             ino = os.fstat(fd).st_ino
             if ino != self._wal_inode:
-                dir_fd = os.open(path.parent, os.O_RDONLY)
+                dir_fd = os.open(self._wal_dir, os.O_RDONLY)
                 try:
                     os.fsync(dir_fd)
                 finally:

@@ -92,6 +92,11 @@ class _Submission:
     future: asyncio.Future[Outcome] = field(repr=False)
 
 
+def _refused() -> WebhookRejected:
+    """What a vendor is told when nothing of its delivery could be made durable."""
+    return WebhookRejected(503, "the buffer is unavailable; try again later")
+
+
 @dataclass
 class _Flush:
     """A committed group waiting for the flush that makes it durable."""
@@ -229,9 +234,10 @@ class Intake:
             keys: list[DedupeKey] = []
             flush: Callable[[], None] | None = None
             try:
-                if state.failed is not None:
-                    raise state.failed
-                results, keys, flush = self.commit(source, group)  # type: ignore[assignment]
+                if state.failed is not None:  # logged once, when the flush failed
+                    results = [_refused()] * len(group)
+                else:
+                    results, keys, flush = self.commit(source, group)  # type: ignore[assignment]
             except LipError as err:
                 log.warning(
                     "webhook %s: buffering failed, %d request(s) refused: %s",
@@ -239,8 +245,7 @@ class Intake:
                     len(group),
                     err,
                 )
-                failure = WebhookRejected(503, "the buffer is unavailable; try again later")
-                results = [failure] * len(group)
+                results = [_refused()] * len(group)
             except BaseException as err:
                 # a bug, not the buffer: these requests fail (500), the next group
                 # is still committed, and the error is in the log
@@ -332,11 +337,7 @@ class Intake:
                         state.unmarked.clear()
                     state.unmarked.update(item.keys)
         if error is not None:
-            refused: Exception = (
-                WebhookRejected(503, "the buffer is unavailable; try again later")
-                if isinstance(error, LipError)
-                else error
-            )
+            refused: Exception = _refused() if isinstance(error, LipError) else error
             for item in items:
                 if item.flush is not None:
                     item.results = [refused] * len(item.group)

@@ -11,7 +11,8 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -22,7 +23,15 @@ from lip_dagster.lake.backends import LocalLake
 from lip_dagster.state.base import DedupeKey
 from lip_dagster.state.sqlite import SqliteCursorStore, SqliteDedupeStore
 
-from .pipeline_vendor import EVENTS, PAGE, SOURCE, STALL_IDS, STALL_PAGE, collector
+from .pipeline_vendor import (
+    EVENTS,
+    PAGE,
+    SOURCE,
+    STALL_IDS,
+    STALL_PAGE,
+    PagedVendor,
+    collector,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,13 +57,19 @@ def committed_cursor(home: Path) -> str | None:
     return rec.value if rec else None
 
 
-def run_to_the_end(home: Path) -> None:
-    poller = collector(home)
+@contextmanager
+def closing(poller: PagedVendor) -> Iterator[PagedVendor]:
+    """The collector, its landing threads and HTTP client closed afterwards."""
     try:
-        report = poller.run()
+        yield poller
     finally:
         poller.writer.close()
         poller.http.close()
+
+
+def run_to_the_end(home: Path) -> None:
+    with closing(collector(home)) as poller:
+        report = poller.run()
     assert report.endpoints["logs"].stopped == "caught_up"
 
 
@@ -131,13 +146,9 @@ def test_the_next_page_is_fetched_while_the_page_before_lands(tmp_path: Path) ->
                 overlapped.append(fetching_2.wait(timeout=20))
             super().put(key, data)
 
-    poller = collector(tmp_path, lake=SlowLake(tmp_path / "lake", tmp_path / "tmp"))
-    poller.before_fetch = lambda page: fetching_2.set() if page == 2 else None
-    try:
+    with closing(collector(tmp_path, lake=SlowLake(tmp_path / "lake", tmp_path / "tmp"))) as poller:
+        poller.before_fetch = lambda page: fetching_2.set() if page == 2 else None
         report = poller.run()
-    finally:
-        poller.writer.close()
-        poller.http.close()
     assert overlapped == [True], "page 2 was not fetched while page 1 was landing"
     assert report.result.events == len(EVENTS) and report.pages == len(EVENTS) // PAGE
     assert committed_cursor(tmp_path) == str(len(EVENTS))
@@ -153,13 +164,11 @@ def test_a_page_that_fails_to_land_fails_the_run_and_holds_the_cursor_before_it(
             super().put(key, data)
 
     lake = BrokenLake(tmp_path / "lake", tmp_path / "tmp")
-    poller = collector(tmp_path, lake=lake)
-    try:
-        with pytest.raises(LakeWriteError, match="disk full"):
-            poller.run()
-    finally:
-        poller.writer.close()
-        poller.http.close()
+    with (
+        closing(collector(tmp_path, lake=lake)) as poller,
+        pytest.raises(LakeWriteError, match="disk full"),
+    ):
+        poller.run()
     # the page after the failed one was fetched and may have landed, but the cursor
     # stays before the page that did not
     assert committed_cursor(tmp_path) == str(PAGE * (STALL_PAGE - 1))
@@ -177,13 +186,12 @@ def test_a_failure_to_mark_fails_the_run_and_the_rerun_lands_each_event_once(
                 raise StateError("SQLite state database: marking ids failed: disk I/O error")
             super().mark_landed(source, keys, object_key)
 
-    poller = collector(tmp_path, dedupe=BrokenDedupe(tmp_path / "state.db"))
-    try:
-        with pytest.raises(LakeWriteError, match="disk I/O error"):
-            poller.run()
-    finally:
-        poller.writer.close()
-        poller.http.close()
+    broken = BrokenDedupe(tmp_path / "state.db")
+    with (
+        closing(collector(tmp_path, dedupe=broken)) as poller,
+        pytest.raises(LakeWriteError, match="disk I/O error"),
+    ):
+        poller.run()
     assert committed_cursor(tmp_path) == str(PAGE * (STALL_PAGE - 1))
     run_to_the_end(tmp_path)
     ids = lake_ids(tmp_path)

@@ -12,14 +12,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import orjson
 
-from lip_dagster.simulator.processes import free_port
+from lip_dagster.simulator.processes import LocalServerError, free_port, wait_until_answering
 from lip_dagster.simulator.webhooks import Delivery, WebhookSimulator
 from lip_dagster.state.sqlite import SqliteBuffer
 from lip_dagster.webhook.message import decode
@@ -36,18 +35,13 @@ def start_receiver(home: Path, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"the receiver did not start: {err[-2000:]}")
-        time.sleep(0.1)
+    try:
+        wait_until_answering(proc, f"http://127.0.0.1:{port}/healthz", "the receiver", timeout=60)
+    except LocalServerError:
+        proc.kill()
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise LocalServerError(f"the receiver did not start: {err[-2000:]}") from None
+    return proc
 
 
 def send(
