@@ -3,12 +3,19 @@ isolated LIP_HOME per test."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
 
 from lip_dagster.config import Settings
 from lip_dagster.demo import demo_env, write_secrets
@@ -18,16 +25,36 @@ from lip_dagster.simulator.processes import free_port
 AWS_REGION = "us-east-1"
 
 
+class _AtomicDynamoDB:
+    """DynamoDB applies each conditional write atomically; moto checks the condition
+    and then writes, without a lock, so two concurrent requests can both pass the
+    check (two writers of one cursor version both "won" under load). Serializing
+    DynamoDB requests gives the compare-and-set tests the service's semantics; other
+    services (an SQS long poll) still run concurrently."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            with self.lock:
+                return list(self.app(environ, start_response))
+        return self.app(environ, start_response)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """One moto server for the whole test session, in server mode over HTTP."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    app = _AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", free_port(), app, True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join(timeout=10)
 
 
 @pytest.fixture
