@@ -548,15 +548,22 @@ class SqliteDedupeStore(DedupeStore):
         if not unique:
             return []
         expires = self._clock() + self.ttl_seconds
+        known: set[DedupeKey] = set()
         with self._db.write(f"accepting ids of source {source!r}") as conn:
-            known = set(self._states(conn, source, unique))
-            new = [k for k in unique if k not in known]
             # The webhook receiver marks a tenth of a second of deliveries at once,
             # from the thread that also commits its buffer appends: one statement per
             # hour instead of one step per id keeps that thread from queueing for the
-            # GIL behind the receiver's event loop once per id.
-            if new:
-                self._insert_new(conn, source, new, _ACCEPTED, None, expires)
+            # GIL behind the receiver's event loop once per id. Those ids were just
+            # found absent, so the insert is tried first, under a savepoint; only if
+            # some existed is it undone and the states read, to say which.
+            conn.execute("SAVEPOINT lip_accept")
+            if self._insert_new(conn, source, unique, _ACCEPTED, None, expires) != len(unique):
+                conn.execute("ROLLBACK TO lip_accept")
+                known = set(self._states(conn, source, unique))
+                new = [k for k in unique if k not in known]
+                if new:
+                    self._insert_new(conn, source, new, _ACCEPTED, None, expires)
+            conn.execute("RELEASE lip_accept")
         result: list[bool] = []
         for key in keys:
             # The first occurrence of a new key is new; a repeat in the same call is a
