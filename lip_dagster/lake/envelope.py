@@ -152,6 +152,27 @@ class EventIdentity:
         object.__setattr__(
             self, "_time_getter", _getter(self.time_field) if self.time_field else None
         )
+        # The common shape (one top-level id field, a top-level time field), read
+        # by ``locate`` with a plain ``dict.get`` instead of a call per lookup.
+        flat_id = self.id_fields[0] if self.id_func is None and len(self.id_fields) == 1 else None
+        object.__setattr__(self, "_flat_id", flat_id if flat_id and "." not in flat_id else None)
+        flat_time = self.time_field if self.time_field and "." not in self.time_field else None
+        object.__setattr__(self, "_flat_time", flat_time)
+
+    def locate(self, event: dict[str, Any]) -> tuple[str, datetime | None, str | None]:
+        """``(event_id(event), *locate_time(event))`` in one call: the writer and the
+        webhook receiver ask it once per event, so it reads the common shape of
+        event directly."""
+        id_key: str | None = self._flat_id  # type: ignore[attr-defined]
+        if id_key is not None:
+            v = event.get(id_key)
+            eid = v if type(v) is str and v else self.event_id(event)
+        else:
+            eid = self.event_id(event)
+        time_key: str | None = self._flat_time  # type: ignore[attr-defined]
+        if time_key is not None:
+            return (eid, *time_and_hour(event.get(time_key)))
+        return (eid, *self.locate_time(event))
 
     def event_id(self, event: dict[str, Any]) -> str:
         if self.id_func is not None:

@@ -35,17 +35,16 @@ class EventKey:
 
 def event_key(event: dict[str, Any], identity: EventIdentity) -> EventKey:
     """The id, time and dedupe key ``LakeWriter`` will give ``event``."""
-    eid = identity.event_id(event)
-    t, hour = identity.locate_time(event)
+    eid, t, hour = identity.locate(event)
     return EventKey(eid, t, DedupeKey(UNTIMED_HOUR if hour is None else hour, eid))
 
 
 def dedupe_keys(events: list[dict[str, Any]], identity: EventIdentity) -> list[DedupeKey]:
     """``event_key(...).dedupe_key`` of each event, without an ``EventKey`` per event:
     the webhook receiver derives one per accepted event on its hot path."""
-    locate, event_id = identity.locate_time, identity.event_id
+    locate = identity.locate
     out: list[DedupeKey] = []
     for event in events:
-        hour = locate(event)[1]
-        out.append(DedupeKey(UNTIMED_HOUR if hour is None else hour, event_id(event)))
+        eid, _, hour = locate(event)
+        out.append(DedupeKey(UNTIMED_HOUR if hour is None else hour, eid))
     return out

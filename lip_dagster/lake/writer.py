@@ -396,8 +396,7 @@ class LakeWriter:
             + b"}}\n"
             for hf in ("event", "arrival")
         )
-        locate_time = identity.locate_time
-        event_id = identity.event_id
+        locate = identity.locate
         gc_was_on = gc.isenabled()
         gc.disable()  # nothing here makes reference cycles; refcounting frees it all
         try:
@@ -407,8 +406,7 @@ class LakeWriter:
                         f"source {source!r}: an event is a {type(ev).__name__}, not a JSON "
                         "object; nothing of this page was landed"
                     )
-                eid = event_id(ev)
-                t, hour = locate_time(ev)
+                eid, t, hour = locate(ev)
                 if hour is not None:
                     dkey = new_key(DedupeKey, (hour, eid))
                     tail = tail_event
@@ -470,7 +468,7 @@ class LakeWriter:
         result: WriteResult,
         pending: list[tuple[str, Future[None]]],
         key: str,
-        encoded: tuple[bytes, bytes] | None = None,
+        encoded: tuple[int, bytes] | None = None,
         absent_from: frozenset[str] = frozenset(),
     ) -> None:
         """Claim, then put (on the put pool) one object. ``encoded`` is the whole
@@ -492,7 +490,7 @@ class LakeWriter:
                 return
         if not kept.keys:
             return
-        raw, data = encoded or self._encode(kept)
+        raw_len, data = encoded or self._encode(kept)
         if len(data) > self.max_object_bytes and len(kept.keys) > 1:
             half = len(kept.keys) // 2
             for part in (
@@ -504,7 +502,7 @@ class LakeWriter:
             return
         stats.events += len(kept.keys)
         stats.objects += 1
-        stats.bytes_raw += len(raw)
+        stats.bytes_raw += raw_len
         stats.bytes_gz += len(data)
         stats.keys.append(key)
         kept_times = [t for t in kept.times if t is not None]
@@ -516,9 +514,10 @@ class LakeWriter:
         pending.append((key, fut))
         self._in_flight.append((set(kept.keys), fut))
 
-    def _encode(self, chunk: _Chunk) -> tuple[bytes, bytes]:
+    def _encode(self, chunk: _Chunk) -> tuple[int, bytes]:
+        """(uncompressed size, gzip bytes) of the object ``chunk`` makes."""
         raw = b"".join(chunk.lines)
-        return raw, compress(raw, self.compresslevel)
+        return len(raw), compress(raw, self.compresslevel)
 
     def _kept(
         self,

@@ -3,11 +3,20 @@ arrival hour, flagged."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lip_dagster.lake.envelope import EventIdentity, parse_timestamp, stable_hash_id
+from lip_dagster.sources.google_workspace import GoogleWorkspacePoller
+from lip_dagster.sources.okta import OktaPoller
+from lip_dagster.sources.slack import SlackPoller
+from lip_dagster.webhook.vendors import GITHUB_IDENTITY, JAMF_IDENTITY
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 @pytest.mark.parametrize(
@@ -48,3 +57,35 @@ def test_composite_id_and_hash_fallback() -> None:
     assert google.event_id(no_id) == stable_hash_id(no_id)
     # canonical: key order does not change the hash
     assert stable_hash_id({"a": 1, "b": 2}) == stable_hash_id({"b": 2, "a": 1})
+
+
+def _fixture(path: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / path).read_text())
+
+
+@pytest.mark.parametrize(
+    ("identity", "event"),
+    [
+        (OktaPoller.identity, _fixture("okta/system_log_event.json")),
+        (SlackPoller.identity, _fixture("slack/audit_entry.json")),
+        (GoogleWorkspacePoller.identity, _fixture("google_workspace/activity.json")),
+        (JAMF_IDENTITY, _fixture("jamf/webhook_computer_added.json")),
+        (GITHUB_IDENTITY, {"guid": "72d3162e-cc78-11e3-81ab-4c9367dc0958", "event": "push"}),
+    ],
+    ids=["okta", "slack", "google", "jamf", "github"],
+)
+def test_locate_is_id_and_time_in_one_call(identity: EventIdentity, event: dict[str, Any]) -> None:
+    """The writer and the receiver take id, time and hour from ``locate``; it must give
+    what ``event_id`` and ``locate_time`` give, for the usual event and for the
+    damaged ones (no id, a number for an id, an empty id, no time, a bogus time)."""
+    variants = [event]
+    for field in (*identity.id_fields, identity.time_field):
+        if field and "." not in field:
+            variants += [
+                {k: v for k, v in event.items() if k != field},
+                {**event, field: 12345},
+                {**event, field: ""},
+                {**event, field: "2024-13-45T99:00:00Z"},
+            ]
+    for ev in variants:
+        assert identity.locate(ev) == (identity.event_id(ev), *identity.locate_time(ev)), ev
