@@ -18,7 +18,7 @@ from typing import Any
 
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.lake.writer import UNTIMED_HOUR
-from lip_dagster.state.base import DedupeKey
+from lip_dagster.state.base import DedupeKey, KeyResolution, time_bucket
 
 __all__ = ["UNTIMED_HOUR", "EventKey", "dedupe_keys", "event_key"]
 
@@ -33,18 +33,28 @@ class EventKey:
     dedupe_key: DedupeKey
 
 
-def event_key(event: dict[str, Any], identity: EventIdentity) -> EventKey:
-    """The id, time and dedupe key ``LakeWriter`` will give ``event``."""
+def event_key(
+    event: dict[str, Any], identity: EventIdentity, resolution: KeyResolution
+) -> EventKey:
+    """The id, time and dedupe key ``LakeWriter`` will give ``event`` in a store of
+    this ``key_resolution``."""
     eid, t, hour = identity.locate(event)
-    return EventKey(eid, t, DedupeKey(UNTIMED_HOUR if hour is None else hour, eid))
+    if hour is None or t is None:
+        return EventKey(eid, None, DedupeKey(UNTIMED_HOUR, eid))
+    return EventKey(eid, t, DedupeKey(time_bucket(hour, t, resolution), eid))
 
 
-def dedupe_keys(events: list[dict[str, Any]], identity: EventIdentity) -> list[DedupeKey]:
+def dedupe_keys(
+    events: list[dict[str, Any]], identity: EventIdentity, resolution: KeyResolution
+) -> list[DedupeKey]:
     """``event_key(...).dedupe_key`` of each event, without an ``EventKey`` per event:
     the webhook receiver derives one per accepted event on its hot path."""
     locate = identity.locate
     out: list[DedupeKey] = []
     for event in events:
-        eid, _, hour = locate(event)
-        out.append(DedupeKey(UNTIMED_HOUR if hour is None else hour, eid))
+        eid, t, hour = locate(event)
+        if hour is None or t is None:
+            out.append(DedupeKey(UNTIMED_HOUR, eid))
+        else:
+            out.append(DedupeKey(time_bucket(hour, t, resolution), eid))
     return out

@@ -46,7 +46,13 @@ from lip_dagster.errors import LakeReadError, LakeWriteError, LipError
 from lip_dagster.lake.backends import LakeBackend
 from lip_dagster.lake.envelope import PATTERNS, EventIdentity, check_extra_envelope, envelope
 from lip_dagster.lake.layout import hour_of, object_key, partition_start, validate_source_name
-from lip_dagster.state.base import DedupeKey, DedupeStore, IdState
+from lip_dagster.state.base import (
+    MINUTE_SECOND,
+    DedupeKey,
+    DedupeStore,
+    IdState,
+    KeyResolution,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +170,11 @@ def batch_uuid(source: str, hour: str, ids: Iterable[str]) -> str:
 _new_key = tuple.__new__  # DedupeKey(hour, id) without the namedtuple's Python __new__
 
 
+def _held(key: DedupeKey) -> tuple[bool, str]:
+    """A dedupe key as ``LakeWriter._ids_in`` reports what an object holds."""
+    return key.bucket == UNTIMED_HOUR, key.event_id
+
+
 def _pick(chunk: _Chunk, index: Sequence[int]) -> _Chunk:
     return _Chunk(
         [chunk.keys[i] for i in index],
@@ -248,7 +259,14 @@ class LakeWriter:
                 now = datetime.now(UTC)
                 arrival = arrival or now
                 groups, dup_in_batch = self._prepare(
-                    source, events, identity, pattern, arrival, now, extra
+                    source,
+                    events,
+                    identity,
+                    pattern,
+                    arrival,
+                    now,
+                    extra,
+                    self.dedupe.key_resolution,
                 )
                 for hour, dups in dup_in_batch.items():
                     result.hours.setdefault(hour, HourStats()).duplicates += dups
@@ -373,6 +391,7 @@ class LakeWriter:
         arrival: datetime,
         now: datetime,
         extra: Mapping[str, str] | None = None,
+        resolution: KeyResolution = "hour",
     ) -> tuple[dict[str, _Chunk], dict[str, int]]:
         ingested_at = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         arrival_hour = hour_of(arrival)
@@ -397,6 +416,8 @@ class LakeWriter:
             for hf in ("event", "arrival")
         )
         locate = identity.locate
+        by_hour = resolution == "hour"
+        minute_second = MINUTE_SECOND
         gc_was_on = gc.isenabled()
         gc.disable()  # nothing here makes reference cycles; refcounting frees it all
         try:
@@ -408,7 +429,11 @@ class LakeWriter:
                     )
                 eid, t, hour = locate(ev)
                 if hour is not None:
-                    dkey = new_key(DedupeKey, (hour, eid))
+                    if not by_hour:  # time_bucket(hour, t, "second"), without the call
+                        hour_key = hour[:14] + minute_second[t.minute * 60 + t.second]  # type: ignore[union-attr]
+                        dkey = new_key(DedupeKey, (hour_key, eid))
+                    else:
+                        dkey = new_key(DedupeKey, (hour, eid))
                     tail = tail_event
                 else:
                     hour = arrival_hour
@@ -580,23 +605,22 @@ class LakeWriter:
         # by one as found elsewhere). Rewriting it with only the rest would delete
         # the marked ones from the lake, so it is read instead: ids in it are marked
         # landed, and ids not in it land under a key of their own.
-        inside = self._ids_in(key, hour)
-        held = [k for k in kept.keys if k in inside]
-        if held:
-            self.dedupe.mark_landed(source, held, key)
-            stats.duplicates += len(held)
-        rest = _pick(kept, [i for i, k in enumerate(kept.keys) if k not in inside])
+        inside = self._ids_in(key)
+        held_at = [i for i, k in enumerate(kept.keys) if _held(k) in inside]
+        if held_at:
+            self.dedupe.mark_landed(source, [kept.keys[i] for i in held_at], key)
+            stats.duplicates += len(held_at)
+        rest = _pick(kept, sorted(set(range(len(kept.keys))).difference(held_at)))
         return rest, bool(rest.keys)
 
-    def _ids_in(self, key: str, hour: str) -> set[DedupeKey]:
-        """The dedupe keys of the events object ``key`` (of lake hour ``hour``) holds."""
+    def _ids_in(self, key: str) -> set[tuple[bool, str]]:
+        """What object ``key`` holds, as ``_held`` of each event's dedupe key: an
+        object is one hour's events, so an id and whether its hour is the arrival
+        hour name an event in it, whatever the store's key resolution."""
         try:
             lines = igzip.decompress(self.lake.get(key)).splitlines()
             envelopes = [orjson.loads(line)["_lip"] for line in lines if line]
-            return {
-                DedupeKey(UNTIMED_HOUR if e.get("hour_from") == "arrival" else hour, e["id"])
-                for e in envelopes
-            }
+            return {(e.get("hour_from") == "arrival", e["id"]) for e in envelopes}
         except (LakeReadError, OSError, ValueError, KeyError, TypeError) as exc:
             raise LakeWriteError(
                 f"could not read lake object {key} to see which events it holds: {exc}"

@@ -504,7 +504,7 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
 
     @staticmethod
     def _id(key: DedupeKey) -> str:
-        return f"{key.hour}#{key.event_id}"
+        return f"{key.bucket}#{key.event_id}"
 
     @staticmethod
     def _key(item_id: str) -> DedupeKey:

@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +52,7 @@ from lip_dagster.state.base import (
     DedupeStore,
     IdState,
     IdStatus,
+    KeyResolution,
 )
 
 __all__ = [
@@ -281,6 +282,17 @@ def _close_quietly(conn: sqlite3.Connection) -> None:
         log.debug("closing a SQLite connection failed: %s", err)
 
 
+def _keys_json(keys: Sequence[DedupeKey]) -> str | None:
+    """``keys`` as the JSON array ``[[bucket, id], ...]`` that ``json_each`` reads; None
+    for ids JSON cannot carry to SQLite (not valid UTF-8 text, or holding a NUL,
+    where SQLite's JSON text ends): those take the statements with bound values."""
+    try:
+        payload = orjson.dumps(keys, default=tuple)  # a DedupeKey is a 2-array
+    except orjson.JSONEncodeError:
+        return None
+    return None if b"\\u0000" in payload else payload.decode()
+
+
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -371,7 +383,10 @@ _LANDED = _STATUS_CODE["landed"]
 _PENDING = _STATUS_CODE["pending"]
 _ACCEPTED = _STATUS_CODE["accepted"]
 
-_HOUR_RE = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}:00\Z")
+# A key's bucket: an hour (YYYY-MM-DD-HH:00) or a second (YYYY-MM-DD-HH:MM:SS); both
+# sort in time order, and a second sorts after its hour, so pruning stays in order.
+_BUCKET_RE = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}:(?:00|\d{2}:\d{2})\Z")
+_RESOLUTION = "dedupe_key_resolution"
 _HOUR_FORMAT = "%Y-%m-%d-%H:00"
 
 # Rows are pruned only in hours older than (now - ttl + this). An id is written after
@@ -414,6 +429,12 @@ _DEDUPE_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS lip_dedupe_landed (
         object_id     INTEGER PRIMARY KEY,
         claim_expires REAL NOT NULL
+    )""",
+    # Settings fixed for the life of the data, such as the time resolution of the
+    # keys (``DedupeStore.key_resolution``), decided when the first store opens it.
+    """CREATE TABLE IF NOT EXISTS lip_meta (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
     )""",
 )
 
@@ -478,21 +499,47 @@ class SqliteDedupeStore(DedupeStore):
         # waiting thread wakes the moment the other commits, where SQLite's own busy
         # handler would sleep 1, 2, 5 ... ms between tries.
         self._write_lock = threading.Lock()
+        self._resolution: KeyResolution | None = None
 
     def __repr__(self) -> str:
         return f"SqliteDedupeStore({str(self._db.path)!r}, ttl_seconds={self.ttl_seconds})"
 
+    @property
+    def key_resolution(self) -> KeyResolution:  # type: ignore[override]
+        """``"second"`` for a file whose commit log starts empty; ``"hour"`` for one
+        that already held keys when this setting was introduced, so ids it knows
+        keep their keys. Read from the file once, then remembered."""
+        known = self._resolution
+        if known is None:
+            with self._db.write("reading the key resolution of the dedupe store") as conn:
+                row = conn.execute(
+                    "SELECT value FROM lip_meta WHERE name = ?", (_RESOLUTION,)
+                ).fetchone()
+                if row is None:
+                    held = conn.execute("SELECT 1 FROM lip_dedupe LIMIT 1").fetchone()
+                    row = ("hour" if held else "second",)
+                    conn.execute(
+                        "INSERT INTO lip_meta (name, value) VALUES (?, ?)", (_RESOLUTION, row[0])
+                    )
+            if row[0] not in ("hour", "second"):
+                raise StateError(
+                    f"SQLite state database {str(self._db.path)!r}: unknown dedupe key "
+                    f"resolution {row[0]!r} in lip_meta"
+                )
+            known = self._resolution = row[0]
+        return known
+
     @staticmethod
     def _unique(source: str, keys: Sequence[DedupeKey]) -> list[DedupeKey]:
-        """Keys without repeats, in first-seen order; refuses a malformed hour, which
-        would sort outside the time order that pruning relies on."""
+        """Keys without repeats, in first-seen order; refuses a malformed bucket,
+        which would sort outside the time order that pruning relies on."""
         validate_source_name(source)
         unique = list(dict.fromkeys(keys))
-        for hour in {k.hour for k in unique}:
-            if not isinstance(hour, str) or not _HOUR_RE.match(hour):
+        for bucket in {k.bucket for k in unique}:
+            if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket):
                 raise StateError(
-                    f"dedupe key hour {hour!r} of source {source!r} is not a partition "
-                    "key of the form YYYY-MM-DD-HH:00"
+                    f"dedupe key time {bucket!r} of source {source!r} is neither an hour "
+                    "(YYYY-MM-DD-HH:00) nor a second (YYYY-MM-DD-HH:MM:SS)"
                 )
         return unique
 
@@ -501,7 +548,7 @@ class SqliteDedupeStore(DedupeStore):
         conn: sqlite3.Connection, object_key: str, keys: Sequence[DedupeKey], expires: float
     ) -> tuple[int, bool]:
         """The object's row id, and whether this call created the row."""
-        max_hour = max(k.hour for k in keys)
+        max_hour = max(k.bucket for k in keys)
         row = conn.execute(
             "SELECT id FROM lip_dedupe_object WHERE object_key = ?", (object_key,)
         ).fetchone()
@@ -518,17 +565,31 @@ class SqliteDedupeStore(DedupeStore):
         )
         return int(row[0]), False
 
-    @staticmethod
     def _states(
-        conn: sqlite3.Connection, source: str, keys: Iterable[DedupeKey]
+        self, conn: sqlite3.Connection, source: str, keys: Sequence[DedupeKey]
     ) -> dict[DedupeKey, tuple[int, int | None, str | None]]:
-        """Stored (status, object id, object key) of the keys that exist, by chunked
-        ``IN`` per hour: a page spans few hours, so this is a few index range scans."""
-        by_hour: dict[str, list[str]] = {}
-        for key in keys:
-            by_hour.setdefault(key.hour, []).append(key.event_id)
+        """Stored (status, object id, object key) of the keys that exist: one
+        statement joining the keys, sent as one JSON array, to the index (a page's
+        keys span hundreds of seconds); else chunked ``IN`` per bucket."""
         found: dict[DedupeKey, tuple[int, int | None, str | None]] = {}
-        for hour, ids in by_hour.items():
+        payload = _keys_json(keys) if self._json_each else None
+        if payload is not None:
+            rows = conn.execute(
+                f"SELECT d.hour, d.event_id, {_EFFECTIVE_STATUS}, d.object_id, "  # noqa: S608
+                "o.object_key FROM json_each(?) j CROSS JOIN lip_dedupe d "
+                "LEFT JOIN lip_dedupe_object o ON o.id = d.object_id "
+                "LEFT JOIN lip_dedupe_landed l ON l.object_id = d.object_id "
+                "WHERE d.source = ? AND d.hour = json_extract(j.value, '$[0]') "
+                "AND d.event_id = json_extract(j.value, '$[1]')",
+                (payload, source),
+            )
+            for bucket, event_id, status, object_id, object_key in rows:
+                found[DedupeKey(bucket, event_id)] = (int(status), object_id, object_key)
+            return found
+        by_bucket: dict[str, list[str]] = {}
+        for key in keys:
+            by_bucket.setdefault(key.bucket, []).append(key.event_id)
+        for bucket, ids in by_bucket.items():
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
@@ -537,10 +598,10 @@ class SqliteDedupeStore(DedupeStore):
                     "LEFT JOIN lip_dedupe_object o ON o.id = d.object_id "
                     "LEFT JOIN lip_dedupe_landed l ON l.object_id = d.object_id "
                     f"WHERE d.source = ? AND d.hour = ? AND d.event_id IN ({marks})",
-                    (source, hour, *chunk),
+                    (source, bucket, *chunk),
                 )
                 for event_id, status, object_id, object_key in rows:
-                    found[DedupeKey(hour, event_id)] = (int(status), object_id, object_key)
+                    found[DedupeKey(bucket, event_id)] = (int(status), object_id, object_key)
         return found
 
     def accept(self, source: str, keys: Sequence[DedupeKey]) -> list[bool]:
@@ -582,36 +643,23 @@ class SqliteDedupeStore(DedupeStore):
         expires: float,
     ) -> int:
         """Insert the keys that are absent (existing rows are left alone); returns how
-        many were inserted. With ``json_each`` each hour's ids travel as one JSON
-        array in one statement, not one bound statement per id: the insert then runs
-        in C, outside Python's GIL, start to end."""
-        if self._json_each:
-            by_hour: dict[str, list[str]] = {}
-            for key in keys:
-                ids = by_hour.get(key.hour)
-                if ids is None:
-                    ids = by_hour[key.hour] = []
-                ids.append(key.event_id)
-            try:
-                arrays = [(hour, orjson.dumps(ids)) for hour, ids in by_hour.items()]
-            except orjson.JSONEncodeError:
-                arrays = []  # not valid UTF-8 text: the bound path reports it
-            # SQLite's JSON text ends at an escaped NUL; such ids take the bound path.
-            if arrays and not any(b"\\u0000" in payload for _, payload in arrays):
-                inserted = 0
-                for hour, payload in arrays:
-                    inserted += conn.execute(
-                        "INSERT INTO lip_dedupe (source, hour, event_id, status, object_id, "
-                        "expires_at) SELECT ?, ?, value, ?, ?, ? FROM json_each(?) "
-                        "WHERE true ON CONFLICT (source, hour, event_id) DO NOTHING",
-                        (source, hour, status, object_id, expires, payload.decode()),
-                    ).rowcount
-                return inserted
+        many were inserted. With ``json_each`` the keys travel as one JSON array in
+        one statement, not one bound statement per id: the insert then runs in C,
+        outside Python's GIL, start to end."""
+        payload = _keys_json(keys) if self._json_each else None
+        if payload is not None:
+            return conn.execute(
+                "INSERT INTO lip_dedupe (source, hour, event_id, status, object_id, "
+                "expires_at) SELECT ?, json_extract(value, '$[0]'), "
+                "json_extract(value, '$[1]'), ?, ?, ? FROM json_each(?) "
+                "WHERE true ON CONFLICT (source, hour, event_id) DO NOTHING",
+                (source, status, object_id, expires, payload),
+            ).rowcount
         return conn.executemany(
             "INSERT INTO lip_dedupe (source, hour, event_id, status, object_id, "
             "expires_at) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (source, hour, event_id) DO NOTHING",
-            [(source, k.hour, k.event_id, status, object_id, expires) for k in keys],
+            [(source, k.bucket, k.event_id, status, object_id, expires) for k in keys],
         ).rowcount
 
     def claim(
@@ -641,7 +689,7 @@ class SqliteDedupeStore(DedupeStore):
                     elif status == _PENDING and old_id != oid:
                         report[key] = IdState("pending", old_key)  # the caller looks first
                     elif status == _ACCEPTED:
-                        taken.append((_PENDING, oid, expires, source, key.hour, key.event_id))
+                        taken.append((_PENDING, oid, expires, source, key.bucket, key.event_id))
                 conn.executemany(
                     "UPDATE lip_dedupe SET status = ?, object_id = ?, expires_at = ? "
                     "WHERE source = ? AND hour = ? AND event_id = ?",
@@ -672,7 +720,7 @@ class SqliteDedupeStore(DedupeStore):
             conn.executemany(
                 "UPDATE lip_dedupe SET status = ?, object_id = ?, expires_at = ? "
                 "WHERE source = ? AND hour = ? AND event_id = ?",
-                [(_PENDING, oid, expires, source, k.hour, k.event_id) for k in moved],
+                [(_PENDING, oid, expires, source, k.bucket, k.event_id) for k in moved],
             )
         self._forget_claimed(source, moved)
         return moved
@@ -712,7 +760,7 @@ class SqliteDedupeStore(DedupeStore):
                 updated = conn.executemany(
                     "UPDATE lip_dedupe SET status = ?, object_id = ?, expires_at = ? "
                     "WHERE source = ? AND hour = ? AND event_id = ?",
-                    [(_LANDED, oid, expires, source, k.hour, k.event_id) for k in rest],
+                    [(_LANDED, oid, expires, source, k.bucket, k.event_id) for k in rest],
                 ).rowcount
                 if updated != len(rest):
                     self._insert_new(conn, source, rest, _LANDED, oid, expires)

@@ -45,7 +45,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from lip_dagster.lake.identity_keys import dedupe_keys
-from lip_dagster.state.base import Buffer, DedupeKey, DedupeStore, SecretStore
+from lip_dagster.state.base import Buffer, DedupeKey, DedupeStore, KeyResolution, SecretStore
 from lip_dagster.webhook.errors import WebhookRejected
 from lip_dagster.webhook.intake import Intake
 from lip_dagster.webhook.spec import WebhookSourceSpec, load_specs
@@ -78,10 +78,11 @@ class SourceRoute:
     spec: WebhookSourceSpec
     verifier: Verifier
     extractor: Extractor
+    key_resolution: KeyResolution
 
     def keys(self, events: list[dict[str, Any]]) -> list[DedupeKey]:
-        """The dedupe key of each event, by the writer's rule."""
-        return dedupe_keys(events, self.extractor.identity)
+        """The dedupe key of each event, by the writer's rule for this store."""
+        return dedupe_keys(events, self.extractor.identity, self.key_resolution)
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
@@ -270,10 +271,13 @@ def _healthz(intake: Intake) -> Callable[[Request], Awaitable[Response]]:
 
 
 def build_routes(
-    specs: Mapping[str, WebhookSourceSpec], secrets: SecretStore
+    specs: Mapping[str, WebhookSourceSpec], secrets: SecretStore, key_resolution: KeyResolution
 ) -> dict[str, SourceRoute]:
+    """``key_resolution``: the dedupe store's, so the receiver's keys are the writer's."""
     return {
-        name: SourceRoute(spec, build_verifier(spec.auth, secrets), build_extractor(spec))
+        name: SourceRoute(
+            spec, build_verifier(spec.auth, secrets), build_extractor(spec), key_resolution
+        )
         for name, spec in specs.items()
     }
 
@@ -291,7 +295,9 @@ def create_app(
     ``.buffer``, ``.dedupe`` and ``.secrets``). ``mark_delay``: how long accepted ids
     are collected before they are marked in the dedupe store (see ``intake``)."""
     intake = Intake(buffer, dedupe, mark_delay=mark_delay)
-    receiver = WebhookReceiver(build_routes(specs, secrets), intake, clock=clock)
+    receiver = WebhookReceiver(
+        build_routes(specs, secrets, dedupe.key_resolution), intake, clock=clock
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

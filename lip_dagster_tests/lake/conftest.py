@@ -12,11 +12,18 @@ import pytest
 
 from lip_dagster.lake.backends import LocalLake
 from lip_dagster.lake.envelope import EventIdentity
+from lip_dagster.lake.identity_keys import event_key
 from lip_dagster.lake.writer import LakeWriter
+from lip_dagster.state.base import DedupeKey, DedupeStore
 from lip_dagster.state.sqlite import SqliteDedupeStore
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 OKTA = EventIdentity(id_fields=("uuid",), time_field="published")
+
+
+def keys_of(events: list[dict[str, Any]], dedupe: DedupeStore) -> list[DedupeKey]:
+    """The keys the writer claims for these Okta events in ``dedupe``."""
+    return [event_key(e, OKTA, dedupe.key_resolution).dedupe_key for e in events]
 
 
 def okta_events(n: int, start: datetime, step: timedelta, seed: int = 0) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from lip_dagster.state.aws import DynamoDedupeStore
 from lip_dagster.state.base import DedupeKey
 from lip_dagster.state.sqlite import SqliteDedupeStore
 
-from .conftest import OKTA
+from .conftest import OKTA, keys_of
 from .test_writer import lake_ids
 
 
@@ -109,7 +109,7 @@ def test_an_object_partly_marked_is_never_rewritten_with_fewer_events(
     ids = lake_ids(lake.root)
     assert len(ids) == 40, "an event was lost"
     assert max(ids.values()) == 1, "an event landed twice"
-    states = dedupe.get("okta", [DedupeKey("2026-03-01-10:00", e["uuid"]) for e in events])
+    states = dedupe.get("okta", keys_of(events, dedupe))
     assert {s.status for s in states.values()} == {"landed"}
     dedupe.close()
 
@@ -181,7 +181,7 @@ def test_a_mark_cut_short_on_dynamodb_then_a_retry_lands_each_event_once(
     assert (retry.events, retry.duplicates, retry.objects) == (0, 60, 0)
     ids = lake_ids(lake.root)
     assert len(ids) == 60 and max(ids.values()) == 1
-    states = dedupe.get(source, [DedupeKey("2026-03-01-10:00", e["uuid"]) for e in events])
+    states = dedupe.get(source, keys_of(events, dedupe))
     assert {s.status for s in states.values()} == {"landed"}
     dedupe.close()
 

@@ -17,10 +17,9 @@ from lip_dagster.errors import LakeWriteError
 from lip_dagster.lake.backends import LocalLake
 from lip_dagster.lake.layout import parse_object_key
 from lip_dagster.lake.writer import LakeWriter, batch_uuid
-from lip_dagster.state.base import DedupeKey
 from lip_dagster.state.sqlite import SqliteDedupeStore
 
-from .conftest import OKTA
+from .conftest import OKTA, keys_of
 from .test_writer import lake_ids
 
 
@@ -99,7 +98,7 @@ def test_a_page_that_fails_fails_its_own_result_and_the_next_page_still_lands(
     finally:
         w.close()
     # the failed page's ids stay pending, so a retry lands them
-    states = dedupe.get("okta", [DedupeKey("2026-03-01-10:00", e["uuid"]) for e in page1])
+    states = dedupe.get("okta", keys_of(page1, dedupe))
     assert {s.status for s in states.values()} == {"pending"}
     dedupe.close()
 

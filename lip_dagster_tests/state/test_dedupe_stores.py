@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from lip_dagster.errors import StateError
 from lip_dagster.state.aws import DynamoDedupeStore
-from lip_dagster.state.base import DedupeKey, DedupeStore, IdState
+from lip_dagster.state.base import DedupeKey, DedupeStore, IdState, KeyResolution, time_bucket
 from lip_dagster.state.sqlite import SqliteDedupeStore
 
 H1 = "2024-05-01-10:00"
@@ -233,16 +233,21 @@ def hour_of(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d-%H:00")
 
 
-def test_prune_removes_expired_ids_only(tmp_path: Path) -> None:
+def second_of(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d-%H:%M:%S")
+
+
+@pytest.mark.parametrize("bucket_of", [hour_of, second_of])
+def test_prune_removes_expired_ids_only(tmp_path: Path, bucket_of: Callable[[float], str]) -> None:
     start = datetime(2024, 5, 1, 10, 5, tzinfo=UTC).timestamp()
     clock = FakeClock(start)
     dedupe = SqliteDedupeStore(tmp_path / "state.db", ttl_seconds=3600, clock=clock)
-    old, refreshed = keys(5, hour_of(start)), keys(3, hour_of(start))
-    other_source = keys(2, hour_of(start))
+    old, refreshed = keys(5, bucket_of(start)), keys(3, bucket_of(start))
+    other_source = keys(2, bucket_of(start))
     dedupe.claim("okta", old + refreshed, K1)
     dedupe.accept("github", other_source)
     clock.now = start + 1800
-    young = keys(4, hour_of(clock.now))
+    young = keys(4, bucket_of(clock.now))
     dedupe.claim("okta", young, K2)
     dedupe.mark_landed("okta", refreshed, K2)  # a write renews the 1-hour lease
 
@@ -273,14 +278,15 @@ def test_prune_keeps_an_object_key_while_an_unexpired_id_points_at_it(tmp_path: 
     assert dedupe.get("okta", late) == {k: IdState("pending", K1) for k in late}
 
 
-def test_prune_walks_many_ids_in_chunks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bucket_of", [hour_of, second_of])
+def test_prune_walks_many_ids_in_chunks(tmp_path: Path, bucket_of: Callable[[float], str]) -> None:
     start = datetime(2024, 5, 1, 10, 5, tzinfo=UTC).timestamp()
     clock = FakeClock(start)
     dedupe = SqliteDedupeStore(tmp_path / "state.db", ttl_seconds=60, clock=clock)
-    batch = keys(6000, hour_of(start)) + keys(6000, hour_of(start + 3600))
+    batch = keys(6000, bucket_of(start)) + keys(6000, bucket_of(start + 3600))
     dedupe.claim("okta", batch, K1)
     clock.now = start + 30
-    keep = keys(100, hour_of(start))
+    keep = keys(100, bucket_of(start))
     dedupe.claim("okta", keep, K2)
     assert dedupe.prune(now=start + 61) == 12000
     assert len(dedupe.get("okta", batch + keep)) == 100
@@ -442,3 +448,68 @@ def test_dynamodb_pages_that_repeat_landed_ids_stop_paying_for_failed_writes(
     assert len(writes) == 5, "a write bound to fail was made"
     assert dedupe.get(source, new) == {k: IdState("pending", K2) for k in new}
     dedupe.close()
+
+
+# ------------------------------------------------------ SQLite: the keys' time resolution
+
+
+def _wal_frames_of(dedupe: SqliteDedupeStore, write: Callable[[], object]) -> int:
+    """Pages ``write`` put in the WAL: what a commit costs the disk."""
+    conn = dedupe._db.connection()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    write()
+    return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+
+def _page_keys(start: datetime, n: int, resolution: KeyResolution) -> list[DedupeKey]:
+    """A page of ``n`` new events, one every 100 ms from ``start``, random ids."""
+    out = []
+    for i in range(n):
+        t = start + timedelta(milliseconds=100 * i)
+        hour = t.strftime("%Y-%m-%d-%H:00")
+        out.append(DedupeKey(time_bucket(hour, t, resolution), str(uuid.uuid4())))
+    return out
+
+
+@pytest.mark.parametrize("resolution", ["hour", "second"])
+def test_a_page_claimed_into_a_full_hour_writes_pages_for_itself_only_by_the_second(
+    tmp_path: Path, resolution: KeyResolution
+) -> None:
+    """Vendor ids are random, so by the hour a page of new ids lands all over the
+    hour's part of the index and every index page it touches is written again: the
+    cost of a claim grows with the hour. By the second, the same page adds to the
+    newest index pages only."""
+    dedupe = SqliteDedupeStore(tmp_path / "state.db")
+    start = datetime(2026, 10, 31, 5, tzinfo=UTC)
+    for p in range(20):  # 20,000 ids already in the hour
+        dedupe.claim("okta", _page_keys(start + timedelta(seconds=100 * p), 1000, resolution), K1)
+    page = _page_keys(start + timedelta(seconds=2000), 1000, resolution)
+    frames = _wal_frames_of(dedupe, lambda: dedupe.claim("okta", page, K2))
+    if resolution == "second":
+        assert frames < 60, frames
+    else:
+        assert frames > 200, frames  # what the second resolution is for
+    dedupe.close()
+
+
+def test_a_new_state_file_keys_by_the_second_and_keeps_it(tmp_path: Path) -> None:
+    assert SqliteDedupeStore(tmp_path / "state.db").key_resolution == "second"
+    dedupe = SqliteDedupeStore(tmp_path / "state.db")
+    dedupe.claim("okta", keys(3), K1)
+    assert SqliteDedupeStore(tmp_path / "state.db").key_resolution == "second"
+
+
+def test_a_state_file_that_held_ids_by_the_hour_keeps_the_hour(tmp_path: Path) -> None:
+    """A commit log written before keys had seconds (its ids keyed by hour) must go on
+    finding them: a re-delivered event would otherwise land a second time."""
+    path = tmp_path / "state.db"
+    older = SqliteDedupeStore(path)
+    landed = keys(3, H1)
+    older.claim("okta", landed, K1)  # written without asking the resolution
+    older.mark_landed("okta", landed, K1)
+    older._db.connection().execute("DELETE FROM lip_meta")  # as before lip_meta existed
+    older.close()
+    reopened = SqliteDedupeStore(path)
+    assert reopened.key_resolution == "hour"
+    assert reopened.claim("okta", landed, K2) == {k: IdState("landed", K1) for k in landed}
+    assert SqliteDedupeStore(path).key_resolution == "hour"

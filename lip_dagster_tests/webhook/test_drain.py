@@ -106,7 +106,7 @@ def test_each_vendor_lands_in_its_hours_and_leaves_the_buffer(
     assert j["_lip"]["id"] == JAMF_IDENTITY.event_id(fixture("jamf/webhook_computer_added.json"))
     # the commit log moved the receiver's ids from accepted to landed
     ev = okta[0].events[0]
-    k = DedupeKey(datetime.fromisoformat(ev["published"]).strftime("%Y-%m-%d-%H:00"), ev["uuid"])
+    k = DedupeKey(datetime.fromisoformat(ev["published"]).strftime("%Y-%m-%d-%H:%M:%S"), ev["uuid"])
     assert backend.dedupe.get("okta_hooks", [k])[k].status == "landed"
 
 

@@ -19,7 +19,10 @@ def submit_all(intake: Intake, batches: list[tuple[list[dict], float]]) -> list[
     async def run() -> list[Outcome]:
         calls = []
         for events, arrival in batches:
-            keys = [event_key(e, OKTA_EVENT_IDENTITY).dedupe_key for e in events]
+            keys = [
+                event_key(e, OKTA_EVENT_IDENTITY, intake.dedupe.key_resolution).dedupe_key
+                for e in events
+            ]
             calls.append(intake.submit("okta_hooks", events, keys, arrival))
         outcomes = await asyncio.gather(*calls)
         await intake.flush_marks()
@@ -84,6 +87,11 @@ def test_marks_go_in_bounded_chunks_and_all_ids_get_marked(
     intake = Intake(backend.buffer, backend.dedupe, mark_delay=0.01, mark_chunk=7)
     submit_all(intake, [(d.events, HOUR_END + i) for i, d in enumerate(deliveries)])
     assert sum(sizes) == 40 and max(sizes) <= 7
-    keys = [event_key(e, OKTA_EVENT_IDENTITY).dedupe_key for d in deliveries for e in d.events]
+    resolution = backend.dedupe.key_resolution
+    keys = [
+        event_key(e, OKTA_EVENT_IDENTITY, resolution).dedupe_key
+        for d in deliveries
+        for e in d.events
+    ]
     states = backend.dedupe.get("okta_hooks", keys)
     assert len(states) == 40 and {s.status for s in states.values()} == {"accepted"}

@@ -130,8 +130,8 @@ def test_the_lambda_entry_point_builds_the_app_from_the_environment(
     from lip_dagster.resources import EmbeddedBackend
     from lip_dagster.webhook.vendors import JAMF_IDENTITY
 
-    key = event_key(d.events[0], JAMF_IDENTITY).dedupe_key
     dedupe = EmbeddedBackend(Settings.from_env()).dedupe
+    key = event_key(d.events[0], JAMF_IDENTITY, dedupe.key_resolution).dedupe_key
     assert dedupe.get("jamf", [key])[key].status == "accepted"
     again = lambda_handler.handler(v2_event(d, stage="$default"), None)  # warm container
     assert again["headers"]["x-lip-duplicates"] == "1"

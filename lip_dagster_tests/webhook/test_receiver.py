@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,9 +17,10 @@ import pytest
 
 from lip_dagster.errors import StateError
 from lip_dagster.lake.identity_keys import event_key
+from lip_dagster.lake.writer import LakeWriter
 from lip_dagster.resources import EmbeddedBackend
 from lip_dagster.simulator.webhooks import Delivery, WebhookSimulator
-from lip_dagster.state.base import DedupeKey
+from lip_dagster.state.base import DedupeKey, KeyResolution
 from lip_dagster.webhook.message import decode
 from lip_dagster.webhook.receiver import build_routes, create_app
 from lip_dagster.webhook.vendors import GITHUB_IDENTITY, JAMF_IDENTITY, OKTA_EVENT_IDENTITY
@@ -85,8 +87,9 @@ def test_okta_delivery_is_buffered_with_its_arrival_time(
     got = decode(m.body, "okta_hooks")
     assert got.events == d.events
     assert abs(got.arrival.timestamp() - m.sent_at) < 5
-    key = event_key(d.events[0], OKTA_EVENT_IDENTITY).dedupe_key
-    assert key == DedupeKey("2023-03-26-21:00", "f1d0b993-cc19-11ed-a688-db22c99ef6c4")
+    key = event_key(d.events[0], OKTA_EVENT_IDENTITY, backend.dedupe.key_resolution).dedupe_key
+    # an embedded store made now keys ids by the second of their event
+    assert key == DedupeKey("2023-03-26-21:05:32", "f1d0b993-cc19-11ed-a688-db22c99ef6c4")
     client.flush_marks()
     assert backend.dedupe.get("okta_hooks", [key])[key].status == "accepted"
 
@@ -535,10 +538,13 @@ def test_a_delivery_gets_the_same_answer_through_starlettes_router(
     assert len(buffered(backend, "okta_hooks")) == 2
 
 
-def test_dedupe_keys_are_the_writers_keys(specs, secrets, sim: WebhookSimulator) -> None:
+@pytest.mark.parametrize("resolution", ["hour", "second"])
+def test_dedupe_keys_are_the_writers_keys(
+    specs, secrets, sim: WebhookSimulator, resolution: KeyResolution
+) -> None:
     """The receiver derives each key without ``event_key``'s extra objects; it must
     still be the key the writer will claim, or a mark would not stop a duplicate."""
-    routes = build_routes(specs, secrets)
+    routes = build_routes(specs, secrets, resolution)
     okta = fixture("okta/event_hook_delivery.json")["data"]["events"]
     untimed = {**okta[0], "uuid": "no-time"}
     del untimed["published"]
@@ -552,10 +558,16 @@ def test_dedupe_keys_are_the_writers_keys(specs, secrets, sim: WebhookSimulator)
         "github": [e for d in sim.github_deliveries(3) for e in d.events],
         "jamf": jamf,
     }
+    writer = LakeWriter.__new__(LakeWriter)  # only its _prepare: no stores
+    now = datetime.now(UTC)
     for name, events in cases.items():
         identity = routes[name].extractor.identity
-        assert routes[name].keys(events) == [event_key(e, identity).dedupe_key for e in events]
-    assert routes["okta_hooks"].keys([offset])[0].hour == "2023-03-26-21:00"
+        keys = routes[name].keys(events)
+        assert keys == [event_key(e, identity, resolution).dedupe_key for e in events]
+        groups, _ = writer._prepare(name, events, identity, "webhook", now, now, None, resolution)
+        assert sorted(keys) == sorted(k for chunk in groups.values() for k in chunk.keys)
+    second = "2023-03-26-21:00" if resolution == "hour" else "2023-03-26-21:30:00"
+    assert routes["okta_hooks"].keys([offset])[0].bucket == second
 
 
 def test_marks_never_run_while_a_commit_of_the_source_is_running(
@@ -603,6 +615,11 @@ def test_marks_never_run_while_a_commit_of_the_source_is_running(
     app.state.receiver.intake.close()
     assert calls["accept"] >= 2 and calls["append"] >= 10, calls
     assert overlaps == []
-    keys = [event_key(e, OKTA_EVENT_IDENTITY).dedupe_key for d in deliveries for e in d.events]
+    resolution = backend.dedupe.key_resolution
+    keys = [
+        event_key(e, OKTA_EVENT_IDENTITY, resolution).dedupe_key
+        for d in deliveries
+        for e in d.events
+    ]
     assert {s.status for s in backend.dedupe.get("okta_hooks", keys).values()} == {"accepted"}
     assert len(backend.dedupe.get("okta_hooks", keys)) == 240
