@@ -57,6 +57,9 @@ ROUNDS = int(os.environ.get("LIP_BENCH_WEBHOOK_ROUNDS", "2"))
 WARMUP_S = 1.0
 MEASURE_S = 5.0
 MARK = b"@@LIPID@@"
+# Where each request's send time goes: Okta delivers events moments after they
+# happen, so a delivery's events carry the current second, not a fixed template time.
+TIME_MARK = b"@@LIPTIME@@"
 OKTA_SECRET = "bench-okta-shared-secret"
 GITHUB_SECRET = "bench-github-webhook-secret"
 SECRETS_ENV = {
@@ -175,6 +178,7 @@ def _scenario_templates(scenario: str) -> tuple[str, list[bytes], dict[str, str]
         events = okta_events(n, now - timedelta(minutes=5), now, seed=n)
         for e in events:
             e["uuid"] = MARK.decode()
+            e["published"] = TIME_MARK.decode()
         doc = {
             "eventType": "com.okta.event_hook",
             "eventTypeVersion": "1.0",
@@ -208,6 +212,18 @@ def _uid_prefix(worker: int, n: int) -> bytes:
 
 
 _UID_SUFFIXES = [f"{i:012x}".encode() for i in range(1000)]
+_STAMP: list[Any] = [0, b""]
+
+
+def _stamp() -> bytes:
+    """The current second as Okta writes it, made once a second."""
+    now = int(time.time())
+    if _STAMP[0] != now:
+        _STAMP[0], _STAMP[1] = (
+            now,
+            time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now)).encode(),
+        )
+    return _STAMP[1]
 
 
 async def _drive(
@@ -241,6 +257,7 @@ async def _drive(
                 extra += b"\r\n"
             else:
                 body = parts[0] + b"".join([prefix + t for t in tails])
+                body = body.replace(TIME_MARK, _stamp())
                 extra = b""
             req = head + extra + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
             t0 = time.perf_counter()
