@@ -385,7 +385,10 @@ _ACCEPTED = _STATUS_CODE["accepted"]
 
 # A key's bucket: an hour (YYYY-MM-DD-HH:00) or a second (YYYY-MM-DD-HH:MM:SS); both
 # sort in time order, and a second sorts after its hour, so pruning stays in order.
-_BUCKET_RE = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}:(?:00|\d{2}:\d{2})\Z")
+_BUCKET = r"[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{2}:(?:00|[0-9]{2}:[0-9]{2})"
+_BUCKET_RE = re.compile(_BUCKET + r"\Z")
+# A page's keys span hundreds of seconds: checked in one pass over them all, joined.
+_BUCKET_LINES_RE = re.compile(f"(?:{_BUCKET}\n)*\\Z")
 _RESOLUTION = "dedupe_key_resolution"
 _HOUR_FORMAT = "%Y-%m-%d-%H:00"
 
@@ -535,7 +538,12 @@ class SqliteDedupeStore(DedupeStore):
         which would sort outside the time order that pruning relies on."""
         validate_source_name(source)
         unique = list(dict.fromkeys(keys))
-        for bucket in {k.bucket for k in unique}:
+        buckets = {k.bucket for k in unique}
+        if all(type(b) is str for b in buckets):
+            lines = "".join(b + "\n" for b in buckets)
+            if lines.count("\n") == len(buckets) and _BUCKET_LINES_RE.match(lines):
+                return unique
+        for bucket in buckets:
             if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket):
                 raise StateError(
                     f"dedupe key time {bucket!r} of source {source!r} is neither an hour "

@@ -292,10 +292,22 @@ def test_prune_walks_many_ids_in_chunks(tmp_path: Path, bucket_of: Callable[[flo
     assert len(dedupe.get("okta", batch + keep)) == 100
 
 
-def test_a_malformed_hour_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "bucket",
+    [
+        "2024-05-01T10",
+        "2024-05-01-10:05",  # a minute is neither an hour nor a second
+        "2024-05-01-10:00\n2024-05-01-11:00",  # two keys' times in one
+        "\u0662\u0660\u0662\u0664-05-01-10:00",  # digits, but not ASCII ones
+    ],
+)
+def test_a_malformed_key_time_is_refused(tmp_path: Path, bucket: str) -> None:
+    """A key's time decides where it sorts, and pruning relies on that order."""
     dedupe = SqliteDedupeStore(tmp_path / "state.db")
+    good = DedupeKey("2024-05-01-10:05:07", "e0")
     with pytest.raises(StateError, match="YYYY-MM-DD-HH:00"):
-        dedupe.claim("okta", [DedupeKey("2024-05-01T10", "e1")], K1)
+        dedupe.claim("okta", [good, DedupeKey(bucket, "e1")], K1)
+    assert dedupe.get("okta", [good]) == {}
 
 
 def test_several_stores_share_one_database_file(tmp_path: Path) -> None:
