@@ -606,11 +606,13 @@ class LakeWriter:
         # the marked ones from the lake, so it is read instead: ids in it are marked
         # landed, and ids not in it land under a key of their own.
         inside = self._ids_in(key)
-        held_at = [i for i, k in enumerate(kept.keys) if _held(k) in inside]
-        if held_at:
-            self.dedupe.mark_landed(source, [kept.keys[i] for i in held_at], key)
-            stats.duplicates += len(held_at)
-        rest = _pick(kept, sorted(set(range(len(kept.keys))).difference(held_at)))
+        held = [_held(k) in inside for k in kept.keys]
+        if any(held):
+            self.dedupe.mark_landed(
+                source, [k for k, h in zip(kept.keys, held, strict=True) if h], key
+            )
+            stats.duplicates += sum(held)
+        rest = _pick(kept, [i for i, h in enumerate(held) if not h])
         return rest, bool(rest.keys)
 
     def _ids_in(self, key: str) -> set[tuple[bool, str]]:

@@ -539,10 +539,12 @@ class SqliteDedupeStore(DedupeStore):
         validate_source_name(source)
         unique = list(dict.fromkeys(keys))
         buckets = {k.bucket for k in unique}
-        if all(type(b) is str for b in buckets):
-            lines = "".join(b + "\n" for b in buckets)
-            if lines.count("\n") == len(buckets) and _BUCKET_LINES_RE.match(lines):
-                return unique
+        try:
+            lines = "\n".join(buckets) + "\n"
+        except TypeError:  # not all text: the loop below names the culprit
+            lines = ""
+        if lines.count("\n") == len(buckets) and _BUCKET_LINES_RE.match(lines):
+            return unique
         for bucket in buckets:
             if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket):
                 raise StateError(
@@ -556,7 +558,7 @@ class SqliteDedupeStore(DedupeStore):
         conn: sqlite3.Connection, object_key: str, keys: Sequence[DedupeKey], expires: float
     ) -> tuple[int, bool]:
         """The object's row id, and whether this call created the row."""
-        max_hour = max(k.bucket for k in keys)
+        max_hour = max(keys).bucket  # keys sort by their time first
         row = conn.execute(
             "SELECT id FROM lip_dedupe_object WHERE object_key = ?", (object_key,)
         ).fetchone()
