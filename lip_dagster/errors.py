@@ -52,6 +52,11 @@ class LakeReadError(LipError):
     """A lake object, its metadata or a listing could not be read."""
 
 
+class ServerStartError(LipError):
+    """A local HTTP server (the receiver in the demo, the vendor simulator) did not
+    start serving."""
+
+
 class VendorError(LipError):
     """A vendor API call failed after its bounded retries.
 

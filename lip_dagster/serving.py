@@ -4,13 +4,18 @@ address (``port=0`` picks a free one) before it is built."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
 
 import uvicorn
 
+from lip_dagster.errors import ServerStartError
+
 __all__ = ["ThreadedServer", "bind"]
+
+log = logging.getLogger(__name__)
 
 
 def bind(host: str, port: int, backlog: int = 256) -> socket.socket:
@@ -35,10 +40,20 @@ class ThreadedServer:
     def __init__(self, config: uvicorn.Config, sock: socket.socket, name: str) -> None:
         self.sock = sock
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name=name, daemon=True
-        )
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._stopped = False
+        self._failure: SystemExit | None = None
+
+    def _serve(self) -> None:
+        try:
+            self._server.run(sockets=[self.sock])
+        except SystemExit as exc:
+            # uvicorn exits with SystemExit(3) when the app's startup fails: in a
+            # thread that would only print a traceback nobody reads. start() reports
+            # it; after start, it is logged.
+            self._failure = exc
+            if self._server.started:
+                log.error("%s stopped serving: %r", self._thread.name, exc)
 
     @property
     def port(self) -> int:
@@ -52,7 +67,12 @@ class ThreadedServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 name, port = self._thread.name, self.port
                 self.stop()
-                raise RuntimeError(f"{name} did not start serving on port {port}")
+                why = (
+                    f"its startup failed ({self._failure!r}; the log above says why)"
+                    if self._failure is not None
+                    else f"no answer within {timeout:.0f} s"
+                )
+                raise ServerStartError(f"{name} did not start serving on port {port}: {why}")
             time.sleep(0.005)
 
     def stop(self) -> None:

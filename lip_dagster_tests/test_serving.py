@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from lip_dagster.errors import ServerStartError
 from lip_dagster.serving import ThreadedServer, bind
 
 
@@ -35,6 +36,7 @@ def test_it_answers_once_started_and_frees_its_port_when_stopped() -> None:
     bind("127.0.0.1", port).close()  # the port is free again
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_server_that_cannot_start_says_so_and_frees_its_port() -> None:
     @asynccontextmanager
     async def broken(app: Starlette) -> AsyncIterator[None]:
@@ -44,6 +46,9 @@ def test_a_server_that_cannot_start_says_so_and_frees_its_port() -> None:
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = ThreadedServer(_config(Starlette(lifespan=broken)), sock, "broken-server")
-    with pytest.raises(RuntimeError, match=f"broken-server did not start serving on port {port}"):
+    with pytest.raises(
+        ServerStartError, match=f"broken-server did not start serving on port {port}"
+    ) as err:
         server.start(timeout=5)
+    assert "its startup failed" in str(err.value)
     bind("127.0.0.1", port).close()
