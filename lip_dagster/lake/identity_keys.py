@@ -4,10 +4,10 @@ before the writer does.
 The webhook receiver marks ids ``accepted`` long before a drain run hands the same
 events to ``LakeWriter``; both must derive the same ``DedupeKey`` or the receiver's
 mark would not stop a duplicate delivery. This is the rule ``LakeWriter`` applies
-when it prepares a batch: the hour of the event's own timestamp, or
-``UNTIMED_HOUR`` for an event without a usable one (its lake hour is its arrival
-hour, which differs between a delivery and its retry, so its identity must not
-depend on it).
+when it prepares a batch: the time of the event's own timestamp, to the hour or
+the second as the store keys it (``time_bucket``), or ``UNTIMED_HOUR`` for an event
+without a usable one (its lake hour is its arrival hour, which differs between a
+delivery and its retry, so its identity must not depend on it).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ from lip_dagster.state.base import (
 log = logging.getLogger(__name__)
 
 UNTIMED_HOUR = "1970-01-01-00:00"
-"""Dedupe hour for events without a usable timestamp: their lake hour is the arrival
+"""Dedupe key time for events without a usable timestamp: their lake hour is the arrival
 hour, which differs between retries, so their identity must not depend on it. The
 epoch hour keeps the key a valid partition key; such ids expire by TTL like others."""
 
@@ -167,7 +167,7 @@ def batch_uuid(source: str, hour: str, ids: Iterable[str]) -> str:
     return str(uuid.UUID(bytes=h.digest()[:16], version=5))
 
 
-_new_key = tuple.__new__  # DedupeKey(hour, id) without the namedtuple's Python __new__
+_new_key = tuple.__new__  # DedupeKey(bucket, id) without the namedtuple's Python __new__
 
 
 def _held(key: DedupeKey) -> tuple[bool, str]:
@@ -430,8 +430,8 @@ class LakeWriter:
                 eid, t, hour = locate(ev)
                 if hour is not None:
                     if not by_hour:  # time_bucket(hour, t, "second"), without the call
-                        hour_key = hour[:14] + minute_second[t.minute * 60 + t.second]  # type: ignore[union-attr]
-                        dkey = new_key(DedupeKey, (hour_key, eid))
+                        bucket = hour[:14] + minute_second[t.minute * 60 + t.second]  # type: ignore[union-attr]
+                        dkey = new_key(DedupeKey, (bucket, eid))
                     else:
                         dkey = new_key(DedupeKey, (hour, eid))
                     tail = tail_event
