@@ -503,7 +503,7 @@ class LakeWriter:
         stats = result.hours.setdefault(hour, HourStats())
         kept = chunk
         if prior:
-            kept, moved = self._kept(source, hour, chunk, key, prior, stats, absent_from)
+            kept, moved = self._kept(source, chunk, key, prior, stats, absent_from)
             encoded = None
             if moved:
                 # object ``key`` holds other events and is never rewritten: the rest
@@ -547,7 +547,6 @@ class LakeWriter:
     def _kept(
         self,
         source: str,
-        hour: str,
         chunk: _Chunk,
         key: str,
         prior: Mapping[DedupeKey, IdState],
