@@ -237,7 +237,7 @@ def test_a_drain_that_dies_anywhere_and_is_rerun_lands_each_event_once(
 
 
 KILL_SCRIPT = """
-import os, signal, sys
+import os, signal, sys, threading
 from pathlib import Path
 from lip_dagster.lake.backends import LocalLake, LocalQuarantine
 from lip_dagster.lake.writer import LakeWriter
@@ -248,13 +248,18 @@ from lip_dagster.webhook.vendors import OKTA_EVENT_IDENTITY
 home, when = Path(sys.argv[1]), sys.argv[2]
 
 class DyingLake(LocalLake):
+    # puts run on two threads: each put takes its number once, under a lock, so
+    # exactly one of them is the third whatever the other does meanwhile
     puts = 0
+    lock = threading.Lock()
     def put(self, key, data):
-        self.puts += 1
-        if self.puts == 3 and when == "before_put":
+        with self.lock:
+            DyingLake.puts += 1
+            n = DyingLake.puts
+        if n == 3 and when == "before_put":
             os.kill(os.getpid(), signal.SIGKILL)
         super().put(key, data)
-        if self.puts == 3 and when == "after_put":
+        if n == 3 and when == "after_put":
             os.kill(os.getpid(), signal.SIGKILL)
 
 db = home / "state.db"
