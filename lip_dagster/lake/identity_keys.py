@@ -39,9 +39,8 @@ def event_key(
     """The id, time and dedupe key ``LakeWriter`` will give ``event`` in a store of
     this ``key_resolution``."""
     eid, t, hour = identity.locate(event)
-    if hour is None or t is None:
-        return EventKey(eid, None, DedupeKey(UNTIMED_HOUR, eid))
-    return EventKey(eid, t, DedupeKey(time_bucket(hour, t, resolution), eid))
+    key = _dedupe_key(eid, t, hour, resolution)
+    return EventKey(eid, None if key.bucket == UNTIMED_HOUR else t, key)
 
 
 def dedupe_keys(
@@ -50,11 +49,12 @@ def dedupe_keys(
     """``event_key(...).dedupe_key`` of each event, without an ``EventKey`` per event:
     the webhook receiver derives one per accepted event on its hot path."""
     locate = identity.locate
-    out: list[DedupeKey] = []
-    for event in events:
-        eid, t, hour = locate(event)
-        if hour is None or t is None:
-            out.append(DedupeKey(UNTIMED_HOUR, eid))
-        else:
-            out.append(DedupeKey(time_bucket(hour, t, resolution), eid))
-    return out
+    return [_dedupe_key(*locate(event), resolution) for event in events]
+
+
+def _dedupe_key(
+    eid: str, t: datetime | None, hour: str | None, resolution: KeyResolution
+) -> DedupeKey:
+    if hour is None or t is None:
+        return DedupeKey(UNTIMED_HOUR, eid)
+    return DedupeKey(time_bucket(hour, t, resolution), eid)

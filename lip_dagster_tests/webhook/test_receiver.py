@@ -347,6 +347,22 @@ def test_buffer_down_is_503_and_the_retry_is_not_mistaken_for_a_duplicate(
     assert len(buffered(backend, "okta_hooks")) == 1
 
 
+def _flush_raises(
+    append: Callable[[str, Any], Callable[[], None]], error: Exception
+) -> Callable[[str, Any], Callable[[], None]]:
+    """``Buffer.append`` that commits as usual and returns a flush raising ``error``."""
+
+    def wrapped(source: str, bodies: Any) -> Callable[[], None]:
+        append(source, bodies)
+
+        def flush() -> None:
+            raise error
+
+        return flush
+
+    return wrapped
+
+
 def test_a_failed_flush_to_disk_is_503_and_the_receiver_refuses_until_restarted(
     client: Client,
     sim: WebhookSimulator,
@@ -360,18 +376,9 @@ def test_a_failed_flush_to_disk_is_503_and_the_receiver_refuses_until_restarted(
     refused, so is every later one, ``/healthz`` fails so the platform replaces the
     receiver, and no id of the refused delivery is marked as seen."""
     d = okta_fixture_delivery(sim)
-    append = backend.buffer.append
-
-    def append_that_cannot_flush(source: str, bodies: Any) -> Callable[[], None]:
-        append(source, bodies)
-
-        def flush() -> None:
-            raise StateError("SQLite buffer 'state.db': flushing its WAL to disk failed: EIO")
-
-        return flush
-
+    eio = StateError("SQLite buffer 'state.db': flushing its WAL to disk failed: EIO")
     with monkeypatch.context() as m, caplog.at_level(logging.ERROR):
-        m.setattr(backend.buffer, "append", append_that_cannot_flush)
+        m.setattr(backend.buffer, "append", _flush_raises(backend.buffer.append, eio))
         r = post(client, d)
     assert r.status_code == 503 and r.headers["retry-after"]
     assert "refusing every delivery until the receiver is restarted" in caplog.text
@@ -399,18 +406,9 @@ def test_a_bug_in_a_flush_fails_those_requests_and_not_the_receiver(
     answers 500; no request hangs), it is logged, and the next delivery is taken as
     usual."""
     first, second = sim.okta_deliveries(20, per_delivery=10)
-    append = backend.buffer.append
-
-    def append_with_a_broken_flush(source: str, bodies: Any) -> Callable[[], None]:
-        append(source, bodies)
-
-        def flush() -> None:
-            raise RuntimeError("a bug in the flush")
-
-        return flush
-
+    bug = RuntimeError("a bug in the flush")
     with monkeypatch.context() as m, caplog.at_level(logging.ERROR):
-        m.setattr(backend.buffer, "append", append_with_a_broken_flush)
+        m.setattr(backend.buffer, "append", _flush_raises(backend.buffer.append, bug))
         with pytest.raises(RuntimeError, match="a bug in the flush"):
             post(client, first)
     assert "flushing 1 group(s) failed" in caplog.text
