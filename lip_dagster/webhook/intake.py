@@ -11,8 +11,12 @@ The flush is a stage of its own (``Buffer.append`` returns it): a flusher thread
 flushes and answers while the committer already commits the next group, and one
 flush covers every group committed before it. Nothing is answered before the flush
 that covers it returned. A flush that fails means the disk cannot be trusted: the
-receiver refuses every delivery from then on and ``/healthz`` fails, so the platform
-replaces it (as PostgreSQL stops after a failed fsync).
+receiver refuses every delivery from then on, for every source (they share the
+buffer's file), and ``/healthz`` fails, so the platform replaces it (as PostgreSQL
+stops after a failed fsync). That includes groups already committed behind the failed
+flush: a second fsync after a failed one may report success for pages the kernel
+dropped, so they are never flushed and called durable; and deliveries answered as
+duplicates of ids whose flush failed.
 
 Order of effects, per group:
 
@@ -124,8 +128,6 @@ class _Source:
         self.unflushed: set[DedupeKey] = set()
         self.unmarked: set[DedupeKey] = set()
         self.marked_at = time.monotonic()
-        # a flush failed: the disk cannot be trusted, nothing more is accepted
-        self.failed: LipError | None = None
 
 
 class Intake:
@@ -153,14 +155,16 @@ class Intake:
         self.max_unmarked = max_unmarked
         self._sources: dict[str, _Source] = {}
         self._markers: dict[str, asyncio.Task[None]] = {}
+        # a flush failed: the disk cannot be trusted, nothing more is accepted
+        self._failed: tuple[str, LipError] | None = None
 
     @property
     def failed(self) -> str | None:
         """Why this receiver refuses every delivery (a flush to disk failed), or None."""
-        for name, state in self._sources.items():
-            if state.failed is not None:
-                return f"source {name}: {state.failed}"
-        return None
+        if self._failed is None:
+            return None
+        name, err = self._failed
+        return f"source {name}: {err}"
 
     def close(self) -> None:
         for state in self._sources.values():
@@ -234,7 +238,7 @@ class Intake:
             keys: list[DedupeKey] = []
             flush: Callable[[], None] | None = None
             try:
-                if state.failed is not None:  # logged once, when the flush failed
+                if self._failed is not None:  # logged once, when the flush failed
                     results = [_refused()] * len(group)
                 else:
                     results, keys, flush = self.commit(source, group)  # type: ignore[assignment]
@@ -302,20 +306,29 @@ class Intake:
     ) -> None:
         error: Exception | None = None
         try:
+            if self._failed is not None:
+                # committed behind a flush that failed: flushing again may "succeed"
+                # for pages the kernel already dropped, so these are refused unflushed
+                raise self._failed[1]
             for flush in dict.fromkeys(i.flush for i in items if i.flush is not None):
                 flush()
+            if self._failed is not None:
+                # another source's flush of the same file failed meanwhile: this one
+                # may have been told of success for pages that flush lost
+                raise self._failed[1]
         except LipError as err:
-            # After a failed fsync the kernel may have dropped the pages it could not
-            # write: nothing committed can be called durable, so this process stops
-            # accepting (503, the vendor retries) until it is restarted.
             error = err
-            state.failed = err
-            log.error(
-                "webhook %s: the buffer could not be flushed to disk; refusing every "
-                "delivery until the receiver is restarted: %s",
-                source,
-                err,
-            )
+            if self._failed is None:
+                # After a failed fsync the kernel may have dropped the pages it could
+                # not write: nothing committed can be called durable, so this process
+                # stops accepting (503, the vendor retries) until it is restarted.
+                self._failed = (source, err)
+                log.error(
+                    "webhook %s: the buffer could not be flushed to disk; refusing every "
+                    "delivery until the receiver is restarted: %s",
+                    source,
+                    err,
+                )
         except Exception as err:
             # a bug, not the disk: these requests fail (500) and the error is in the
             # log; their events may be buffered, so a retry is at worst a duplicate
@@ -337,10 +350,11 @@ class Intake:
                         state.unmarked.clear()
                     state.unmarked.update(item.keys)
         if error is not None:
+            # Every answer of these groups waited on this flush, those that buffered
+            # nothing included: their duplicates may be of ids it failed to make durable.
             refused: Exception = _refused() if isinstance(error, LipError) else error
             for item in items:
-                if item.flush is not None:
-                    item.results = [refused] * len(item.group)
+                item.results = [refused] * len(item.group)
         loop.call_soon_threadsafe(self._answer, source, items, fresh)
 
     def _answer(self, source: str, items: list[_Flush], fresh: bool) -> None:

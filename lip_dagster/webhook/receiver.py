@@ -47,7 +47,7 @@ from starlette.types import Receive, Scope, Send
 from lip_dagster.lake.identity_keys import dedupe_keys
 from lip_dagster.state.base import Buffer, DedupeKey, DedupeStore, KeyResolution, SecretStore
 from lip_dagster.webhook.errors import WebhookRejected
-from lip_dagster.webhook.intake import Intake
+from lip_dagster.webhook.intake import Intake, Outcome
 from lip_dagster.webhook.spec import WebhookSourceSpec, load_specs
 from lip_dagster.webhook.vendors import Extractor, build_extractor
 from lip_dagster.webhook.verifiers import Verifier, build_verifier
@@ -213,6 +213,21 @@ class WebhookReceiver:
         body = await _read_body(receive, limit)
         if verifier.reads_body:
             verifier.verify(headers, body)
+        try:
+            outcome = await self._submit(route, headers, body, media)
+        except BaseException:
+            # refused (or failed) after it authenticated: the sender may send the very
+            # same request again, and at worst its events are found to be duplicates
+            verifier.release(headers)
+            raise
+        return 204, [
+            (b"x-lip-accepted", _count(outcome.accepted)),
+            (b"x-lip-duplicates", _count(outcome.duplicates)),
+        ]
+
+    async def _submit(
+        self, route: SourceRoute, headers: dict[str, str], body: bytes, media: str
+    ) -> Outcome:
         arrival = self.clock()
         # Parsed JSON holds no reference cycles, yet building it trips the cyclic
         # collector many times over for a large delivery (a third of the parse time
@@ -220,16 +235,12 @@ class WebhookReceiver:
         paused = gc.isenabled()
         gc.disable()
         try:
-            events = extractor.extract(body, media, headers)
+            events = route.extractor.extract(body, media, headers)
             keys = route.keys(events)
         finally:
             if paused:
                 gc.enable()
-        outcome = await self.intake.submit(spec.name, events, keys, arrival)
-        return 204, [
-            (b"x-lip-accepted", _count(outcome.accepted)),
-            (b"x-lip-duplicates", _count(outcome.duplicates)),
-        ]
+        return await self.intake.submit(route.spec.name, events, keys, arrival)
 
 
 class ReceiverApp(Starlette):

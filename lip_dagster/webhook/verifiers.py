@@ -146,6 +146,12 @@ class Verifier(ABC):
         none (the receiver then answers 405)."""
         return None
 
+    def release(self, headers: Headers) -> None:
+        """The request ``verify`` accepted was then refused (a 503 asking for a
+        retry, or a 4xx): nothing of it was stored, so the same request sent again
+        must authenticate again. Only a verifier that remembers requests needs this."""
+        return None
+
 
 class HeaderVerifier(Verifier):
     """A shared secret sent as-is in one header."""
@@ -257,7 +263,9 @@ class HmacTimestampVerifier(Verifier):
     A request outside ``tolerance_seconds`` of now is refused, so a captured request
     cannot be replayed later; inside the window the same signature is refused a
     second time (per receiver process; across processes the dedupe store still keeps
-    the events from landing twice)."""
+    the events from landing twice). A signature counts as used only once its request
+    was stored: a delivery refused after ``verify`` (503, try again) is ``release``d,
+    so the sender's retry of the very same request is not taken for a replay."""
 
     reads_body = True
 
@@ -305,6 +313,12 @@ class HmacTimestampVerifier(Verifier):
         if not self.secret.check(matches):
             raise _unauthorized(f"{self.signature_header} does not match the body")
         self._remember(given, now)
+
+    def release(self, headers: Headers) -> None:
+        sig = headers.get(self.signature_header.lower())
+        if sig is not None:
+            with self._lock:
+                self._seen.pop(_b(sig), None)
 
     def _remember(self, sig: bytes, now: float) -> None:
         with self._lock:

@@ -3,6 +3,9 @@ what a vendor sees for every kind of request, and what ends up buffered."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -363,6 +366,55 @@ def _flush_raises(
     return wrapped
 
 
+def test_a_signed_request_refused_with_503_is_accepted_when_sent_again(
+    backend: EmbeddedBackend, monkeypatch
+) -> None:
+    """``hmac`` auth refuses a signature it has seen, but a delivery the receiver
+    refused (503: try again) was not stored: the sender's identical retry is taken,
+    not refused as a replay, which would lose the event (senders give up on a 4xx)."""
+    from lip_dagster.webhook.spec import WebhookSourceSpec
+
+    from .conftest import MemorySecrets
+
+    backend.ensure_source("partner_app")
+    spec = WebhookSourceSpec(
+        name="partner_app",
+        vendor="generic",
+        id_fields=["id"],
+        time_field="created_at",
+        auth={"type": "hmac", "secret": "partner-app/webhook-secret"},
+    )
+    secrets = MemorySecrets({"partner-app/webhook-secret": "partner-shared-secret"})
+    app = create_app(
+        {"partner_app": spec}, buffer=backend.buffer, dedupe=backend.dedupe, secrets=secrets
+    )
+    body = fixture_bytes("generic/signed_delivery.json")
+    ts = str(int(time.time()))
+    mac = hmac.new(b"partner-shared-secret", ts.encode() + b"." + body, hashlib.sha256)
+    headers = {
+        "Content-Type": "application/json",
+        "X-Lip-Timestamp": ts,
+        "X-Lip-Signature": "sha256=" + mac.hexdigest(),
+    }
+
+    def broken(source: str, bodies: object) -> Callable[[], None]:
+        raise StateError("database is locked")
+
+    c = Client(app)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(backend.buffer, "append", broken)
+            assert c.post("/webhooks/partner_app", headers=headers, content=body).status_code == 503
+        r = c.post("/webhooks/partner_app", headers=headers, content=body)
+        assert r.status_code == 204 and r.headers["x-lip-accepted"] == "1"
+        r = c.post("/webhooks/partner_app", headers=headers, content=body)
+        assert r.status_code == 401 and "replay" in r.text  # once stored, it is used
+    finally:
+        c.close()
+        app.state.receiver.intake.close()
+    assert len(buffered(backend, "partner_app")) == 1
+
+
 def test_a_failed_flush_to_disk_is_503_and_the_receiver_refuses_until_restarted(
     client: Client,
     sim: WebhookSimulator,
@@ -397,6 +449,62 @@ def test_a_failed_flush_to_disk_is_503_and_the_receiver_refuses_until_restarted(
     finally:
         restarted.close()
         restarted.app.state.receiver.intake.close()
+
+
+def test_nothing_waiting_on_a_failed_flush_is_answered_2xx(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, monkeypatch
+) -> None:
+    """While a flush to disk stalls and then fails, the vendor retries the delivery
+    (Okta after 3 s) and another delivery is committed behind it. Both are refused:
+    the retry counted as a duplicate of ids that never became durable, and the next
+    group's flush could "succeed" for pages the kernel dropped. Afterwards every
+    source is refused, not only the one whose flush failed: they share the file."""
+    first, behind = sim.okta_deliveries(2, per_delivery=1)
+    other = github_fixture_delivery(sim)
+    real_append = backend.buffer.append
+    stalled, release = threading.Event(), threading.Event()
+    appends: list[str] = []
+
+    def append(source: str, bodies: Any) -> Callable[[], None]:
+        flush = real_append(source, bodies)
+        appends.append(source)
+        if len(appends) > 1:
+            return flush
+
+        def failing_flush() -> None:
+            stalled.set()
+            release.wait(10)
+            raise StateError("SQLite buffer 'state.db': flushing its WAL to disk failed: EIO")
+
+        return failing_flush
+
+    monkeypatch.setattr(backend.buffer, "append", append)
+    intake = client.app.state.receiver.intake
+
+    async def scenario() -> list[httpx.Response]:
+        http = client.http
+        tasks = [asyncio.ensure_future(post_async(http, first))]
+        while not stalled.is_set():
+            await asyncio.sleep(0.005)
+        tasks += [asyncio.ensure_future(post_async(http, d)) for d in (first, behind)]
+        for _ in range(400):  # until both are committed behind the stalled flush
+            await asyncio.sleep(0.005)
+            if len(appends) >= 2 and not any(
+                s.waiting or s.committing for s in intake._sources.values()
+            ):
+                break
+        release.set()
+        return list(await asyncio.gather(*tasks))
+
+    answers = client.run(scenario())
+    assert [r.status_code for r in answers] == [503, 503, 503]
+    assert client.get("/healthz").status_code == 503
+    r = post(client, other)
+    assert r.status_code == 503 and "x-lip-accepted" not in r.headers
+
+
+async def post_async(http: httpx.AsyncClient, d: Delivery) -> httpx.Response:
+    return await http.post(f"/webhooks/{d.source}", headers=d.headers, content=d.body)
 
 
 def test_a_bug_in_a_flush_fails_those_requests_and_not_the_receiver(
