@@ -17,6 +17,19 @@ from lip_dagster.errors import ConfigError
 BACKENDS = ("embedded", "aws")
 
 
+def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
+    """A key prefix in the lake bucket: a folder, so neither empty (the bucket root
+    would be the lake, with quarantine in it) nor without its trailing ``/`` (the
+    lake's ``source=`` keys would be glued to it and fall outside the layout)."""
+    value = env.get(name, default)
+    if not value or not value.endswith("/") or value.startswith("/") or "//" in value:
+        raise ConfigError(
+            f"{name} must be a folder such as {default!r}: not empty, ending in '/', "
+            f"not starting with '/', got {value!r}"
+        )
+    return value
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -152,17 +165,15 @@ class Settings:
             endpoint = env.get("LIP_AWS_ENDPOINT_URL") or None
             if endpoint and not endpoint.startswith(("http://", "https://")):
                 raise ConfigError(f"LIP_AWS_ENDPOINT_URL must be an http(s) URL: {endpoint!r}")
-            lake_prefix = env.get("LIP_S3_LAKE_PREFIX", "lake/")
-            quarantine_prefix = env.get("LIP_S3_QUARANTINE_PREFIX", "quarantine/")
-            if lake_prefix and quarantine_prefix.startswith(lake_prefix):
+            lake_prefix = _prefix(env, "LIP_S3_LAKE_PREFIX", "lake/")
+            quarantine_prefix = _prefix(env, "LIP_S3_QUARANTINE_PREFIX", "quarantine/")
+            if quarantine_prefix.startswith(lake_prefix) or lake_prefix.startswith(
+                quarantine_prefix
+            ):
                 raise ConfigError(
-                    "LIP_S3_QUARANTINE_PREFIX must lie outside LIP_S3_LAKE_PREFIX "
-                    "(the SAM reads everything under the lake prefix)"
-                )
-            if not lake_prefix and quarantine_prefix:
-                raise ConfigError(
-                    "LIP_S3_LAKE_PREFIX is empty, so quarantine would sit inside the lake: "
-                    "set a lake prefix such as 'lake/'"
+                    f"LIP_S3_QUARANTINE_PREFIX ({quarantine_prefix!r}) and LIP_S3_LAKE_PREFIX "
+                    f"({lake_prefix!r}) overlap: the SAM reads everything under the lake "
+                    "prefix, and quarantine must not be in it"
                 )
             aws = AwsSettings(
                 region=region,

@@ -9,6 +9,7 @@ Dagster resource ``lip``.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,8 @@ from lip_dagster.state.base import Buffer, CursorStore, DedupeStore, SecretStore
 
 if TYPE_CHECKING:
     from lip_dagster.s3stream.objects import ArrivalQueue, ObjectLocation, ObjectSource
+
+log = logging.getLogger(__name__)
 
 
 class Backend(ABC):
@@ -75,10 +78,14 @@ class Backend(ABC):
         )
 
     def ensure_source(self, source: str) -> list[str]:
-        """Create the source's state resources if the backend needs them."""
+        """Create the source's state resources if the backend needs them. What exists
+        and differs from what LIP would create is left alone and returned (and
+        logged: a run that ensures its source shows it in its log)."""
         notes: list[str] = []
         for store in (self.cursors, self.dedupe, self.buffer):
             notes += store.ensure(source)
+        for note in notes:
+            log.warning("source %s: %s", source, note)
         return notes
 
     # S3 streaming: where a vendor writes its own objects (never the lake itself).

@@ -48,6 +48,28 @@ def test_defaults_are_the_embedded_backend(tmp_path) -> None:
             },
             "LIP_S3_QUARANTINE_PREFIX",
         ),
+        *(
+            (
+                {
+                    "LIP_BACKEND": "aws",
+                    "LIP_AWS_REGION": "x",
+                    "LIP_S3_BUCKET": "b",
+                    "LIP_S3_LAKE_PREFIX": lake,
+                    "LIP_S3_QUARANTINE_PREFIX": quarantine,
+                },
+                name,
+            )
+            for lake, quarantine, name in [
+                # the bucket root as the lake: quarantine would be inside it
+                ("", "quarantine/", "LIP_S3_LAKE_PREFIX"),
+                ("", "", "LIP_S3_LAKE_PREFIX"),
+                # keys would read lakesource=okta/...: outside the layout
+                ("lake", "quarantine/", "LIP_S3_LAKE_PREFIX"),
+                ("lake/", "", "LIP_S3_QUARANTINE_PREFIX"),
+                # the lake inside quarantine is no better
+                ("quarantine/lake/", "quarantine/", "LIP_S3_QUARANTINE_PREFIX"),
+            ]
+        ),
     ],
 )
 def test_bad_settings_fail_at_load_naming_the_variable(env: dict, names: str, tmp_path) -> None:

@@ -789,6 +789,7 @@ class SqsBuffer(_AwsStore, Buffer):
         # messages exist; the DLQ is read rarely, so it long-polls briefly instead.
         self._dlq_wait = dlq_wait_seconds
         self._urls: dict[str, tuple[str, str]] = {}
+        self._redrive_ok: set[str] = set()  # sources whose redrive policy targets our DLQ
 
     def queue_names(self, source: str) -> tuple[str, str]:
         """The buffer queue and DLQ names of a source."""
@@ -876,6 +877,34 @@ class SqsBuffer(_AwsStore, Buffer):
                 "(provision it first: the store's ensure(source) creates it)"
             )
         self._urls[source] = (main_url, dlq_url)
+        return main_url, dlq_url
+
+    def _checked_queues(self, source: str) -> tuple[str, str]:
+        """The queues, for the calls that read what keeps failing (receive, depth,
+        dead letters, redrive): refused while the buffer's redrive policy sends such
+        messages anywhere but LIP's DLQ. A queue that existed before LIP (``ensure``
+        leaves its policy alone) could otherwise dead-letter deliveries into a queue no
+        check watches and no replay reads. Sending stays allowed: what is buffered
+        waits there, 14 days, until the policy is fixed."""
+        main_url, dlq_url = self._queues(source)
+        if source in self._redrive_ok:
+            return main_url, dlq_url
+        current = self._attributes(main_url, ["RedrivePolicy"]).get("RedrivePolicy")
+        dlq_arn = self._attributes(dlq_url, ["QueueArn"])["QueueArn"]
+        try:
+            target = json.loads(current).get("deadLetterTargetArn") if current else None
+        except (ValueError, AttributeError):
+            target = None
+        if target != dlq_arn:
+            main_name, dlq_name = self.queue_names(source)
+            raise StateError(
+                f"SQS queue {main_name!r} of source {source!r} dead-letters failing messages "
+                f"to {target or 'nowhere (it has no redrive policy)'}, not to {dlq_name!r}: "
+                "LIP would never see them (no dead-letter check, no replay). Point its "
+                f"redrive policy at {dlq_name!r} (`lip provision` lists the change), then "
+                "retry; deliveries stay buffered meanwhile"
+            )
+        self._redrive_ok.add(source)
         return main_url, dlq_url
 
     # -- messages
@@ -997,7 +1026,7 @@ class SqsBuffer(_AwsStore, Buffer):
     ) -> list[BufferMessage]:
         if max_messages <= 0:
             return []
-        main_url, _ = self._queues(source)
+        main_url, _ = self._checked_queues(source)
         visibility = min(43_200, max(0, math.ceil(visibility_timeout)))
         out: list[BufferMessage] = []
         # Each round trip returns at least one new message or ends the loop, so it runs
@@ -1050,7 +1079,7 @@ class SqsBuffer(_AwsStore, Buffer):
                 )
 
     def depth(self, source: str) -> BufferDepth:
-        main_url, dlq_url = self._queues(source)
+        main_url, dlq_url = self._checked_queues(source)
         counts = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
         main = self._attributes(main_url, counts)
         dlq = self._attributes(dlq_url, counts)
@@ -1065,7 +1094,7 @@ class SqsBuffer(_AwsStore, Buffer):
     def dead_letters(self, source: str, max_messages: int = 10) -> list[BufferMessage]:
         if max_messages <= 0:
             return []
-        _, dlq_url = self._queues(source)
+        _, dlq_url = self._checked_queues(source)
         what = f"reading dead letters of source {source!r}"
         seen: dict[str, dict[str, Any]] = {}
         # Hidden for 30 s while paging so the same messages do not come back, then made
@@ -1094,7 +1123,7 @@ class SqsBuffer(_AwsStore, Buffer):
         """Receive from the DLQ, send to the buffer queue, then delete from the DLQ: a
         crash in between leaves a copy in both (at least once; dedupe drops the extra),
         never in neither. Bounded by the DLQ depth at the start."""
-        main_url, dlq_url = self._queues(source)
+        main_url, dlq_url = self._checked_queues(source)
         what = f"redriving dead letters of source {source!r}"
         start = self.depth(source).dead_letters
         moved = 0

@@ -122,6 +122,53 @@ def test_buffer_ensure_sets_the_redrive_policy_and_reports_drift(
     assert int(json.loads(attrs["Attributes"]["RedrivePolicy"])["maxReceiveCount"]) == 3
 
 
+def test_a_buffer_that_dead_letters_elsewhere_keeps_deliveries_but_is_not_drained(
+    boto_session: boto3.session.Session, moto_endpoint: str
+) -> None:
+    """A buffer queue that existed before LIP, dead-lettering to a team's own queue:
+    ensure leaves it alone (and says so), but draining it would send failing messages
+    where no check and no replay looks, so the drain side refuses, naming the fix.
+    Deliveries are still buffered, and drained once the policy points at LIP's DLQ."""
+    source = new_source()
+    sqs = boto_session.client("sqs", endpoint_url=moto_endpoint)
+    shared = sqs.create_queue(QueueName=f"team-shared-dlq-{source}")["QueueUrl"]
+    shared_arn = sqs.get_queue_attributes(QueueUrl=shared, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    main = sqs.create_queue(
+        QueueName=f"lip-{source}-buffer",
+        Attributes={
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": shared_arn, "maxReceiveCount": 1})
+        },
+    )["QueueUrl"]
+    buffer = SqsBuffer(session=boto_session, endpoint_url=moto_endpoint, dlq_wait_seconds=0)
+    drift = buffer.ensure(source)
+    assert len(drift) == 1 and "team-shared-dlq" in drift[0]
+
+    buffer.send(source, [b"delivery-1"])
+    for call in (
+        lambda: buffer.receive(source, 10, 30),
+        lambda: buffer.depth(source),
+        lambda: buffer.dead_letters(source),
+        lambda: buffer.redrive(source),
+    ):
+        with pytest.raises(StateError, match=f"not to 'lip-{source}-dlq'.*redrive policy"):
+            call()
+
+    dlq_arn = sqs.get_queue_attributes(
+        QueueUrl=sqs.get_queue_url(QueueName=f"lip-{source}-dlq")["QueueUrl"],
+        AttributeNames=["QueueArn"],
+    )["Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(
+        QueueUrl=main,
+        Attributes={
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})
+        },
+    )
+    fixed = SqsBuffer(session=boto_session, endpoint_url=moto_endpoint, dlq_wait_seconds=0)
+    assert [m.body for m in fixed.receive(source, 10, 30)] == [b"delivery-1"]
+
+
 def test_buffer_adds_a_missing_redrive_policy(
     boto_session: boto3.session.Session, moto_endpoint: str
 ) -> None:
