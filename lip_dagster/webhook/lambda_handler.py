@@ -91,7 +91,9 @@ def to_asgi(event: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
         "raw_path": path.encode("utf-8"),
         "query_string": query,
         "root_path": "",
-        "headers": [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers],
+        # API Gateway hands over header values as text; their bytes on the wire were
+        # UTF-8 (a Latin-1 encode fails on anything beyond it, a 400 uvicorn never gives)
+        "headers": [(k.lower().encode("utf-8"), str(v).encode("utf-8")) for k, v in headers],
         "client": (client, 0) if client else None,
         "server": (host, 443),
     }

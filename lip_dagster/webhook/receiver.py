@@ -197,7 +197,7 @@ class WebhookReceiver:
         limit = spec.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            if not (declared.isascii() and declared.isdigit()):
                 raise WebhookRejected(400, "Content-Length is not a number")
             if int(declared) > limit:
                 raise WebhookRejected(413, f"body is larger than {limit} bytes")

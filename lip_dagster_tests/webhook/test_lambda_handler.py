@@ -112,6 +112,17 @@ def test_scope_keeps_bytes_and_repeated_headers() -> None:
     assert [v for k, v in scope["headers"] if k == b"x-a"] == [b"1", b"2"]
 
 
+def test_a_header_beyond_latin_1_is_taken_as_uvicorn_takes_it(
+    app: Starlette, sim: WebhookSimulator
+) -> None:
+    """A vendor's User-Agent (or any header) with a euro sign: uvicorn passes the raw
+    bytes on, so the Lambda path must not refuse the delivery for it."""
+    d = sim.jamf_deliveries(1)[0]
+    event = v2_event(d, stage="$default")
+    event["headers"]["user-agent"] = "Jamf Pro Webhooks (€ edition)"
+    assert run(app, event)["statusCode"] == 204
+
+
 def test_the_lambda_entry_point_builds_the_app_from_the_environment(
     lip_home: Path, sim: WebhookSimulator, monkeypatch
 ) -> None:

@@ -324,6 +324,33 @@ def test_malformed_bodies_are_400_with_a_reason_and_nothing_stored(
     assert depth(backend, "okta_hooks") == 0
 
 
+def test_a_content_length_of_non_ascii_digits_is_400_not_500(
+    client: Client, sim: WebhookSimulator
+) -> None:
+    """HTTP header bytes are Latin-1; '\xb2' decodes to a superscript two, which
+    ``str.isdigit`` calls a digit and ``int`` refuses."""
+    d = okta_fixture_delivery(sim)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": d.body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(k.lower().encode(), v.encode()) for k, v in d.headers.items()]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks/okta_hooks",
+        "root_path": "",
+        "headers": [*headers, (b"content-length", b"\xb2")],
+    }
+    client.run(client.app(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert b"Content-Length is not a number" in sent[1]["body"]
+
+
 def test_healthz(client: Client) -> None:
     r = client.get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
