@@ -16,6 +16,7 @@ missing fails that check (saying which variable) instead of the whole code locat
 """
 
 from collections.abc import Collection, Iterator
+from dataclasses import replace
 from typing import Any
 
 import dagster as dg
@@ -31,7 +32,7 @@ from lip_dagster.sam.checks import (
     resource_outcomes,
 )
 
-__all__ = ["check_result", "content_check", "source_checks"]
+__all__ = ["check_result", "combined", "content_check", "partitions_written", "source_checks"]
 
 
 def _metadata(outcome: CheckOutcome) -> dict[str, Any]:
@@ -102,18 +103,20 @@ def source_checks(
         @dg.multi_asset_check(
             name=f"{source}_sam_content",
             specs=_specs(content, asset_key, partitions_def),
-            description="the partition just materialized, as the SAM will read it",
+            description="every partition this run materialized, as the SAM will read it",
         )
         def _content(
             context: dg.AssetCheckExecutionContext, lip: dg.ResourceParam[Backend]
         ) -> Iterator[dg.AssetCheckResult]:
             wanted = {c.name for c in content}
             encryption = "sam_object_encryption" in wanted
-            for outcome in content_outcomes(
-                lip, source, context.partition_key, encryption=encryption
-            ):
-                if outcome.name in wanted:
-                    yield check_result(outcome, asset_key)
+            found: dict[str, list[CheckOutcome]] = {}
+            for partition in partitions_written(context, asset_key):
+                for outcome in content_outcomes(lip, source, partition, encryption=encryption):
+                    if outcome.name in wanted:
+                        found.setdefault(outcome.name, []).append(outcome)
+            for outcomes in found.values():
+                yield check_result(combined(outcomes), asset_key)
 
         defs.append(_content)
 
@@ -131,6 +134,43 @@ def source_checks(
 
         defs.append(_resources)
     return defs
+
+
+def partitions_written(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey) -> list[str]:
+    """Every hour this run materialized, the run's own partition first. A run lands
+    more than the hour it was launched for (the hour before, at every hour boundary;
+    CloudTrail files minutes late; a drain's backlog), and the SAM reads all of
+    them: checking only the launched hour left the others unchecked."""
+    own = context.partition_key
+    records = context.instance.get_records_for_run(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    written = {
+        m.partition
+        for r in records
+        if (m := r.event_log_entry.asset_materialization) is not None
+        and m.asset_key == asset_key
+        and m.partition
+    }
+    return [own, *sorted(written - {own})]
+
+
+def combined(outcomes: list[CheckOutcome]) -> CheckOutcome:
+    """One check's outcomes over several partitions as one result (a check reports
+    once per run): the first failure, naming every failing partition, or the run's
+    own partition's pass with the others counted."""
+    failing = [o for o in outcomes if not o.passed]
+    first = failing[0] if failing else outcomes[0]
+    if len(outcomes) == 1:
+        return first
+    partitions = [str(o.metadata.get("partition", "")) for o in outcomes]
+    meta = {**first.metadata, "partitions_checked": partitions}
+    if not failing:
+        summary = f"{first.summary} (and {len(outcomes) - 1} more partitions written by this run)"
+        return replace(first, summary=summary, metadata=meta)
+    bad = [str(o.metadata.get("partition", "")) for o in failing]
+    meta["failing_partitions"] = bad
+    return replace(first, summary=f"{first.summary} [failing: {', '.join(bad)}]", metadata=meta)
 
 
 def content_check(
@@ -151,7 +191,10 @@ def content_check(
     def _check(
         context: dg.AssetCheckExecutionContext, lip: dg.ResourceParam[Backend]
     ) -> dg.AssetCheckResult:
-        outcome = content_outcomes(lip, source, context.partition_key, encryption=False)[0]
-        return check_result(outcome)
+        outcomes = [
+            content_outcomes(lip, source, partition, encryption=False)[0]
+            for partition in partitions_written(context, asset_key)
+        ]
+        return check_result(combined(outcomes))
 
     return _check

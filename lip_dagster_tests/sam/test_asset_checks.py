@@ -142,6 +142,45 @@ def test_on_aws_a_non_blocking_failure_is_reported_but_the_run_succeeds(stack: S
     assert evs["sam_kms_key_rotation"].metadata["applies"].value is True
 
 
+def test_content_checks_cover_every_hour_the_run_wrote(lip_home: object) -> None:
+    """A run launched for 10:00 also lands the hour before (events arriving late
+    at the hour boundary): a broken object there fails the run's content check,
+    naming that hour, though the launched hour is clean."""
+    backend = backend_from_env()
+
+    @dg.asset(name="okta", partitions_def=PARTITIONS, tags={"lip/pattern": "polling"})
+    def _asset(context: dg.AssetExecutionContext, lip: dg.ResourceParam[Backend]) -> None:
+        writer = lip.writer()
+        try:
+            writer.write(
+                "okta",
+                okta_events(4, datetime(2026, 3, 1, 10, 0, tzinfo=UTC))
+                + okta_events(3, datetime(2026, 3, 1, 9, 55, tzinfo=UTC)),
+                OKTA_IDENTITY,
+                "polling",
+            )
+        finally:
+            writer.close()
+        lip.lake.put(
+            "source=okta/year=2026/month=03/day=01/hour=09/"
+            "20260301T095900Z_00000000-0000-5000-8000-00000000000d.ndjson.gz",
+            b"not gzip at all",
+        )
+        context.log_event(dg.AssetMaterialization(asset_key="okta", partition="2026-03-01-09:00"))
+
+    result = dg.materialize(
+        [_asset, *source_checks("okta", _asset.key, PARTITIONS)],
+        partition_key=PARTITION,
+        resources={"lip": backend},
+        raise_on_error=False,
+    )
+    ev = evaluations(result)["lake_content"]
+    assert not ev.passed
+    assert ev.metadata["failing_partitions"].value == ["2026-03-01-09:00"]
+    assert ev.metadata["partitions_checked"].value == [PARTITION, "2026-03-01-09:00"]
+    assert "not valid gzip" in (ev.description or "")
+
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_content_check_alone_still_works(lip_home: object, gz: bool) -> None:
     backend = backend_from_env()
