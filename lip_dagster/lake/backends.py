@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,50 @@ class LakeBackend(ABC):
         return None
 
 
+def write_atomically(dest: Path, data: bytes, tmp_dir: Path) -> None:
+    """Write ``data`` to a temporary file in ``tmp_dir`` (same filesystem as ``dest``),
+    fsync it and rename it to ``dest``: a reader sees the whole file or none, even
+    after a crash, and a failed write leaves no temporary file behind.
+
+    The rename is made durable too (an fsync of ``dest``'s directory, and of the
+    parent of each directory this call created): the caller marks the object landed
+    once this returns, and a power cut that kept the mark but lost the directory
+    entry would lose the events for good."""
+    created = _make_dirs(dest.parent)
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=".put-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for directory in (dest.parent, *(d.parent for d in created)):
+        _fsync_dir(directory)
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """``mkdir -p path``; returns the directories it created, deepest first."""
+    missing: list[Path] = []
+    p = path
+    while not p.is_dir():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+    return missing
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalLake(LakeBackend):
     """A directory lake. Objects are written to a temporary file in ``tmp_dir`` (same
     filesystem, outside the lake root), flushed, fsynced and renamed into place, so a
@@ -66,17 +111,7 @@ class LocalLake(LakeBackend):
     def put(self, key: str, data: bytes) -> None:
         dest = self._path(key)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix=".put-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, dest)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomically(dest, data, self.tmp_dir)
         except OSError as exc:
             raise LakeWriteError(f"could not write lake object {key}: {exc.strerror}") from exc
 
@@ -151,6 +186,8 @@ class S3Lake(LakeBackend):
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise LakeWriteError(f"could not check s3://{bucket}/{s3key}: {exc}") from exc
+        except BotoCoreError as exc:  # a timeout, a dropped connection: retried later
+            raise LakeWriteError(f"could not check s3://{bucket}/{s3key}: {exc}") from exc
         return True
 
     def get(self, key: str) -> bytes:
@@ -197,23 +234,55 @@ class Quarantine(ABC):
     def count(self, source: str) -> int: ...
 
 
-def _quarantine_name(name: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:120]
-    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}_{safe or 'input'}"
+QUARANTINE_NAME_CHARS = 120
+"""How much of the caller's name (a vendor key, ``notification``) a quarantine name
+keeps; the full name is in the reason beside the data."""
+
+
+def quarantine_name(name: str) -> str:
+    """``<YYYYMMDDTHHMMSS.ffffffZ>_<name, made safe, cut>_<uuid4 hex>``: sorts by the
+    time it was quarantined, still says what it was, and is unique, so nothing put in
+    quarantine is ever overwritten. Time and name alone are not unique: the S3 sensor
+    quarantines every bad notification under ``notification`` in one loop, and
+    organization-trail CloudTrail keys differ only past the cut. Only ASCII letters,
+    digits and ``-_.`` are kept (the name is untrusted and becomes a file name)."""
+    t = datetime.now(UTC)
+    stamp = (
+        f"{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}{t.second:02d}"
+        f".{t.microsecond:06d}Z"
+    )
+    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in name)
+    return f"{stamp}_{safe[:QUARANTINE_NAME_CHARS] or 'input'}_{uuid.uuid4().hex}"
+
+
+def _reason_json(source: str, name: str, reason: str) -> bytes:
+    return orjson.dumps({"source": source, "name": name, "reason": reason})
 
 
 class LocalQuarantine(Quarantine):
-    def __init__(self, root: Path) -> None:
+    """``<root>/<source>/<name>.data`` with ``<name>.reason.json`` beside it (see
+    ``quarantine_name``). Both are written atomically through ``tmp_dir`` (default
+    ``<root>/.tmp``, which no source name can be), the reason first: a ``.data``
+    that ``count`` sees always has its reason, and never half its bytes."""
+
+    def __init__(self, root: Path, tmp_dir: Path | None = None) -> None:
         self.root = Path(root)
+        self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else self.root / ".tmp"
 
     def put(self, source: str, name: str, data: bytes, reason: str) -> str:
         d = self.root / validate_source_name(source)
-        d.mkdir(parents=True, exist_ok=True)
-        base = d / _quarantine_name(name)
-        base.with_suffix(".reason.json").write_bytes(
-            orjson.dumps({"source": source, "name": name, "reason": reason})
-        )
-        base.with_suffix(".data").write_bytes(data)
+        base = d / quarantine_name(name)
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            write_atomically(
+                d / (base.name + ".reason.json"), _reason_json(source, name, reason), self.tmp_dir
+            )
+            write_atomically(d / (base.name + ".data"), data, self.tmp_dir)
+        except OSError as exc:
+            raise LakeWriteError(
+                f"could not quarantine input {name!r} of source {source!r} to {base}: "
+                f"{exc.strerror}"
+            ) from exc
         return str(base)
 
     def count(self, source: str) -> int:
@@ -238,17 +307,19 @@ class S3Quarantine(Quarantine):
         self.prefix = prefix
 
     def put(self, source: str, name: str, data: bytes, reason: str) -> str:
+        """Like ``LocalQuarantine.put``: the reason first, so a ``.data`` that
+        ``count`` sees has its reason beside it (each put is atomic on S3)."""
         bucket = self.bucket_for(validate_source_name(source))
-        key = f"{self.prefix}{source}/{_quarantine_name(name)}"
+        key = f"{self.prefix}{source}/{quarantine_name(name)}"
         extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_for(source)}
         try:
-            self.client.put_object(Bucket=bucket, Key=key + ".data", Body=data, **extra)
             self.client.put_object(
                 Bucket=bucket,
                 Key=key + ".reason.json",
-                Body=orjson.dumps({"source": source, "name": name, "reason": reason}),
+                Body=_reason_json(source, name, reason),
                 **extra,
             )
+            self.client.put_object(Bucket=bucket, Key=key + ".data", Body=data, **extra)
         except (ClientError, BotoCoreError) as exc:
             raise LakeWriteError(f"could not quarantine to s3://{bucket}/{key}: {exc}") from exc
         return f"s3://{bucket}/{key}"

@@ -82,12 +82,20 @@ def partition_prefix(source: str, partition_key: str) -> str:
     return f"{source_prefix(source)}{partition_to_path(partition_key)}/"
 
 
+def compact_utc(ts: datetime) -> str:
+    """``YYYYMMDDTHHMMSSZ`` of ``ts`` in UTC (naive means UTC), every field zero-padded:
+    the ``<ts>`` of an object key. Formatted by hand because ``strftime('%Y')`` does
+    not pad years below 1000 on glibc (``10101T000000Z`` for year 1), which makes a
+    key that ``parse_object_key`` refuses."""
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(UTC)
+    return f"{ts.year:04d}{ts.month:02d}{ts.day:02d}T{ts.hour:02d}{ts.minute:02d}{ts.second:02d}Z"
+
+
 def object_key(source: str, partition_key: str, ts: datetime, batch_uuid: str) -> str:
-    ts_utc = ts.astimezone(UTC) if ts.tzinfo else ts
-    return (
-        f"{partition_prefix(source, partition_key)}"
-        f"{ts_utc.strftime('%Y%m%dT%H%M%SZ')}_{batch_uuid}.ndjson.gz"
-    )
+    """The key of one object of ``source`` in ``partition_key``, named after its
+    earliest event time ``ts`` and its batch uuid."""
+    return f"{partition_prefix(source, partition_key)}{compact_utc(ts)}_{batch_uuid}.ndjson.gz"
 
 
 def parse_object_key(key: str) -> tuple[str, str]:

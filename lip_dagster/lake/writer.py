@@ -44,8 +44,21 @@ from isal import igzip
 
 from lip_dagster.errors import LakeReadError, LakeWriteError, LipError
 from lip_dagster.lake.backends import LakeBackend
-from lip_dagster.lake.envelope import PATTERNS, EventIdentity, check_extra_envelope, envelope
-from lip_dagster.lake.layout import hour_of, object_key, partition_start, validate_source_name
+from lip_dagster.lake.envelope import (
+    EPOCH_HOUR,
+    PATTERNS,
+    EventIdentity,
+    check_extra_envelope,
+    envelope,
+    future_limit,
+)
+from lip_dagster.lake.layout import (
+    hour_of,
+    object_key,
+    parse_object_key,
+    partition_start,
+    validate_source_name,
+)
 from lip_dagster.state.base import (
     MINUTE_SECOND,
     DedupeKey,
@@ -56,10 +69,12 @@ from lip_dagster.state.base import (
 
 log = logging.getLogger(__name__)
 
-UNTIMED_HOUR = "1970-01-01-00:00"
+UNTIMED_HOUR = EPOCH_HOUR
 """Dedupe key time for events without a usable timestamp: their lake hour is the arrival
 hour, which differs between retries, so their identity must not depend on it. The
-epoch hour keeps the key a valid partition key; such ids expire by TTL like others."""
+epoch hour keeps the key a valid partition key; such ids expire by TTL like others.
+No usable event time falls in it (``time_and_hour`` treats it as unset), so this key
+always means "filed by arrival"."""
 
 DEFAULT_MAX_OBJECT_BYTES = 5_000_000
 DEFAULT_MAX_OBJECT_EVENTS = 100_000
@@ -393,8 +408,13 @@ class LakeWriter:
         extra: Mapping[str, str] | None = None,
         resolution: KeyResolution = "hour",
     ) -> tuple[dict[str, _Chunk], dict[str, int]]:
-        ingested_at = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        # zero-padded by hand: strftime('%Y') does not pad years below 1000
+        ingested_at = (
+            f"{now.year:04d}-{now.month:02d}-{now.day:02d}T{now.hour:02d}:{now.minute:02d}:"
+            f"{now.second:02d}.{now.microsecond:06d}Z"
+        )
         arrival_hour = hour_of(arrival)
+        until = future_limit(arrival)  # times this far ahead of arrival are not used
         groups: dict[str, _Group] = {}
         dups: dict[str, int] = {}
         dumps = orjson.dumps
@@ -427,7 +447,7 @@ class LakeWriter:
                         f"source {source!r}: an event is a {type(ev).__name__}, not a JSON "
                         "object; nothing of this page was landed"
                     )
-                eid, t, hour = locate(ev)
+                eid, t, hour = locate(ev, until)
                 if hour is not None:
                     if not by_hour:  # time_bucket(hour, t, "second"), without the call
                         bucket = hour[:14] + minute_second[t.minute * 60 + t.second]  # type: ignore[union-attr]
@@ -481,9 +501,27 @@ class LakeWriter:
 
     @staticmethod
     def _key(source: str, hour: str, chunk: _Chunk) -> str:
+        """Object key of ``chunk``, checked to parse as the backends will parse it, so
+        a key they would refuse fails here, before any id is claimed under it, and as
+        a ``LakeWriteError``: pollers and drains handle that (report, keep the batch,
+        fail the run), where a bare ValueError would escape them."""
         times = [t for t in chunk.times if t is not None]
-        ts = min(times) if times else partition_start(hour)
-        return object_key(source, hour, ts, batch_uuid(source, hour, (k[1] for k in chunk.keys)))
+        earliest: datetime | None = min(times) if times else None
+        try:
+            ts = earliest or partition_start(hour)
+            key = object_key(source, hour, ts, batch_uuid(source, hour, (k[1] for k in chunk.keys)))
+            parse_object_key(key)
+        except LipError:
+            raise
+        except (ValueError, OverflowError) as exc:
+            when = earliest.isoformat() if earliest else "none, filed by arrival"
+            raise LakeWriteError(
+                f"source {source!r}: cannot build a lake object key for {len(chunk.keys)} "
+                f"event(s) of hour {hour!r} (earliest event time: {when}): {exc}. They were "
+                "not landed; the run fails before its cursor is committed (or its buffer "
+                "deleted), so they are retried"
+            ) from exc
+        return key
 
     def _land_chunk(
         self,

@@ -10,10 +10,12 @@ from typing import Any
 import orjson
 import pytest
 
+from lip_dagster.config import Settings
 from lip_dagster.lake.backends import LocalLake
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.lake.identity_keys import event_key
 from lip_dagster.lake.writer import LakeWriter
+from lip_dagster.resources import AwsBackend
 from lip_dagster.state.base import DedupeKey, DedupeStore
 from lip_dagster.state.sqlite import SqliteDedupeStore
 
@@ -69,3 +71,31 @@ def writer(lake: LocalLake, dedupe: SqliteDedupeStore) -> Iterator[LakeWriter]:
     w = LakeWriter(lake, dedupe)
     yield w
     w.close()
+
+
+@pytest.fixture
+def aws_backend(aws_env: str, tmp_path: Path) -> Iterator[tuple[AwsBackend, str, dict[str, str]]]:
+    """The AWS backend against the local server: for ``okta`` and ``slack`` a bucket
+    and a KMS key of their own, named per test; yields (backend, run id, key ids)."""
+    run = uuid.uuid4().hex[:8]
+    settings = Settings.from_env(
+        {
+            "LIP_HOME": str(tmp_path),
+            "LIP_BACKEND": "aws",
+            "LIP_AWS_REGION": "us-east-1",
+            "LIP_AWS_ENDPOINT_URL": aws_env,
+            "LIP_S3_BUCKET": f"lake-{run}-{{source}}",
+            "LIP_KMS_KEY": f"alias/lip-{run}-{{source}}",
+            "LIP_AWS_RESOURCE_PREFIX": f"lip-{run}-",
+        }
+    )
+    b = AwsBackend(settings)
+    s3, kms = b.client("s3"), b.client("kms")
+    keys = {}
+    for source in ("okta", "slack"):
+        s3.create_bucket(Bucket=f"lake-{run}-{source}")
+        key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=f"alias/lip-{run}-{source}", TargetKeyId=key_id)
+        keys[source] = key_id
+        b.ensure_source(source)
+    yield b, run, keys

@@ -34,7 +34,19 @@ def test_vendor_timestamps_parse_to_utc(raw: object, expected: datetime) -> None
     assert parse_timestamp(raw) == expected
 
 
-@pytest.mark.parametrize("raw", [None, "", "yesterday", True, {"a": 1}, "2024-13-45T99:00:00Z"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "",
+        "yesterday",
+        True,
+        {"a": 1},
+        "2024-13-45T99:00:00Z",
+        "0001-01-01T00:00:00+01:00",  # before year 1 once in UTC
+        "9999-12-31T23:59:59.123456789-01:00",  # after year 9999 once in UTC
+    ],
+)
 def test_unusable_timestamps_are_none(raw: object) -> None:
     assert parse_timestamp(raw) is None
 
@@ -77,7 +89,8 @@ def _fixture(path: str) -> dict[str, Any]:
 def test_locate_is_id_and_time_in_one_call(identity: EventIdentity, event: dict[str, Any]) -> None:
     """The writer and the receiver take id, time and hour from ``locate``; it must give
     what ``event_id`` and ``locate_time`` give, for the usual event and for the
-    damaged ones (no id, a number for an id, an empty id, no time, a bogus time)."""
+    damaged ones (no id, a number for an id, an empty id, no time, a bogus time, an
+    unset or far-future time)."""
     variants = [event]
     for field in (*identity.id_fields, identity.time_field):
         if field and "." not in field:
@@ -86,6 +99,8 @@ def test_locate_is_id_and_time_in_one_call(identity: EventIdentity, event: dict[
                 {**event, field: 12345},
                 {**event, field: ""},
                 {**event, field: "2024-13-45T99:00:00Z"},
+                {**event, field: "0001-01-01T00:00:00Z"},
+                {**event, field: "9999-12-31T23:59:59Z"},
             ]
     for ev in variants:
         assert identity.locate(ev) == (identity.event_id(ev), *identity.locate_time(ev)), ev

@@ -70,6 +70,34 @@ def test_object_key_matches_contract_and_parses_back() -> None:
 
 
 @pytest.mark.parametrize(
+    ("ts", "hour", "expected"),
+    [
+        # Go's zero time: glibc's strftime('%Y') writes "1", not "0001"
+        (
+            datetime(1, 1, 1, tzinfo=UTC),
+            "0001-01-01-00:00",
+            "year=0001/month=01/day=01/hour=00/00010101T000000Z",
+        ),
+        (
+            datetime(999, 12, 31, 23, 59, 59),
+            "0999-12-31-23:00",
+            "year=0999/month=12/day=31/hour=23/09991231T235959Z",
+        ),
+    ],
+)
+def test_keys_of_years_below_1000_keep_four_digits_and_parse_back(
+    ts: datetime, hour: str, expected: str
+) -> None:
+    """Every lake key is built zero-padded, whatever the year, so the backends (which
+    parse each key before they touch it) never refuse one the writer built."""
+    assert hour_of(ts) == hour
+    key = object_key("okta", hour, ts, "0b5e6f3c-8d5a-5b1e-9c1d-2f3a4b5c6d7e")
+    assert key == f"source=okta/{expected}_0b5e6f3c-8d5a-5b1e-9c1d-2f3a4b5c6d7e.ndjson.gz"
+    assert CONTRACT_RE.match(key)
+    assert parse_object_key(key) == ("okta", hour)
+
+
+@pytest.mark.parametrize(
     "bad",
     [
         "",

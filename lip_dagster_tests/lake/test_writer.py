@@ -171,6 +171,38 @@ def test_no_temp_file_in_the_lake_after_a_failed_put(
     assert list(lake.tmp_dir.iterdir()) == []
 
 
+def test_a_put_is_durable_down_to_its_directory_entries(
+    lake: LocalLake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer marks an object landed once ``put`` returns; a power cut must not
+    then lose the rename (or the new hour directory holding it), or the events would
+    be marked landed and gone. Every directory whose entries changed is fsynced."""
+    import os
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr("lip_dagster.lake.backends.os.fsync", recording_fsync)
+    key = (
+        "source=okta/year=2026/month=03/day=01/hour=10/"
+        "20260301T100000Z_0b5e6f3c-8d5a-5b1e-9c1d-2f3a4b5c6d7e.ndjson.gz"
+    )
+    lake.put(key, b"x" * 100)
+    hour_dir = lake.root / "source=okta/year=2026/month=03/day=01/hour=10"
+    # the object's directory, and the parent of every directory the put created
+    for d in [hour_dir, *hour_dir.parents]:
+        if d == lake.root.parent:
+            break
+        assert str(d) in synced, d
+    synced.clear()
+    lake.put(key.replace("100000Z_0", "100500Z_1"), b"y" * 100)  # same hour, one more
+    assert str(hour_dir) in synced and str(hour_dir.parent) not in synced
+
+
 def test_a_page_with_an_event_that_is_not_an_object_is_refused_whole(
     writer: LakeWriter, lake: LocalLake, make_events
 ) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from lip_dagster.errors import LakeWriteError, StateError
 from lip_dagster.lake.backends import LocalLake, LocalQuarantine
+from lip_dagster.lake.identity_keys import event_key
 from lip_dagster.lake.writer import LakeWriter
 from lip_dagster.resources import EmbeddedBackend
 from lip_dagster.simulator.webhooks import Delivery, WebhookSimulator
@@ -127,6 +128,42 @@ def test_an_event_without_a_timestamp_lands_in_the_hour_it_arrived(
     w.close()
     keys = [p.as_posix() for p in backend.settings.lake_dir.glob("source=github/**/*.gz")]
     assert keys and all("year=2026/month=03/day=01/hour=10" in k for k in keys)
+
+
+def test_go_zero_time_lands_by_arrival_and_its_batch_leaves_the_buffer(
+    backend: EmbeddedBackend, specs
+) -> None:
+    """Go's zero time (``0001-01-01T00:00:00Z``, what Go-based senders write for an
+    unset time) is no event time: that event lands in its arrival hour, flagged, and
+    the deliveries drained with it land too, instead of the batch failing on every
+    drain until all of it sits in the dead-letter queue."""
+    now = [T0]
+    buffer = clocked_buffer(backend, now)  # max_receives=3
+    arrival = datetime.fromtimestamp(T0, UTC)  # 2026-05-28 20:26:40
+    for i in range(20):
+        published = "0001-01-01T00:00:00Z" if i == 7 else f"2026-05-28T18:00:{i:02d}.000Z"
+        buffer.send(
+            "okta_hooks", encode("okta_hooks", T0, [{"uuid": f"e{i}", "published": published}])
+        )
+    d, w = drainer(backend, specs, "okta_hooks", buffer=buffer, vt=60)
+    report = d.run()
+    assert (report.error, report.stopped, report.messages) == (None, "empty", 20)
+    now[0] += 61  # past the visibility timeout: nothing comes back
+    assert d.run().stopped == "empty"
+    w.close()
+    depth = buffer.depth("okta_hooks")
+    assert (depth.messages, depth.dead_letters) == (0, 0)
+    root = backend.settings.lake_dir
+    assert lake_ids(root, "okta_hooks") == Counter(f"e{i}" for i in range(20))
+    for p in root.glob("source=okta_hooks/**/*.ndjson.gz"):
+        for line in gzip.decompress(p.read_bytes()).splitlines():
+            rec = orjson.loads(line)
+            hour, hour_from = ("20", "arrival") if rec["uuid"] == "e7" else ("18", "event")
+            assert f"/year=2026/month=05/day=28/hour={hour}/" in p.as_posix()
+            assert rec["_lip"]["hour_from"] == hour_from
+    zero = {"uuid": "e7", "published": "0001-01-01T00:00:00Z"}
+    key = event_key(zero, OKTA_EVENT_IDENTITY, backend.dedupe.key_resolution, arrival).dedupe_key
+    assert backend.dedupe.get("okta_hooks", [key])[key].status == "landed"
 
 
 def test_poison_goes_to_quarantine_with_its_reason_and_the_rest_lands(

@@ -20,7 +20,7 @@ import pytest
 
 from lip_dagster.errors import StateError
 from lip_dagster.lake.identity_keys import event_key
-from lip_dagster.lake.writer import LakeWriter
+from lip_dagster.lake.writer import UNTIMED_HOUR, LakeWriter
 from lip_dagster.resources import EmbeddedBackend
 from lip_dagster.simulator.webhooks import Delivery, WebhookSimulator
 from lip_dagster.state.base import DedupeKey, KeyResolution
@@ -683,11 +683,12 @@ def test_dedupe_keys_are_the_writers_keys(
     del untimed["published"]
     offset = {**okta[0], "uuid": "offset", "published": "2023-03-26T23:30:00.123+02:00"}
     epoch = {**okta[0], "uuid": "epoch", "published": 1679866731843}
+    go_zero = {**okta[0], "uuid": "go-zero", "published": "0001-01-01T00:00:00Z"}
     jamf = [
         fixture(f"jamf/{n}.json") for n in ("webhook_computer_added", "webhook_rest_api_operation")
     ]
     cases = {
-        "okta_hooks": [*okta, untimed, offset, epoch],
+        "okta_hooks": [*okta, untimed, offset, epoch, go_zero],
         "github": [e for d in sim.github_deliveries(3) for e in d.events],
         "jamf": jamf,
     }
@@ -695,12 +696,13 @@ def test_dedupe_keys_are_the_writers_keys(
     now = datetime.now(UTC)
     for name, events in cases.items():
         identity = routes[name].extractor.identity
-        keys = routes[name].keys(events)
-        assert keys == [event_key(e, identity, resolution).dedupe_key for e in events]
+        keys = routes[name].keys(events, now.timestamp())
+        assert keys == [event_key(e, identity, resolution, now).dedupe_key for e in events]
         groups, _ = writer._prepare(name, events, identity, "webhook", now, now, None, resolution)
         assert sorted(keys) == sorted(k for chunk in groups.values() for k in chunk.keys)
     second = "2023-03-26-21:00" if resolution == "hour" else "2023-03-26-21:30:00"
-    assert routes["okta_hooks"].keys([offset])[0].bucket == second
+    assert routes["okta_hooks"].keys([offset], now.timestamp())[0].bucket == second
+    assert routes["okta_hooks"].keys([go_zero], now.timestamp())[0].bucket == UNTIMED_HOUR
 
 
 def test_marks_never_run_while_a_commit_of_the_source_is_running(
