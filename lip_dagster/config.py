@@ -51,6 +51,14 @@ def _template(env: Mapping[str, str], name: str, default: str | None) -> str:
         raw.format(source="x")
     except (KeyError, IndexError, ValueError):
         raise ConfigError(f"{name} may only use the placeholder {{source}}: {raw!r}") from None
+    if "{source}" not in raw:
+        # DESIGN: each source's objects are encrypted with its own key, in a bucket
+        # whose default encryption is that key; `lip provision` refuses a shared one,
+        # and so does every run (a stack provisioned by other tools included)
+        raise ConfigError(
+            f"{name}={raw!r} has no {{source}}: sources would share one resource; "
+            "give each source its own (e.g. 'acme-lip-{source}')"
+        )
     return raw
 
 

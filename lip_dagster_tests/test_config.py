@@ -29,6 +29,20 @@ def test_defaults_are_the_embedded_backend(tmp_path) -> None:
             {"LIP_BACKEND": "aws", "LIP_AWS_REGION": "x", "LIP_S3_BUCKET": "b-{bucket}"},
             "LIP_S3_BUCKET",
         ),
+        # one bucket or one key for every source: DESIGN gives each source its own
+        (
+            {"LIP_BACKEND": "aws", "LIP_AWS_REGION": "x", "LIP_S3_BUCKET": "acme-lake"},
+            "LIP_S3_BUCKET",
+        ),
+        (
+            {
+                "LIP_BACKEND": "aws",
+                "LIP_AWS_REGION": "x",
+                "LIP_S3_BUCKET": "acme-{source}",
+                "LIP_KMS_KEY": "alias/lip-shared",
+            },
+            "LIP_KMS_KEY",
+        ),
         (
             {
                 "LIP_BACKEND": "aws",

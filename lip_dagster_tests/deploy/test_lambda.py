@@ -104,7 +104,7 @@ def aws(aws_env: str, lip_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
         "LIP_BACKEND": "aws",
         "LIP_AWS_REGION": REGION,
         "LIP_AWS_ENDPOINT_URL": aws_env,
-        "LIP_S3_BUCKET": f"lip-{run}",
+        "LIP_S3_BUCKET": f"lip-{run}-{{source}}",
         "LIP_KMS_KEY": f"alias/lip-{run}-{{source}}",
         "LIP_AWS_RESOURCE_PREFIX": f"lip-{run}-",
         "LIP_SECRETS_PREFIX": f"lip-{run}/",
@@ -115,13 +115,13 @@ def aws(aws_env: str, lip_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     secrets = session.client("secretsmanager", endpoint_url=aws_env)
     for name, value in sim.credentials().items():
         secrets.create_secret(Name=f"lip-{run}/{name}", SecretString=value)
+    backend = backend_from_env()
     s3 = session.client("s3", endpoint_url=aws_env)
-    s3.create_bucket(Bucket=f"lip-{run}")
     kms = session.client("kms", endpoint_url=aws_env)
     for source in SOURCES:
+        s3.create_bucket(Bucket=backend.settings.aws.bucket(source))
         key = kms.create_key(Description=f"LIP {source}")["KeyMetadata"]["KeyId"]
         kms.create_alias(AliasName=f"alias/lip-{run}-{source}", TargetKeyId=key)
-    backend = backend_from_env()
     for source in SOURCES:
         backend.ensure_source(source)
     # a cold Lambda container: the handler builds its app on the first request
@@ -194,12 +194,13 @@ def test_a_redelivery_is_acknowledged_and_the_drain_lands_each_event_once_in_s3(
     report = drain_source(load_specs()["jamf"], aws.backend)
     assert report.result.events == 3
     s3 = aws.client("s3")
-    objects = s3.list_objects_v2(Bucket=f"lip-{aws.run}", Prefix="lake/source=jamf/")["Contents"]
+    bucket = aws.backend.settings.aws.bucket("jamf")
+    objects = s3.list_objects_v2(Bucket=bucket, Prefix="lake/source=jamf/")["Contents"]
     lines = []
     for obj in objects:
-        head = s3.head_object(Bucket=f"lip-{aws.run}", Key=obj["Key"])
+        head = s3.head_object(Bucket=bucket, Key=obj["Key"])
         assert head["ServerSideEncryption"] == "aws:kms"
-        body = s3.get_object(Bucket=f"lip-{aws.run}", Key=obj["Key"])["Body"].read()
+        body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
         lines += gzip.decompress(body).splitlines()
     ids = [orjson.loads(line)["_lip"]["id"] for line in lines]
     assert len(ids) == 3 == len(set(ids))
