@@ -4,7 +4,8 @@ A problem that appears opens an incident and queues one ``open`` notification pe
 notifier; a problem that disappears queues one ``resolved``. Nothing is sent twice for
 the same incident, however many ticks see it. Deliveries that fail stay queued and are
 retried with backoff, a bounded number of times. The whole state is small JSON: it
-lives in the alert sensor's cursor.
+lives in the alert sensor's cursor, with what the sensor remembers about each source
+between ticks (``health.SourceMemory``).
 """
 
 from __future__ import annotations
@@ -49,10 +50,16 @@ class AlertState:
     open: dict[str, dict[str, Any]] = field(default_factory=dict)
     outbox: list[Delivery] = field(default_factory=list)
     dropped: int = 0
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # source -> SourceMemory
 
     def dumps(self) -> str:
         return orjson.dumps(
-            {"open": self.open, "outbox": [asdict(d) for d in self.outbox], "dropped": self.dropped}
+            {
+                "open": self.open,
+                "outbox": [asdict(d) for d in self.outbox],
+                "dropped": self.dropped,
+                "memory": self.memory,
+            }
         ).decode()
 
     @classmethod
@@ -64,6 +71,7 @@ class AlertState:
             open=d.get("open", {}),
             outbox=[Delivery(**x) for x in d.get("outbox", [])],
             dropped=int(d.get("dropped", 0)),
+            memory=d.get("memory", {}),
         )
 
 
@@ -83,7 +91,7 @@ def problems_of(h: SourceHealth, now: float) -> list[Problem]:
                 "freshness",
                 h.source,
                 h.freshness,
-                f"{h.source}: nothing has landed for {_fmt_age(lag)} "
+                f"{h.source}: nothing new has landed for {_fmt_age(lag)} "
                 f"({h.freshness} window {_fmt_age(window or 0)}); newest event "
                 f"{h.newest_event or 'unknown'}. Check the source's latest runs and its "
                 "lake_content check; backfill the gap once it lands again.",
@@ -101,16 +109,23 @@ def problems_of(h: SourceHealth, now: float) -> list[Problem]:
             )
         )
     for check in h.failing_checks:
-        out.append(
-            Problem(
-                f"check|{h.source}:{check}",
-                "check",
-                h.source,
-                "fail",
-                f"{h.source}: asset check {check} failed; its metadata says what is wrong "
-                "and how to fix it.",
+        # one incident per check, however many hours fail it, so a broken writer pages
+        # once, not once an hour; the hours are named in the message
+        partitions = h.failing_partitions.get(check)
+        if partitions:
+            shown = ", ".join(p or "(unpartitioned)" for p in partitions[:5])
+            more = f" and {len(partitions) - 5} more" if len(partitions) > 5 else ""
+            message = (
+                f"{h.source}: asset check {check} failed on {shown}{more}; its metadata "
+                "says what is wrong and how to fix it. It resolves when each of these hours "
+                "passes again (fix the objects, then run the hour again)."
             )
-        )
+        else:
+            message = (
+                f"{h.source}: asset check {check} failed; its metadata says what is wrong "
+                "and how to fix it."
+            )
+        out.append(Problem(f"check|{h.source}:{check}", "check", h.source, "fail", message))
     if h.dlq_depth:
         out.append(
             Problem(

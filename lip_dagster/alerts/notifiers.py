@@ -1,8 +1,11 @@
 """Where alerts go: a generic JSON webhook, a Slack incoming webhook, a GitHub issue.
 
 Each notifier gets its URL or token from the secret store by name, sends with a
-timeout, and raises ``NotifierError`` on failure (the sensor retries later); a notifier
-never raises anything else and never includes a secret in its message.
+timeout, and raises ``NotifierError`` on failure (the sensor retries later): a secret
+that cannot be read (missing, or the secret store failing) is a failure of that
+notifier like a refused POST, so it never reaches the sensor as anything else. A
+notifier never includes a secret in its message: a malformed URL is reported by its
+error type only, since httpx quotes the URL in the error text.
 """
 
 from __future__ import annotations
@@ -30,10 +33,23 @@ class Notifier(ABC):
     def send(self, d: Delivery) -> None: ...
 
 
-def _post(url: Secret, payload: dict[str, object], what: str) -> None:
+def _read_secret(fetch: Callable[[], Secret], what: str) -> Secret:
+    """The notifier's URL or token; any ``LipError`` of the store (``SecretNotFound``,
+    a throttled or unreachable Secrets Manager as ``StateError``, an unreadable
+    secrets file as ``ConfigError``) becomes this notifier's ``NotifierError``. Store
+    errors name the secret, never its value."""
     try:
-        resp = httpx.post(url.reveal(), json=payload, timeout=TIMEOUT)
-    except httpx.HTTPError as exc:
+        return fetch()
+    except LipError as exc:
+        raise NotifierError(f"{what}: cannot read its secret: {exc}") from None
+
+
+def _post(url: Callable[[], Secret], payload: dict[str, object], what: str) -> None:
+    secret = _read_secret(url, what)
+    try:
+        resp = httpx.post(secret.reveal(), json=payload, timeout=TIMEOUT)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        # InvalidURL is not an HTTPError; neither message is kept (both may quote the URL)
         raise NotifierError(f"{what}: {type(exc).__name__}") from None
     if resp.status_code >= 300:
         raise NotifierError(f"{what}: HTTP {resp.status_code}")
@@ -49,7 +65,7 @@ class WebhookNotifier(Notifier):
 
     def send(self, d: Delivery) -> None:
         _post(
-            self._url(),
+            self._url,
             {
                 "event": d.event,
                 "incident": d.key,
@@ -75,7 +91,7 @@ class SlackNotifier(Notifier):
             if d.event == "resolved"
             else (":rotating_light:" if d.severity == "fail" else ":warning:")
         )
-        _post(self._url(), {"text": f"{icon} LIP {d.event}: {d.message}"}, "slack notifier")
+        _post(self._url, {"text": f"{icon} LIP {d.event}: {d.message}"}, "slack notifier")
 
 
 class GitHubIssueNotifier(Notifier):
@@ -94,8 +110,9 @@ class GitHubIssueNotifier(Notifier):
 
         kwargs = {"api_url": self.api_url} if self.api_url else {}
         marker = marker_comment(f"lip-alert:{d.key}")
+        token = _read_secret(self._token, "github notifier")
         try:
-            with GitHubClient(self.repo, self._token(), **kwargs) as gh:  # type: ignore[arg-type]
+            with GitHubClient(self.repo, token, **kwargs) as gh:  # type: ignore[arg-type]
                 if d.event == "open":
                     gh.report(
                         marker,

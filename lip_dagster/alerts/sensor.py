@@ -1,17 +1,25 @@
 """The alert sensor: one for the whole deployment. Each tick reads every source's
 health, advances the incidents in its cursor, and delivers what is due. A failing
 notifier is logged and retried on later ticks; it never stops the sensor or the other
-notifiers."""
+notifiers. The cursor also carries what each source's health remembers between ticks
+(``SourceMemory``), so a tick reads only what is new since the last one."""
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 
-from lip_dagster.alerts.health import declared_sources, source_health
+from lip_dagster.alerts.health import (
+    SCAN_BUDGET,
+    SourceMemory,
+    declared_sources,
+    source_health,
+)
 from lip_dagster.alerts.incidents import MAX_ATTEMPTS, AlertState, advance, problems_of
 from lip_dagster.alerts.notifiers import (
     GitHubIssueNotifier,
@@ -49,8 +57,23 @@ def build_notifiers(settings: Settings, lip: Backend) -> list[Notifier]:
     return out
 
 
+def _where(exc: BaseException) -> str:
+    """File and line an unexpected error was raised at: enough to find the bug, and
+    unlike the message it cannot carry the notifier's URL or token."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown location"
+    return f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}"
+
+
 def deliver(state: AlertState, notifiers: list[Notifier], now: float) -> tuple[int, int]:
-    """Send what is due; returns (sent, failed)."""
+    """Send what is due; returns (sent, failed).
+
+    Each delivery is isolated: whatever one notifier raises is logged with its name and
+    the incident, and that delivery stays in the outbox with backoff, so one broken
+    notifier can neither stop the others nor fail the tick (a failed tick keeps the old
+    cursor, and every notifier before the broken one would send the same notice again).
+    """
     by_name = {n.name: n for n in notifiers}
     sent = failed = 0
     keep = []
@@ -64,17 +87,38 @@ def deliver(state: AlertState, notifiers: list[Notifier], now: float) -> tuple[i
         try:
             notifier.send(d)
             sent += 1
+            continue
         except NotifierError as exc:
-            failed += 1
-            d.attempts += 1
-            d.last_error = str(exc)[:300]
-            d.next_at = now + min(60.0 * 2**d.attempts, 3600.0)
-            if d.attempts >= MAX_ATTEMPTS:
-                state.dropped += 1
-                log.error("giving up on %s notification %s: %s", d.notifier, d.key, exc)
-                continue
-            log.warning("%s notification %s failed (%s); retrying later", d.notifier, d.key, exc)
-            keep.append(d)
+            reason = str(exc)
+        except Exception as exc:  # noqa: BLE001 - isolated per delivery, logged, retried
+            # the message is not kept: it may quote the URL or token the notifier holds
+            reason = f"{d.notifier} notifier: unexpected {type(exc).__name__} at {_where(exc)}"
+        failed += 1
+        d.attempts += 1
+        d.last_error = reason[:300]
+        d.next_at = now + min(60.0 * 2**d.attempts, 3600.0)
+        if d.attempts >= MAX_ATTEMPTS:
+            state.dropped += 1
+            log.error(
+                "giving up on %s notification %s (%s) after %d attempts: %s",
+                d.notifier,
+                d.key,
+                d.event,
+                d.attempts,
+                reason,
+            )
+            continue
+        log.warning(
+            "%s notification %s (%s) failed, attempt %d of %d, next in %d s: %s",
+            d.notifier,
+            d.key,
+            d.event,
+            d.attempts,
+            MAX_ATTEMPTS,
+            int(d.next_at - now),
+            reason,
+        )
+        keep.append(d)
     state.outbox = keep
     return sent, failed
 
@@ -95,9 +139,15 @@ def build_alert_sensor(minimum_interval_seconds: int = 60) -> dg.SensorDefinitio
         state = AlertState.loads(context.cursor)
         notifiers = build_notifiers(lip.settings, lip)
         problems = []
+        memory: dict[str, dict[str, Any]] = {}
         for spec in declared_sources(context.repository_def):
-            health = source_health(context.instance, spec, lip, now)
+            mem = SourceMemory.from_dict(state.memory.get(spec.name))
+            health = source_health(context.instance, spec, lip, now, mem, SCAN_BUDGET)
+            memory[spec.name] = mem.as_dict()  # a source no longer declared is forgotten
+            for note in health.problems_reading:
+                context.log.warning(f"{spec.name}: {note}")
             problems += problems_of(health, now)
+        state.memory = memory
         queued = advance(state, problems, [n.name for n in notifiers], now)
         for d in queued:
             log_fn = context.log.warning if d.event == "open" else context.log.info

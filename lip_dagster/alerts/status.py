@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from lip_dagster.alerts.health import SourceHealth, declared_sources, source_health
+from lip_dagster.alerts.incidents import problems_of
 from lip_dagster.instance import open_instance
 
 
@@ -76,6 +77,13 @@ def status_json(rows: list[SourceHealth], now: float, where: str) -> bytes:
     return orjson.dumps(out, option=orjson.OPT_INDENT_2)
 
 
+def failing(rows: list[SourceHealth], now: float) -> list[SourceHealth]:
+    """Sources with a problem the alert sensor pages on at fail severity: freshness
+    past its fail window, a failed latest run, a failing check, dead letters. The same
+    rules as the sensor's, so the exit code never disagrees with an open page."""
+    return [h for h in rows if any(p.severity == "fail" for p in problems_of(h, now))]
+
+
 def main(as_json: bool) -> int:
     now = time.time()
     rows, where = collect(now)
@@ -84,5 +92,4 @@ def main(as_json: bool) -> int:
     else:
         print(render(rows, now))
         print(f"\n(Dagster instance: {where})")
-    unhealthy = [h for h in rows if h.freshness == "fail" or h.failing_checks or h.dlq_depth]
-    return 2 if unhealthy else 0
+    return 2 if failing(rows, now) else 0

@@ -1,12 +1,15 @@
-"""A local stub that records what notifiers send it."""
+"""A local stub that records what notifiers send it, and the two moves every alert
+test makes: run a source's poll job, and evaluate one tick of the alert sensor."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import dagster as dg
 import orjson
 import pytest
 
@@ -52,3 +55,63 @@ def stub() -> Iterator[Stub]:
     s = Stub()
     yield s
     s.close()
+
+
+def poll(
+    d: dg.Definitions,
+    instance: dg.DagsterInstance,
+    source: str,
+    partition: str | None = None,
+    live: bool = True,
+) -> dg.ExecuteInProcessResult:
+    """One run of the source's poll job, as its schedule (live) or a backfill launches it."""
+    tags = {"lip/source": source, **({"lip/mode": "poll"} if live else {})}
+    return d.resolve_job_def(f"{source}_poll").execute_in_process(
+        partition_key=partition or datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
+        tags=tags,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def tick(d: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    """One evaluation of ``lip_alerts`` with the cursor the last one stored."""
+    sensor = d.resolve_sensor_def("lip_alerts")
+    ctx = dg.build_sensor_context(
+        instance=instance,
+        repository_def=d.get_repository_def(),
+        cursor=cursor,
+        resources={"lip": d.resources["lip"]},
+    )
+    return sensor(ctx)
+
+
+def opened(stub: Stub) -> list[str]:
+    """Incident keys of every "open" notice the generic webhook received, in order."""
+    return [b["incident"] for _, b in stub.received if b.get("event") == "open"]
+
+
+def resolved(stub: Stub) -> list[str]:
+    return [b["incident"] for _, b in stub.received if b.get("event") == "resolved"]
+
+
+def lip_status_exit_code(
+    d: dg.Definitions,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    at: datetime | None = None,
+) -> int:
+    """``lip status --json`` against this instance, as if run at ``at``; it keeps no
+    memory between runs, so it reads everything it needs from storage."""
+    from lip_dagster.alerts import status
+    from lip_dagster.alerts.health import SourceHealth, declared_sources, source_health
+
+    specs = declared_sources(d.get_repository_def())
+    lip = d.resources["lip"]
+    when = (at or datetime.now(UTC)).timestamp()
+
+    def collect(now: float | None = None) -> tuple[list[SourceHealth], str]:
+        return [source_health(instance, s, lip, when) for s in specs], "ephemeral"
+
+    monkeypatch.setattr(status, "collect", collect)
+    return status.main(as_json=True)

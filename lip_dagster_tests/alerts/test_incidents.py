@@ -49,7 +49,7 @@ def test_freshness_warn_then_fail_are_separate_alerts() -> None:
     h.freshness = "fail"
     queued = advance(state, problems_of(h, 4000), ["slack"], 4000)
     assert sorted(d.key for d in queued) == ["freshness-fail|slack", "freshness-warn|slack"]
-    assert "nothing has landed for 1 h 6 min" in next(
+    assert "nothing new has landed for 1 h 6 min" in next(
         d.message for d in queued if d.event == "open"
     )
 

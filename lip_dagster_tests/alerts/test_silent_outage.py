@@ -14,27 +14,7 @@ from lip_dagster.definitions import defs
 from lip_dagster.lake.writer import LakeWriter, WriteResult
 from lip_dagster.simulator import VendorSimulator
 
-from .conftest import Stub
-
-
-def poll(d: dg.Definitions, instance: dg.DagsterInstance, source: str) -> dg.ExecuteInProcessResult:
-    return d.resolve_job_def(f"{source}_poll").execute_in_process(
-        partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
-        tags={"lip/mode": "poll", "lip/source": source},
-        instance=instance,
-        raise_on_error=False,
-    )
-
-
-def tick(d: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
-    sensor = d.resolve_sensor_def("lip_alerts")
-    ctx = dg.build_sensor_context(
-        instance=instance,
-        repository_def=d.get_repository_def(),
-        cursor=cursor,
-        resources={"lip": d.resources["lip"]},
-    )
-    return sensor(ctx)
+from .conftest import Stub, poll, tick
 
 
 def test_silent_outage_pages_within_one_window_and_resolves(
@@ -66,7 +46,7 @@ def test_silent_outage_pages_within_one_window_and_resolves(
     cursor = tick(d, instance, cursor).cursor
     fail = [b for _, b in stub.received if b["event"] == "open" and b["severity"] == "fail"]
     assert len(fail) == 1 and fail[0]["source"] == "okta"
-    assert "nothing has landed for 1 h 1 min" in fail[0]["message"]
+    assert "nothing new has landed for 1 h 1 min" in fail[0]["message"]
     for _ in range(3):  # repeated ticks do not repeat the page
         cursor = tick(d, instance, cursor).cursor
     assert len([b for _, b in stub.received if b["event"] == "open"]) == 2
