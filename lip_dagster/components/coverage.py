@@ -2,9 +2,12 @@
 the middle of a week is as visible as a stale head.
 
 For a polling source an hour is complete once every endpoint's cursor high-water mark
-has passed the hour's end (the vendor was asked, after that hour, and had nothing
-older left to give). A gap is an hour inside the look-back that no run ever
-materialized: collection did not run then and no event of that hour landed later.
+has passed the hour's end. The poller commits that mark only as far as the vendor has
+given everything: the newest event landed (or the time of the request, once caught
+up) for oldest-first vendors; the end of a fully paged window for newest-first ones
+(Slack, Google), never a window's first pages; and never later than the request. A
+gap is an hour inside the look-back that no run ever materialized: collection did not
+run then and no event of that hour landed later.
 """
 
 from collections.abc import Sequence

@@ -6,7 +6,7 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lip_dagster.components import common
 from lip_dagster.components.checks import source_checks
@@ -28,7 +28,10 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
     base_url_default: str | None = None
     endpoints: list[str] = Field(default_factory=list)
     start_date: str = "2026-01-01-00:00"
-    poll_minutes: int = 5
+    poll_minutes: int = Field(
+        default=5,
+        description="minutes between polls; a divisor of 60 (cron */N restarts every hour)",
+    )
     page_size: int = 1000
     time_budget_seconds: int = 240
     safety_margin_seconds: int = 15
@@ -39,6 +42,18 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
     step_retries: int = 2
     step_retry_delay_seconds: int = 30
     description: str | None = None
+
+    @field_validator("poll_minutes")
+    @classmethod
+    def _divides_the_hour(cls, value: int) -> int:
+        # cron's */45 fires at :00 and :45, and */90 every hour: the schedule would
+        # not poll as often as it is named for
+        if value < 1 or 60 % value:
+            raise ValueError(
+                f"poll_minutes must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), "
+                f"not {value}: cron's */{value} would not fire every {value} minutes"
+            )
+        return value
 
     def poller_config(self) -> PollerConfig:
         """Resolved at run time, so a missing deployment value fails the run that

@@ -15,6 +15,15 @@ and page N's cursor is committed once page N has landed, pages in order, so at m
 two pages are in flight and the cursor never passes a page that has not landed. A
 page that fails to land fails the run; the pages after it may still land (harmless:
 the next run's dedupe drops them), but no cursor moves past the failed one.
+
+With the cursor goes a high-water mark: the time up to which the vendor has given us
+everything, which coverage turns into "hour complete". It never runs ahead of what
+was fetched: for oldest-first vendors it is the newest event landed, or the time of
+the request once caught up; newest-first vendors (``newest_first``) say it themselves
+(``PollResult.high_water``), only when a window has been paged to its end.
+
+A vendor failing on one endpoint does not keep the others from being collected: each
+endpoint is polled, then the run fails naming every endpoint that failed.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -36,7 +45,7 @@ import orjson
 from lip_dagster.errors import ConfigError, LipError, VendorAuthError, VendorError
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.lake.writer import LakeWriter, PendingWrite, WriteResult
-from lip_dagster.polling.http import BudgetExhausted, HttpClient
+from lip_dagster.polling.http import THROTTLE_STATUSES, BudgetExhausted, HttpClient
 from lip_dagster.secrets import Secret
 from lip_dagster.state.base import CursorStore, SecretStore
 
@@ -46,11 +55,17 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PollResult:
     """One page: the events, the cursor to resume after them, and whether to keep
-    paging now (False: caught up, or the bounded window is exhausted)."""
+    paging now (False: caught up, or the bounded window is exhausted).
+
+    ``high_water`` is for adapters whose pages do not come oldest first: the time up
+    to which the vendor has now given everything (a window's end, once the window is
+    paged to its end). The base commits it with the cursor; it never derives a mark
+    from the events of a newest-first page."""
 
     events: list[dict[str, Any]]
     cursor: str | None
     has_more: bool
+    high_water: datetime | None = None
 
 
 class Backpressure(Enum):
@@ -170,6 +185,13 @@ class BasePoller(ABC):
 
     identity: ClassVar[EventIdentity]
     default_endpoints: ClassVar[tuple[str, ...]] = ()
+    # pages arrive newest first: coverage moves only by the adapter's own
+    # PollResult.high_water, since a page's newest event says nothing about the older
+    # pages still to come
+    newest_first: ClassVar[bool] = False
+    # the answers that mean "slow down" for this vendor; a wait on them past the
+    # budget ends a live poll cleanly, any other failure fails the run
+    throttle_statuses: ClassVar[frozenset[int]] = THROTTLE_STATUSES
 
     def __init__(
         self,
@@ -223,11 +245,15 @@ class BasePoller(ABC):
         return Secret("Bearer " + self.secret(option, default).reveal())
 
     def token_request(self, url: str, form: dict[str, str], what: str) -> tuple[str, float]:
-        """POST an OAuth token request; any refusal is a ``VendorAuthError`` naming
-        ``what`` (the token endpoint), never the assertion or the secret."""
+        """POST an OAuth token request; a refusal (4xx) is a ``VendorAuthError`` naming
+        ``what`` (the token endpoint), never the assertion or the secret. A token
+        endpoint that is down (5xx, no answer) is a ``VendorError``: an outage, not a
+        credential to go and check."""
         try:
             resp = self.request("POST", url, data=form)
         except VendorError as exc:
+            if exc.status is None or exc.status >= 500:
+                raise VendorError(self.source, what, exc.status, exc.detail) from exc
             raise VendorAuthError(self.source, what, exc.status, exc.detail) from exc
         try:
             body = self.json_body(resp, dict)
@@ -269,7 +295,13 @@ class BasePoller(ABC):
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         return self.http.request(
-            self.source, self._endpoint, method, url, deadline=self._deadline, **kwargs
+            self.source,
+            self._endpoint,
+            method,
+            url,
+            deadline=self._deadline,
+            throttle_statuses=self.throttle_statuses,
+            **kwargs,
         )
 
     # ------------------------------------------------------------ the loop
@@ -298,6 +330,7 @@ class BasePoller(ABC):
         final_deadline = started + budget - margin
         retries0, throttled0 = self.http.retries, self.http.throttled
         todo = list(endpoints or self.config.endpoints)
+        failures: dict[str, VendorError] = {}
         for i, endpoint in enumerate(todo):
             # each endpoint gets a fair share of what is left, so one busy endpoint
             # cannot starve the others
@@ -306,13 +339,29 @@ class BasePoller(ABC):
             self._deadline = now + max(share, 0.0)
             self._endpoint = endpoint
             ep = report.endpoints.setdefault(endpoint, EndpointReport())
-            if window is None:
-                self._poll_live(endpoint, ep, report)
-            else:
-                self._poll_window(endpoint, window, ep, report)
+            try:
+                if window is None:
+                    self._poll_live(endpoint, ep, report)
+                else:
+                    self._poll_window(endpoint, window, ep, report)
+            except VendorError as exc:
+                # one endpoint's outage must not cost the others their collection:
+                # what it landed is committed, the rest are polled, then the run fails
+                ep.stopped = "failed"
+                failures[endpoint] = exc
+                if i < len(todo) - 1:
+                    log.error("%s; polling the remaining endpoints before failing", exc)
         report.retries = self.http.retries - retries0
         report.throttled = self.http.throttled - throttled0
         report.seconds = self.clock() - started
+        if len(failures) == 1 and len(todo) == 1:
+            raise next(iter(failures.values()))
+        if failures:
+            collected = [e for e in todo if e not in failures]
+            refused = all(isinstance(e, VendorAuthError) for e in failures.values())
+            raise (EndpointsRefused if refused else EndpointsFailed)(
+                self.source, failures, collected
+            )
         return report
 
     def _submit(
@@ -354,11 +403,9 @@ class BasePoller(ABC):
 
         def commit(res: PollResult, asked_at: datetime, wr: WriteResult) -> None:
             nonlocal committed, version
-            # caught up: the vendor had nothing newer when asked, so coverage can
-            # advance to the time of the request, not just to the newest event
-            newest = asked_at if not res.has_more else wr.newest_event
             if res.cursor is not None and (res.cursor != committed or not res.has_more):
-                hw = newest.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if newest else None
+                mark = self._high_water(res, asked_at, wr)
+                hw = mark.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if mark else None
                 rec = self.cursors.commit(self.source, key, res.cursor, version, high_water=hw)
                 version, committed = rec.version, res.cursor
 
@@ -371,8 +418,8 @@ class BasePoller(ABC):
                 try:
                     res = self.call_api(self.get_auth_token(), endpoint, cursor, start_time)
                 except BudgetExhausted as exc:
-                    log.warning("%s", exc)
-                    ep.stopped = "rate_limited"
+                    log.warning("%s; stopping, the next run continues from here", exc)
+                    ep.stopped = exc.reason
                     break
                 self._submit(res, ep, report, pages, lambda wr, r=res, a=asked_at: commit(r, a, wr))
                 if res.cursor is not None:
@@ -386,6 +433,20 @@ class BasePoller(ABC):
             raise
         pages.settle()
         ep.cursor_after = committed
+
+    def _high_water(self, res: PollResult, asked_at: datetime, wr: WriteResult) -> datetime | None:
+        """The mark to commit with this page's cursor (None: no newer mark). Never
+        later than the request: an event stamped in the future must not call hours
+        complete that have not happened (the mark never moves back)."""
+        if res.high_water is not None or self.newest_first:
+            mark = res.high_water
+        elif not res.has_more:
+            # caught up: the vendor had nothing newer when asked, so coverage can
+            # advance to the time of the request, not just to the newest event
+            mark = asked_at
+        else:
+            mark = wr.newest_event
+        return min(mark, asked_at) if mark is not None else None
 
     def _poll_window(
         self,
@@ -409,7 +470,10 @@ class BasePoller(ABC):
                 try:
                     res = self.call_api(self.get_auth_token(), endpoint, cursor, start, end)
                 except BudgetExhausted as exc:
-                    raise BackfillIncomplete(str(exc)) from exc
+                    raise BackfillIncomplete(
+                        f"{exc}; the backfill of {start.isoformat()}..{end.isoformat()} "
+                        "is incomplete: re-run it (events already landed are kept)"
+                    ) from exc
                 self._submit(res, ep, report, pages)
                 cursor = res.cursor
                 pages.settle(keep=1)
@@ -424,3 +488,39 @@ class BasePoller(ABC):
 
 class BackfillIncomplete(LipError):
     """A bounded window could not be fetched to its end within the budget."""
+
+
+class EndpointsFailed(VendorError):
+    """Endpoints of one source failed in a run whose other endpoints were still
+    collected. ``failures`` holds each endpoint's own error; the message names them
+    all, one per line with its cause, so on-call sees every broken endpoint at once
+    and which ones did land."""
+
+    def __init__(
+        self, source: str, failures: Mapping[str, VendorError], collected: Sequence[str]
+    ) -> None:
+        self.failures = dict(failures)
+        self.collected = list(collected)
+        self.source = source
+        self.endpoint = ", ".join(self.failures)
+        statuses = {e.status for e in self.failures.values()}
+        self.status = statuses.pop() if len(statuses) == 1 else None
+        self.detail = "\n".join(
+            f"  - endpoint {ep!r}: {_cause(exc)}" for ep, exc in self.failures.items()
+        )
+        total = len(self.failures) + len(self.collected)
+        landed = f"collected: {', '.join(self.collected)}" if self.collected else "none collected"
+        LipError.__init__(
+            self,
+            f"source {source!r}: {len(self.failures)} of {total} endpoints failed "
+            f"({landed}):\n{self.detail}",
+        )
+
+
+class EndpointsRefused(EndpointsFailed, VendorAuthError):
+    """Every failed endpoint refused the credentials: retrying will not help."""
+
+
+def _cause(exc: VendorError) -> str:
+    status = f"HTTP {exc.status}" if exc.status is not None else "no HTTP response"
+    return f"{status}: {exc.detail}"

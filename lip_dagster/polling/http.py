@@ -1,44 +1,88 @@
-"""One HTTP client for every vendor call: a timeout on every request, bounded retries
-with exponential backoff and full jitter, ``Retry-After`` and rate-limit reset headers
-honoured, and a slow-down before the limit when the vendor says little is left.
+"""One HTTP client for every vendor call.
 
-Retries never outlast the run's deadline: a wait that would cross it ends the poll
-cleanly (``BudgetExhausted``) so what was landed is committed and the next scheduled
-run carries on.
+- **Every request is bounded as a whole.** Connect, read and write each have a timeout,
+  and the whole exchange (headers and body) has ``total_timeout``: a server or proxy
+  that trickles a byte just inside the read timeout cannot hold a request, and with it
+  the source's one run, open. Each attempt's limits are also cut to the time left
+  before the run's deadline.
+- **Bounded retries** (``RetryPolicy.max_attempts``) for 5xx, timeouts and connection
+  errors, with exponential backoff and full jitter, capped at ``max_delay``.
+- **The vendor's wait is honoured in full.** A throttled answer (429, or a vendor's
+  documented rate-limit answer such as Google's 503) waits as long as ``Retry-After``
+  (seconds or an HTTP date) or the rate-limit reset header says, never less: coming
+  back early only earns another throttle, and Slack counts its limit org-wide. A
+  malformed ``Retry-After`` falls back to our own backoff. When the vendor says few
+  calls are left, the next call waits its share of the time to the reset.
+
+When the run's deadline comes first:
+
+- a throttle or slow-down whose wait would cross it ends the poll cleanly at once
+  (``BudgetExhausted``, reason ``rate_limited``): what landed is committed and the next
+  scheduled run carries on;
+- the time running out before a request could finish, with nothing failing, is the
+  same clean stop (reason ``budget``);
+- a vendor failing (timeouts, connection errors, other 5xx) whose next retry would
+  cross it raises ``VendorError`` naming the failure: the run fails and alerts. An
+  outage must never look like throttling, or a dead vendor shows as a green run.
 """
 
 from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC
+from typing import Any, Literal
 
 import httpx
 
-from lip_dagster.errors import LipError, VendorAuthError, VendorError
+from lip_dagster.errors import ConfigError, LipError, VendorAuthError, VendorError
 from lip_dagster.secrets import redact_url
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# the answers that mean "slow down" unless a vendor documents another (Google: 503)
+THROTTLE_STATUSES = frozenset({429})
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# the whole request, headers and body: a 1,000-event page is a few MB at most
+DEFAULT_TOTAL_TIMEOUT = 60.0
+
+StopReason = Literal["rate_limited", "budget"]
 
 
 class BudgetExhausted(LipError):
-    """The run's time budget ends before the next attempt could start."""
+    """The run's deadline comes before this request could be answered, and the vendor
+    is not failing: it asked for a wait past the deadline (``reason`` ``rate_limited``)
+    or the time simply ran out (``budget``). A live poll stops cleanly on it."""
+
+    def __init__(self, message: str, reason: StopReason = "rate_limited") -> None:
+        super().__init__(message)
+        self.reason: StopReason = reason
+
+
+class WholeRequestTimeout(httpx.ReadTimeout):
+    """The request as a whole (not one read) outlasted its limit."""
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 6
     base_delay: float = 0.5
+    # caps our own backoff only; a wait the vendor asks for is never shortened
     max_delay: float = 60.0
     # below this share of the rate-limit window left, spread the remaining calls
     slow_down_below: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError(
+                f"RetryPolicy.max_attempts must be at least 1, not {self.max_attempts}"
+            )
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: uniform in [0, base * 2^attempt], capped."""
@@ -51,29 +95,112 @@ def _header_float(headers: httpx.Headers, *names: str) -> float | None:
         if raw is None:
             continue
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
             continue
+        if math.isfinite(value):
+            return value
     return None
+
+
+def _parse_retry_after(raw: str, now: float) -> float | None:
+    """Seconds from ``Retry-After``: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+    None when it is neither (or not a finite number)."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000": the date is UTC by definition
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def retry_after_seconds(resp: httpx.Response, now: float, use_reset: bool = True) -> float | None:
     """Seconds the vendor asked us to wait: ``Retry-After`` (seconds or HTTP date), or
     (``use_reset``: only when the answer is about the rate limit) the reset epoch of
     Okta's ``X-Rate-Limit-Reset`` / GitHub's ``x-ratelimit-reset``. Okta sends the reset
-    header on every answer, a 500 included; there it says nothing about when to retry."""
+    header on every answer, a 500 included; there it says nothing about when to retry.
+    A malformed ``Retry-After`` counts as absent, so the caller backs off on its own."""
     raw = resp.headers.get("retry-after")
-    if raw:
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - now)
+    if raw and raw.strip():
+        asked = _parse_retry_after(raw.strip(), now)
+        if asked is not None:
+            return asked
+        log.warning("ignoring a malformed Retry-After header %r", raw[:40])
     reset = _header_float(resp.headers, "x-rate-limit-reset", "x-ratelimit-reset")
     if use_reset and reset is not None:
         return max(0.0, reset - now)
     return None
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why the last attempt did not succeed."""
+
+    status: int | None
+    detail: str
+    throttled: bool
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One attempt's limits: the per-operation timeouts, the instant the whole request
+    must be done by, and the time left before the run's deadline (None: no deadline)."""
+
+    timeout: httpx.Timeout
+    stop_at: float
+    total: float
+    deadline_left: float | None
+
+    def cut_by_deadline(self, exc: httpx.TimeoutException) -> bool:
+        """Whether the limit that fired was shortened by the run's deadline; then the
+        vendor was not given its full time and the timeout is no evidence against it."""
+        if self.deadline_left is None:
+            return False
+        limit: float | None
+        if isinstance(exc, WholeRequestTimeout):
+            limit = self.total
+        elif isinstance(exc, httpx.ConnectTimeout):
+            limit = self.timeout.connect
+        elif isinstance(exc, httpx.WriteTimeout):
+            limit = self.timeout.write
+        elif isinstance(exc, httpx.PoolTimeout):
+            limit = self.timeout.pool
+        else:
+            limit = self.timeout.read
+        return limit is not None and limit >= self.deadline_left
+
+
+class _StopAt(httpx.SyncByteStream):
+    """A response body that stops being read once the request's time is up. Each
+    chunk is checked as it arrives; the clamped read timeout bounds the wait for one."""
+
+    def __init__(
+        self,
+        inner: httpx.SyncByteStream,
+        stop_at: float,
+        clock: Callable[[], float],
+        request: httpx.Request,
+        total: float,
+    ) -> None:
+        self._inner, self._stop_at, self._clock = inner, stop_at, clock
+        self._request, self._total = request, total
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._inner:
+            if self._clock() > self._stop_at:
+                raise WholeRequestTimeout(
+                    f"the answer was still arriving after {self._total:g} s",
+                    request=self._request,
+                )
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class HttpClient:
@@ -83,12 +210,15 @@ class HttpClient:
         self,
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
     ) -> None:
+        self.timeout = timeout
+        self.total_timeout = total_timeout
         self.client = httpx.Client(
             timeout=timeout,
             transport=transport,
@@ -100,6 +230,8 @@ class HttpClient:
         self.rng = random.Random(seed)  # jitter, not crypto
         self.retries = 0
         self.throttled = 0
+        # origin -> earliest time for its next call, when the vendor said few are left
+        self._not_before: dict[str, float] = {}
 
     def close(self) -> None:
         self.client.close()
@@ -119,47 +251,57 @@ class HttpClient:
         *,
         deadline: float | None = None,
         ok_statuses: frozenset[int] = frozenset({200}),
+        throttle_statuses: frozenset[int] = THROTTLE_STATUSES,
         **kwargs: Any,
     ) -> httpx.Response:
         """Send with bounded retries. Returns a response whose status is in
-        ``ok_statuses``; raises ``VendorAuthError`` on 401/403, ``VendorError`` when
-        retries are exhausted or the status is not retryable, ``BudgetExhausted``
-        when waiting would cross ``deadline``."""
-        last_status: int | None = None
-        last_detail = ""
+        ``ok_statuses``. Raises ``VendorAuthError`` on 401/403, ``VendorError`` when
+        retries are exhausted, the status is not retryable, or the vendor is still
+        failing when ``deadline`` comes; ``BudgetExhausted`` when the vendor throttles
+        past ``deadline`` or the time runs out with nothing failing.
+        ``throttle_statuses`` are the answers that mean "slow down" for this vendor."""
+        failure: _Failure | None = None
+        attempts = 0
         for attempt in range(self.retry.max_attempts):
+            self._keep_pace(source, endpoint, url, deadline)
+            limits = self._limits(deadline)
+            if limits is None:
+                raise self._out_of_time(source, endpoint, failure, attempts)
+            attempts += 1
             try:
-                resp = self.client.request(method, url, **kwargs)
+                resp = self._send(method, url, limits, **kwargs)
             except httpx.TimeoutException as exc:
-                last_status, last_detail = None, f"timed out ({type(exc).__name__})"
+                if limits.cut_by_deadline(exc):
+                    raise self._out_of_time(source, endpoint, failure, attempts) from None
+                failure = _Failure(None, _timeout_detail(exc, limits), throttled=False)
                 wait = self.retry.backoff(attempt, self.rng)
             except httpx.TransportError as exc:
-                last_status, last_detail = None, f"connection failed ({type(exc).__name__})"
+                failure = _Failure(None, f"connection failed ({type(exc).__name__})", False)
                 wait = self.retry.backoff(attempt, self.rng)
             else:
-                if resp.status_code in ok_statuses:
-                    self._maybe_slow_down(resp, deadline)
+                status = resp.status_code
+                if status in ok_statuses:
+                    self._note_pace(resp, url)
                     return resp
-                last_status, last_detail = resp.status_code, _error_summary(resp)
-                if resp.status_code in (401, 403) and resp.status_code not in RETRY_STATUSES:
-                    raise VendorAuthError(source, endpoint, resp.status_code, last_detail)
-                if resp.status_code not in RETRY_STATUSES:
-                    raise VendorError(source, endpoint, resp.status_code, last_detail)
-                if resp.status_code == 429:
+                detail = _error_summary(resp)
+                if status in (401, 403) and status not in throttle_statuses:
+                    raise VendorAuthError(source, endpoint, status, detail)
+                if status not in RETRY_STATUSES and status not in throttle_statuses:
+                    raise VendorError(source, endpoint, status, detail)
+                throttled = status in throttle_statuses
+                if throttled:
                     self.throttled += 1
-                asked = retry_after_seconds(resp, self.clock(), use_reset=resp.status_code == 429)
+                failure = _Failure(status, detail, throttled)
+                asked = retry_after_seconds(resp, self.clock(), use_reset=throttled)
                 wait = (
-                    min(asked, self.retry.max_delay) + self.rng.uniform(0, 0.25)
+                    asked + self.rng.uniform(0, 0.25)
                     if asked is not None
                     else self.retry.backoff(attempt, self.rng)
                 )
             if attempt == self.retry.max_attempts - 1:
                 break
             if deadline is not None and self.clock() + wait > deadline:
-                raise BudgetExhausted(
-                    f"source {source!r} endpoint {endpoint!r}: {last_detail or last_status}; "
-                    "the run's time budget ends before the next retry"
-                )
+                raise self._out_of_time(source, endpoint, failure, attempts, wait)
             self.retries += 1
             log.warning(
                 "%s/%s: %s %s -> %s; retry %d/%d in %.1fs",
@@ -167,22 +309,97 @@ class HttpClient:
                 endpoint,
                 method,
                 redact_url(url),
-                last_status or last_detail,
+                failure.status or failure.detail,
                 attempt + 1,
                 self.retry.max_attempts - 1,
                 wait,
             )
             self.sleep(wait)
+        # the loop ends here only after max_attempts (>= 1) failed attempts
         raise VendorError(
             source,
             endpoint,
-            last_status,
-            f"{last_detail} (gave up after {self.retry.max_attempts} attempts)",
+            failure.status if failure else None,
+            f"{failure.detail if failure else 'no attempt made'} "
+            f"(gave up after {attempts} attempts)",
         )
 
-    def _maybe_slow_down(self, resp: httpx.Response, deadline: float | None) -> None:
-        """Okta-style headers: when little of the window is left, spread the remaining
-        calls until reset instead of running into a 429."""
+    # ------------------------------------------------------------ one attempt
+    def _limits(self, deadline: float | None) -> _Attempt | None:
+        """This attempt's limits, each cut to the time left before the run's deadline;
+        None when no time is left."""
+        now = self.clock()
+        stop_at = now + self.total_timeout
+        left: float | None = None
+        if deadline is not None:
+            left = deadline - now
+            if left <= 0:
+                return None
+            stop_at = min(stop_at, deadline)
+        room = stop_at - now
+        t = self.timeout
+
+        def cut(limit: float | None) -> float:
+            return room if limit is None else min(limit, room)
+
+        timeout = httpx.Timeout(
+            connect=cut(t.connect), read=cut(t.read), write=cut(t.write), pool=cut(t.pool)
+        )
+        return _Attempt(timeout, stop_at, self.total_timeout, left)
+
+    def _send(self, method: str, url: str, limits: _Attempt, **kwargs: Any) -> httpx.Response:
+        """One exchange, read to the end or cut off at ``limits.stop_at``."""
+        send_options = {k: kwargs.pop(k) for k in ("auth", "follow_redirects") if k in kwargs}
+        request = self.client.build_request(method, url, timeout=limits.timeout, **kwargs)
+        resp = self.client.send(request, stream=True, **send_options)
+        try:
+            if self.clock() > limits.stop_at:
+                raise WholeRequestTimeout(f"no answer within {limits.total:g} s", request=request)
+            if isinstance(resp.stream, httpx.SyncByteStream):
+                resp.stream = _StopAt(
+                    resp.stream, limits.stop_at, self.clock, request, limits.total
+                )
+            resp.read()
+        finally:
+            resp.close()
+        return resp
+
+    def _out_of_time(
+        self,
+        source: str,
+        endpoint: str,
+        failure: _Failure | None,
+        attempts: int,
+        wait: float | None = None,
+    ) -> LipError:
+        """What the deadline means, given how the last attempt went: a throttle or
+        nothing at all is a clean stop; a failing vendor is an outage."""
+        where = f"source {source!r} endpoint {endpoint!r}"
+        if failure is None:
+            return BudgetExhausted(
+                f"{where}: the run's time budget ran out before the request finished",
+                reason="budget",
+            )
+        if failure.throttled:
+            asked = f"asked to wait {wait:.0f} s" if wait is not None else "still throttling"
+            return BudgetExhausted(
+                f"{where}: throttled (HTTP {failure.status}) and {asked}, past the end of "
+                "this run's time budget",
+                reason="rate_limited",
+            )
+        return VendorError(
+            source,
+            endpoint,
+            failure.status,
+            f"{failure.detail}; still failing after {attempts} attempt(s) when the run's "
+            "time budget ran out",
+        )
+
+    # ------------------------------------------------------------ pacing
+    def _note_pace(self, resp: httpx.Response, url: str) -> None:
+        """Okta-style headers: when little of the window is left, the next call to this
+        vendor waits its share of the time to the reset instead of running into a
+        429. The wait is taken before that call, so this page is kept either way."""
         limit = _header_float(resp.headers, "x-rate-limit-limit", "x-ratelimit-limit")
         remaining = _header_float(resp.headers, "x-rate-limit-remaining", "x-ratelimit-remaining")
         if not limit or remaining is None or remaining > limit * self.retry.slow_down_below:
@@ -190,12 +407,42 @@ class HttpClient:
         until_reset = retry_after_seconds(resp, self.clock())
         if until_reset is None:
             return
-        pause = min(until_reset / max(remaining, 1.0), self.retry.max_delay)
-        if deadline is not None:
-            pause = min(pause, max(0.0, deadline - self.clock()))
+        pause = until_reset / max(remaining, 1.0)
         if pause > 0:
-            self.throttled += 1
-            self.sleep(pause)
+            self._not_before[_origin(url)] = self.clock() + pause
+
+    def _keep_pace(self, source: str, endpoint: str, url: str, deadline: float | None) -> None:
+        """Wait out a slow-down the vendor's headers asked for; if it lasts past the
+        deadline, stop now rather than call early into the limit."""
+        origin = _origin(url)
+        at = self._not_before.get(origin)
+        if at is None:
+            return
+        pause = at - self.clock()
+        if pause <= 0:
+            del self._not_before[origin]
+            return
+        if deadline is not None and at > deadline:
+            raise BudgetExhausted(
+                f"source {source!r} endpoint {endpoint!r}: the vendor's rate limit is nearly "
+                f"used up and resets in {pause:.0f} s, past the end of this run's time "
+                "budget",
+                reason="rate_limited",
+            )
+        del self._not_before[origin]
+        self.throttled += 1
+        self.sleep(pause)
+
+
+def _origin(url: str) -> str:
+    u = httpx.URL(url)
+    return f"{u.scheme}://{u.host}:{u.port or ''}"
+
+
+def _timeout_detail(exc: httpx.TimeoutException, limits: _Attempt) -> str:
+    if isinstance(exc, WholeRequestTimeout):
+        return f"timed out (the whole request took over {limits.total:g} s)"
+    return f"timed out ({type(exc).__name__})"
 
 
 def _error_summary(resp: httpx.Response) -> str:

@@ -1,19 +1,33 @@
 """Paging a newest-first API (Slack, Google Reports) without losing events.
 
-Such APIs return the newest page first, so the high-water mark of a window is only
-safe to commit once the whole window has been paged. ``WindowPass`` is the cursor:
-the fixed window ``[oldest, latest]`` being paged, the vendor's page token, and the
-newest event time seen. A crash mid-window resumes the same window from the same page
-token; a finished window starts the next one at the high-water mark (minus an overlap
-for vendors that publish late), and dedupe drops the re-read events.
+Such APIs return the newest page first, so nothing about a window is safe to commit
+as progress until the whole window has been paged. ``WindowPass`` is the cursor: the
+fixed window ``[oldest, latest]`` being paged, the vendor's page token, and the newest
+event time seen. A crash mid-window resumes the same window from the same page token;
+a finished window starts the next one at the newest event seen (minus an overlap for
+vendors that publish late), and dedupe drops the re-read events.
+
+Coverage follows the same rule: while a page token is pending, the older part of the
+window is still unfetched, so no newer mark is given; a finished window covers up to
+its own fixed end (``latest``), not to the time its last page was asked for, since
+anything newer than ``latest`` waits for the next window.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 import orjson
+
+
+class WindowStep(NamedTuple):
+    """Where a window stands after one page."""
+
+    cursor: str  # the WindowPass to store
+    has_more: bool  # a page token is pending
+    high_water: datetime | None  # ``latest`` once the window is paged to its end, else None
 
 
 @dataclass(frozen=True)
@@ -52,12 +66,19 @@ class WindowPass:
             raise ValueError("a first request needs a start time")
         return cls(start_time.timestamp(), latest, None, None)
 
-    def advance(self, next_page: str | None, newest: float | None) -> tuple[str, bool]:
-        """(cursor to store, has_more) after a page."""
+    def advance(self, next_page: str | None, newest: float | None) -> WindowStep:
+        """The cursor to store, whether pages remain, and the coverage mark after a
+        page (``PollResult.high_water``)."""
         hw = self.hw
         if newest is not None and (hw is None or newest > hw):
             hw = newest
         if next_page:
-            return WindowPass(self.oldest, self.latest, next_page, hw).dumps(), True
+            return WindowStep(
+                WindowPass(self.oldest, self.latest, next_page, hw).dumps(), True, None
+            )
         done_hw = hw if hw is not None else self.latest
-        return WindowPass(self.oldest, self.latest, None, done_hw).dumps(), False
+        return WindowStep(
+            WindowPass(self.oldest, self.latest, None, done_hw).dumps(),
+            False,
+            datetime.fromtimestamp(self.latest, UTC),
+        )

@@ -4,8 +4,11 @@ Auth: the service-account JWT bearer flow with domain-wide delegation (RS256; ``
 the service account, ``sub`` the admin impersonated, ``scope``, ``aud`` the token
 URI, ``exp`` one hour after ``iat``). Each application (admin, login, drive, ...) is an
 endpoint. Items come newest first with ``nextPageToken`` until the last page, so the
-cursor is a ``WindowPass``; Google publishes some activities late, so each new window
-re-reads an overlap (``overlap_minutes``, default 30) and dedupe drops what was seen.
+cursor is a ``WindowPass`` and coverage moves only when a window is paged to its end;
+Google publishes some activities late, so each new window re-reads an overlap
+(``overlap_minutes``, default 30) and dedupe drops what was seen. Over quota, Google
+answers 503 (its documented rate-limit answer), so 503 is throttling here, not an
+outage.
 Identity: ``id.time`` + ``id.uniqueQualifier`` (an int64 sent as a string, may be
 negative) + ``id.applicationName`` + ``id.customerId``.
 """
@@ -37,6 +40,8 @@ class GoogleWorkspacePoller(BasePoller):
         time_field="id.time",
     )
     default_endpoints = ("admin", "login", "drive", "token")
+    newest_first = True
+    throttle_statuses = frozenset({429, 503})  # VENDORS.md §4: over quota is 503
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -99,8 +104,8 @@ class GoogleWorkspacePoller(BasePoller):
         times = [
             t.timestamp() for i in items if (t := parse_timestamp((i.get("id") or {}).get("time")))
         ]
-        new_cursor, more = st.advance(data.get("nextPageToken"), max(times) if times else None)
-        return PollResult(items, new_cursor, more)
+        step = st.advance(data.get("nextPageToken"), max(times) if times else None)
+        return PollResult(items, step.cursor, step.has_more, high_water=step.high_water)
 
     def get_cursor_key(self, endpoint: str) -> str:
         return endpoint

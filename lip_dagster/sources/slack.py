@@ -1,7 +1,8 @@
 """Slack Audit Logs (VENDORS.md §2): ``GET /audit/v1/logs`` with ``oldest``,
 ``latest`` (Unix seconds, inclusive), ``limit`` and ``cursor``; an empty
 ``response_metadata.next_cursor`` ends the listing. Entries come newest first, so the
-cursor is a ``WindowPass``. Id ``id``, time ``date_create`` (epoch seconds).
+cursor is a ``WindowPass`` and coverage moves only when a window is paged to its end.
+Throttling is 429 with ``Retry-After``. Id ``id``, time ``date_create`` (epoch seconds).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from lip_dagster.secrets import Secret
 class SlackPoller(BasePoller):
     identity = EventIdentity(id_fields=("id",), time_field="date_create")
     default_endpoints = ("logs",)
+    newest_first = True
 
     def get_auth_token(self) -> Secret:
         return self.bearer("token_secret", "slack/token")
@@ -51,8 +53,8 @@ class SlackPoller(BasePoller):
         entries = data.get("entries") or []
         times = [e["date_create"] for e in entries if isinstance(e.get("date_create"), int)]
         nxt = (data.get("response_metadata") or {}).get("next_cursor") or None
-        new_cursor, more = st.advance(nxt, float(max(times)) if times else None)
-        return PollResult(entries, new_cursor, more)
+        step = st.advance(nxt, float(max(times)) if times else None)
+        return PollResult(entries, step.cursor, step.has_more, high_water=step.high_water)
 
     def get_cursor_key(self, endpoint: str) -> str:
         return endpoint

@@ -7,11 +7,13 @@ import gzip
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import httpx
 import orjson
 import pytest
 
 from lip_dagster.config import Settings
 from lip_dagster.definitions import defs
+from lip_dagster.polling.http import HttpClient, RetryPolicy
 from lip_dagster.simulator import VendorSimulator
 
 POLLING = {"okta", "onepassword", "slack", "google_workspace"}
@@ -19,6 +21,21 @@ POLLING = {"okta", "onepassword", "slack", "google_workspace"}
 
 def load() -> dg.Definitions:
     return defs()
+
+
+def live_poll(component: object, job: str) -> dg.ExecuteInProcessResult:
+    """One scheduled poll of a component built here (not from the YAML), as the
+    schedule would launch it, without step retries in the way."""
+    d = dg.Definitions.merge(
+        component.build_defs(None),  # type: ignore[attr-defined]
+        dg.Definitions(resources={"lip": load().resources["lip"]}),
+    )
+    return d.resolve_job_def(job).execute_in_process(
+        partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
+        tags={"lip/mode": "poll"},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
 
 
 def test_definitions_load_with_every_polling_source(demo_world) -> None:
@@ -121,16 +138,7 @@ def test_a_failed_collection_fails_the_run_naming_source_endpoint_status(
     component = PollingSource(
         name="slack", adapter="slack", base_url_env="LIP_SLACK_BASE_URL", step_retries=0
     )
-    d = dg.Definitions.merge(
-        component.build_defs(None),  # type: ignore[arg-type]
-        dg.Definitions(resources={"lip": load().resources["lip"]}),
-    )
-    result = d.resolve_job_def("slack_poll").execute_in_process(
-        partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
-        tags={"lip/mode": "poll"},
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )
+    result = live_poll(component, "slack_poll")
     assert not result.success
     from lip_dagster.cli import failure_message
 
@@ -179,3 +187,63 @@ def test_secrets_never_reach_logs_metadata_or_errors(
         for line in value.splitlines():
             if len(line) >= 16 and "BEGIN" not in line and "END" not in line:
                 assert line not in blob, "a secret reached Dagster's logs, metadata or errors"
+
+
+class DeadItemUsages(httpx.HTTPTransport):
+    """1Password's ``itemusages`` endpoint is unreachable; the others answer."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/itemusages"):
+            raise httpx.ConnectError("connection refused", request=request)
+        return super().handle_request(request)
+
+
+def test_an_endpoint_that_is_down_fails_the_run_after_the_others_landed(
+    demo_world: VendorSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run fails (so the run-failure alert fires) naming the broken endpoint and
+    why; the healthy endpoints were still collected in that run."""
+    from lip_dagster.cli import failure_message
+    from lip_dagster.components import polling as polling_component
+    from lip_dagster.components.polling import PollingSource
+
+    monkeypatch.setattr(
+        polling_component,
+        "HttpClient",
+        lambda: HttpClient(
+            transport=DeadItemUsages(), retry=RetryPolicy(max_attempts=2, base_delay=0.01)
+        ),
+    )
+    component = PollingSource(
+        name="onepassword",
+        adapter="onepassword",
+        base_url_env="LIP_ONEPASSWORD_BASE_URL",
+        endpoints=["auditevents", "itemusages", "signinattempts"],
+        step_retries=0,
+    )
+    result = live_poll(component, "onepassword_poll")
+    assert not result.success
+    msg = failure_message(result)
+    assert "'itemusages'" in msg and "connection failed (ConnectError)" in msg
+    assert "collected: auditevents, signinattempts" in msg
+    healthy = {
+        e["uuid"]
+        for ep in ("auditevents", "signinattempts")
+        for e in demo_world.events("onepassword", ep)
+    }
+    landed = lake_ids("onepassword")
+    assert healthy <= landed
+    assert not {e["uuid"] for e in demo_world.events("onepassword", "itemusages")} & landed
+
+
+@pytest.mark.parametrize("minutes", [7, 45, 90, 0])
+def test_a_poll_interval_cron_cannot_keep_is_refused_when_the_yaml_loads(minutes: int) -> None:
+    """cron's */45 fires at :00 and :45, */90 every hour: a schedule named
+    every_45m would poll at other intervals than its name says."""
+    from pydantic import ValidationError
+
+    from lip_dagster.components.polling import PollingSource
+
+    with pytest.raises(ValidationError, match="poll_minutes must divide 60"):
+        PollingSource(name="okta", adapter="okta", base_url_env="X", poll_minutes=minutes)
+    assert PollingSource(name="okta", adapter="okta", base_url_env="X", poll_minutes=15)

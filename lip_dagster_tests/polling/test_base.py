@@ -212,3 +212,33 @@ def test_backfill_that_cannot_finish_fails(make_poller) -> None:
     window = (start, start + timedelta(hours=10))
     with pytest.raises(BackfillIncomplete, match="ran out of its time budget"):
         p.run(window=window)
+
+
+def test_one_broken_endpoint_does_not_keep_the_others_from_being_collected(
+    make_poller,
+) -> None:
+    start = datetime.fromtimestamp(NOW, UTC) - timedelta(hours=1)
+    p = make_poller(events(30, start))
+    p.config = PollerConfig(
+        source="fake", base_url="https://vendor.test", endpoints=("a", "broken", "c", "d")
+    )
+    real = p.call_api
+    polled: list[str] = []
+
+    def vendor(auth_token, endpoint, *a: Any, **kw: Any) -> PollResult:
+        polled.append(endpoint)
+        if endpoint in ("broken", "d"):
+            raise VendorError(
+                "fake", endpoint, 503, "Service Unavailable (gave up after 6 attempts)"
+            )
+        return real(auth_token, endpoint, *a, **kw)
+
+    p.call_api = vendor  # type: ignore[method-assign]
+    with pytest.raises(VendorError) as ei:
+        p.run()
+    assert {"a", "broken", "c", "d"} <= set(polled)
+    msg = str(ei.value)
+    assert "'broken'" in msg and "'d'" in msg and "HTTP 503" in msg
+    assert "'a'" not in msg and "'c'" not in msg
+    for endpoint in ("a", "c"):  # collected and committed despite the failure
+        assert p.cursors.get("fake", endpoint).value == "30"

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import time
 
+import httpx
 import orjson
 import pytest
 
+from lip_dagster.components.coverage import hour_coverage, polling_head
 from lip_dagster.errors import ConfigError, VendorAuthError, VendorError
+from lip_dagster.lake.envelope import parse_timestamp
+from lip_dagster.lake.layout import hour_of
 
 from .conftest import Harness
 
@@ -72,3 +77,76 @@ def test_a_malformed_key_file_names_the_problem_not_the_key(harness: Harness, mo
     with pytest.raises(ConfigError, match="not a Google key file") as ei:
         harness.poller("google_workspace", endpoints=("admin",)).run()
     assert "oops" not in str(ei.value)
+
+
+def test_a_run_stopped_mid_window_calls_no_unfetched_hour_complete(harness: Harness) -> None:
+    """Activities come newest first: until a window is paged to its end, coverage does
+    not move, so the older hours of the window are not called complete."""
+    p = harness.poller(
+        "google_workspace", initial_lookback_hours=4, endpoints=("login",), page_size=50
+    )
+    fake = {"now": time.time()}
+    real = p.call_api
+
+    def slow(*a, **kw):
+        page = real(*a, **kw)
+        fake["now"] += 100
+        return page
+
+    p.clock = lambda: fake["now"]
+    p.call_api = slow  # type: ignore[method-assign]
+    assert p.run().endpoints["login"].stopped == "budget"
+    head = polling_head(harness.backend, "google_workspace", ["login"])
+    landed = set(harness.lake_ids("google_workspace"))
+    by_hour: dict[str, set[str]] = {}
+    for e in harness.sim.events("google_workspace", "login"):
+        key = "|".join(
+            str(e["id"][k]) for k in ("time", "uniqueQualifier", "applicationName", "customerId")
+        )
+        by_hour.setdefault(hour_of(parse_timestamp(e["id"]["time"])), set()).add(key)
+    wrong = [
+        h
+        for h, ids in by_hour.items()
+        if hour_coverage(h, head) == "complete" and not ids <= landed
+    ]
+    assert wrong == []
+
+
+class SlowTransport(httpx.HTTPTransport):
+    """Every answer takes 30 s of the poller's (fake) clock: an overloaded API."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = time.time()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.now += 30.0
+        return super().handle_request(request)
+
+
+def overloaded(harness: Harness, status: int):
+    slow = SlowTransport()
+    p = harness.poller(
+        "google_workspace",
+        initial_lookback_hours=4,
+        endpoints=("admin",),
+        transport=slow,
+        time_budget_seconds=100,
+    )
+    p.clock = p.http.clock = lambda: slow.now
+    p.get_auth_token()  # the token is fine; the activities API is the one answering
+    harness.sim.script("google", [status] * 6)
+    return p
+
+
+def test_503_is_googles_rate_limit_so_a_long_one_ends_the_poll_cleanly(harness: Harness) -> None:
+    """VENDORS.md §4: Google answers over-quota with 503. Still throttled when the
+    budget ends: the poll stops cleanly and the next run carries on."""
+    report = overloaded(harness, 503).run()
+    assert report.endpoints["admin"].stopped == "rate_limited" and report.throttled >= 1
+
+
+def test_a_500_storm_past_the_budget_is_an_outage_and_fails_the_run(harness: Harness) -> None:
+    with pytest.raises(VendorError, match=r"'admin': HTTP 500") as ei:
+        overloaded(harness, 500).run()
+    assert "time budget" in str(ei.value)

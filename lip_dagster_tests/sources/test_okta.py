@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from lip_dagster.components.coverage import hour_coverage, polling_head
 from lip_dagster.errors import VendorAuthError, VendorError
+from lip_dagster.lake.layout import hour_of
 from lip_dagster.sources.okta import OktaPoller
 
 from .conftest import Harness
@@ -138,3 +140,29 @@ def test_a_next_link_to_another_host_is_not_followed(harness: Harness) -> None:
     evil = "https://attacker.example/api/v1/logs?after=x"
     with pytest.raises(VendorError, match="off the Okta org"):
         p.call_api(p.get_auth_token(), "logs", cursor=evil)
+
+
+def test_coverage_follows_the_poll_not_an_event_stamped_in_the_future(harness: Harness) -> None:
+    """Okta pages in persistence order, so caught up means covered up to the request.
+    One event whose clock is hours ahead must not mark hours that have not even
+    happened as complete (the mark never moves back, so they would stay complete)."""
+    now = datetime.now(UTC)
+    ahead = now + timedelta(hours=3)
+    harness.sim.add_events("okta", "logs", 1, start=ahead, end=ahead + timedelta(seconds=1))
+    report = harness.poller("okta", initial_lookback_hours=4, page_size=1000).run()
+    assert report.endpoints["logs"].stopped == "caught_up"
+    head = polling_head(harness.backend, "okta", ["logs"])
+    assert head is not None and now - timedelta(minutes=1) <= head <= datetime.now(UTC)
+    assert hour_coverage(hour_of(now - timedelta(hours=1)), head) == "complete"
+    assert hour_coverage(hour_of(now + timedelta(hours=1)), head) == "open"
+
+
+def test_a_token_endpoint_that_is_down_is_an_outage_not_a_bad_credential(
+    harness: Harness,
+) -> None:
+    """A 5xx from the OAuth token endpoint says nothing about the key: the error must
+    not send on-call to rotate credentials (and the run stays retryable)."""
+    harness.sim.script("okta", [500, 500, 500])
+    with pytest.raises(VendorError, match=r"'oauth2/v1/token': HTTP 500") as ei:
+        harness.poller("okta", options={"auth": "oauth"}, max_attempts=3).run()
+    assert not isinstance(ei.value, VendorAuthError)

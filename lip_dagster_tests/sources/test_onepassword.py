@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from lip_dagster.errors import VendorAuthError, VendorError
@@ -81,3 +83,55 @@ def test_nanosecond_timestamps_file_under_the_right_hour(harness: Harness) -> No
         for line in gzip.decompress(p.read_bytes()).splitlines():
             rec = orjson.loads(line)
             assert rec["timestamp"][11:13] == hour and rec["_lip"]["hour_from"] == "event"
+
+
+class DeadEndpoint(httpx.HTTPTransport):
+    """``itemusages`` never answers (each try eats a 30 s read timeout of the
+    poller's fake clock); the other endpoints answer normally."""
+
+    def __init__(self, dead: tuple[str, ...] = ("itemusages",)) -> None:
+        super().__init__()
+        self.now = time.time()
+        self.dead = dead
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.rsplit("/", 1)[-1] in self.dead:
+            self.now += 30.0
+            raise httpx.ReadTimeout("no answer", request=request)
+        return super().handle_request(request)
+
+
+def with_dead(harness: Harness, dead: tuple[str, ...]):
+    transport = DeadEndpoint(dead)
+    p = harness.poller("onepassword", initial_lookback_hours=4, transport=transport)
+    p.clock = p.http.clock = lambda: transport.now
+    p.http.sleep = lambda s: setattr(transport, "now", transport.now + s)
+    return p
+
+
+def test_an_endpoint_outage_fails_the_run_after_the_others_are_collected(harness: Harness) -> None:
+    """A vendor that stops answering is an outage, not throttling: the run fails (and
+    the run-failure alert fires), naming the endpoint and the cause. The endpoints
+    after it are still collected in the same run and keep their progress."""
+    p = with_dead(harness, ("itemusages",))
+    with pytest.raises(VendorError) as ei:
+        p.run()
+    msg = str(ei.value)
+    assert "'itemusages'" in msg and "timed out (ReadTimeout)" in msg
+    assert "'auditevents'" not in msg and "'signinattempts'" not in msg  # not blamed
+    assert "collected: auditevents, signinattempts" in msg
+    landed = set(harness.lake_ids("onepassword"))
+    assert sim_ids(harness, "auditevents") | sim_ids(harness, "signinattempts") <= landed
+    assert not sim_ids(harness, "itemusages") & landed
+    cursors = {ep: harness.backend.cursors.get("onepassword", ep) for ep in ENDPOINTS}
+    assert cursors["itemusages"] is None
+    assert cursors["auditevents"] is not None and cursors["signinattempts"] is not None
+
+
+def test_every_failed_endpoint_is_named(harness: Harness) -> None:
+    p = with_dead(harness, ("auditevents", "signinattempts"))
+    with pytest.raises(VendorError) as ei:
+        p.run()
+    msg = str(ei.value)
+    assert "'auditevents'" in msg and "'signinattempts'" in msg and "timed out" in msg
+    assert sim_ids(harness, "itemusages") <= set(harness.lake_ids("onepassword"))

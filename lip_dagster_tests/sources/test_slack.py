@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from lip_dagster.components.coverage import hour_coverage, polling_head
 from lip_dagster.errors import VendorAuthError, VendorError
+from lip_dagster.lake.layout import hour_of
 from lip_dagster.polling.window import WindowPass
 
 from .conftest import Harness
@@ -78,3 +81,75 @@ def test_backfill_window(harness: Harness) -> None:
         e["id"] for e in events if window[0].timestamp() <= e["date_create"] < window[1].timestamp()
     }
     assert set(harness.lake_ids("slack")) == expected
+
+
+# ---------------------------------------------------------------- coverage
+
+
+class SlowVendor:
+    """Each page costs ``seconds`` of the poller's (fake) clock."""
+
+    def __init__(self, poller, start: float, seconds: float) -> None:
+        self.now = start
+        self.real = poller.call_api
+        self.seconds = seconds
+        poller.clock = lambda: self.now
+        poller.call_api = self
+
+    def __call__(self, *a, **kw):
+        page = self.real(*a, **kw)
+        self.now += self.seconds
+        return page
+
+
+def hours_complete_but_incomplete(h: Harness) -> list[str]:
+    """Hours that coverage calls complete while the vendor holds events of them that
+    are not in the lake: what DESIGN §2 says a materialized hour must never be."""
+    head = polling_head(h.backend, "slack", ["logs"])
+    landed = set(h.lake_ids("slack"))
+    by_hour: dict[str, set[str]] = {}
+    for e in h.sim.events("slack", "logs"):
+        by_hour.setdefault(hour_of(datetime.fromtimestamp(e["date_create"], UTC)), set()).add(
+            e["id"]
+        )
+    return [
+        hour
+        for hour, ids in sorted(by_hour.items())
+        if hour_coverage(hour, head) == "complete" and not ids <= landed
+    ]
+
+
+def test_a_run_stopped_mid_window_calls_no_unfetched_hour_complete(harness: Harness) -> None:
+    """Pages come newest first: the first pages of a window say nothing about the
+    older hours still to be paged."""
+    p = harness.poller("slack", initial_lookback_hours=4, time_budget_seconds=240)
+    SlowVendor(p, time.time(), seconds=100)
+    report = p.run()  # three pages, then the budget ends
+    assert report.endpoints["logs"].stopped == "budget"
+    assert report.result.events < len(harness.sim.events("slack", "logs"))
+    assert hours_complete_but_incomplete(harness) == []
+    # the next run finishes the window: then its hours are complete, and truly so
+    assert harness.poller("slack").run().endpoints["logs"].stopped == "caught_up"
+    head = polling_head(harness.backend, "slack", ["logs"])
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    assert head is not None and hour_coverage(hour_of(two_hours_ago), head) == "complete"
+    assert set(harness.lake_ids("slack")) == sim_ids(harness)
+    assert hours_complete_but_incomplete(harness) == []
+
+
+def test_a_finished_window_covers_only_up_to_its_own_end(harness: Harness) -> None:
+    """The window was asked up to 30 s before the hour's end; its ten pages took 200 s.
+    An event 10 s after the window's end is not fetched yet, so the hour stays open."""
+    end_of_hour = (datetime.now(UTC) + timedelta(hours=1)).replace(
+        minute=0, second=0, microsecond=0
+    )
+    window_end = end_of_hour - timedelta(seconds=30)
+    later = window_end + timedelta(seconds=10)
+    harness.sim.add_events("slack", "logs", 1, start=later, end=later + timedelta(seconds=1))
+    p = harness.poller("slack", initial_lookback_hours=4)
+    SlowVendor(p, window_end.timestamp(), seconds=20)
+    assert p.run().endpoints["logs"].stopped == "caught_up"
+    assert hours_complete_but_incomplete(harness) == []
+    head = polling_head(harness.backend, "slack", ["logs"])
+    assert head is not None and head <= window_end + timedelta(seconds=1)
+    assert hour_coverage(hour_of(window_end), head) == "open"
