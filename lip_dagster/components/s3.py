@@ -4,16 +4,21 @@ It builds the hourly-partitioned asset (a transcoding run), the arrival sensor t
 starts those runs (or registers objects already in the lake layout without a run),
 the content and quarantine checks, and the freshness policy.
 
-A run launched by the sensor carries its object keys in run config. A run launched
-without keys (``lip run SOURCE``, the demo, "Materialize" in the UI) finds new objects
-itself, lands them, and only then acknowledges them (commits the listing cursor or
-deletes the notifications), so one command runs a source once, in-process.
+A run launched by the sensor carries its object keys in run config, and the sensor
+acknowledges the objects only once it has seen a run of theirs succeed
+(``s3stream/pending.py``): a run that fails after its retries has its objects
+requested again, and after ``max_batch_runs`` runs they go to quarantine, never
+silently away. A run launched without keys by ``lip run SOURCE`` (tag
+``lip/mode=poll``) finds new objects itself, lands them, and only then acknowledges
+them. Any other run without keys (a backfill of an hour, "Materialize" in the UI)
+fails with instructions: vendor objects are not collected by hour.
 """
 
-import hashlib
 import logging
 import os
+import time
 import weakref
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,27 +30,55 @@ from lip_dagster.components import common
 from lip_dagster.components.checks import source_checks
 from lip_dagster.errors import ConfigError, LipError
 from lip_dagster.lake.layout import hour_of, partition_start, validate_source_name
+from lip_dagster.lake.writer import WriteResult
 from lip_dagster.resources import Backend
 from lip_dagster.s3stream.arrivals import (
     DEFAULT_SETTLE_SECONDS,
     ArrivalFinder,
-    ListingState,
+    Discovery,
     Plan,
     batches,
+    key_digest,
     plan_objects,
 )
 from lip_dagster.s3stream.formats import VendorFormat, vendor_format
-from lip_dagster.s3stream.objects import ObjectLocation
-from lip_dagster.s3stream.transcode import PAGE_EVENTS, Transcoder, TranscodeReport
+from lip_dagster.s3stream.objects import ObjectInfo, ObjectLocation
+from lip_dagster.s3stream.pending import (
+    DEFAULT_MAX_ATTEMPTS,
+    Batch,
+    Message,
+    RunOutcome,
+    SensorState,
+    batch_id,
+)
+from lip_dagster.s3stream.transcode import (
+    PAGE_EVENTS,
+    ObjectOutcome,
+    ObjectsNotRead,
+    Transcoder,
+    TranscodeReport,
+)
 
 log = logging.getLogger(__name__)
 
 PATTERN = "s3"
+BATCH_TAG = "lip/batch"
+"""On every run the sensor requests: the batch id (also its run key). Dagster copies
+it onto its own retries of the run, so the sensor finds every run of a batch."""
+ATTEMPT_TAG = "lip/attempt"
+NOT_READ_TAG = "lip/not_read"
+"""Set by a keyed run on itself: ``*`` while it works (if it dies, every key counts as
+not landed), then a JSON object of ``{key digest: error code}`` for the keys it could
+not read (``{}``: all landed)."""
+ALL_KEYS = "*"
+QUARANTINE_CHECK = "quarantine_empty"
+RunLookup = Callable[[Sequence[str]], Mapping[str, RunOutcome]]
 
 
 class TranscodeConfig(dg.Config):
     """Object keys to transcode (set by the arrival sensor). Empty: find new objects
-    first, as the sensor would, and acknowledge them after they landed."""
+    first, as the sensor would, and acknowledge them after they landed (only with the
+    ``lip/mode=poll`` tag that ``lip run SOURCE`` sets)."""
 
     keys: list[str] = Field(default_factory=list)
 
@@ -75,7 +108,14 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
     start_date: str = "2026-01-01-00:00"
     sensor_seconds: int = 60
     keys_per_run: int = 20
-    max_keys_per_tick: int = 500
+    max_keys_per_tick: int = Field(
+        default=500,
+        description="objects taken per tick, and at most this many waiting for their runs",
+    )
+    max_batch_runs: int = Field(
+        default=DEFAULT_MAX_ATTEMPTS,
+        description="runs a batch of objects gets; what none of them landed goes to quarantine",
+    )
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     page_events: int = PAGE_EVENTS
     freshness_fail_minutes: int = 60
@@ -131,12 +171,32 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             page_events=self.page_events,
         )
 
+    def how_to_rerun(self) -> str:
+        """How a person lands particular vendor objects again (quarantine reasons and
+        errors say it)."""
+        return (
+            f"launch the job {self.name}_transcode with run config "
+            f"`ops: {{{self.name}: {{config: {{keys: [<object key>, ...]}}}}}}`"
+        )
+
+    def not_by_hour(self, partition: str | None) -> str:
+        """Why a run without keys and without ``lip/mode=poll`` does nothing honest."""
+        return (
+            f"{self.name} is an S3 source: its objects are found by the sensor "
+            f"{self.name}_arrivals as the vendor writes them, not by hour, so a backfill "
+            f"or Materialize of partition {partition or '(none)'} has nothing to fetch "
+            f"and lands nothing. To collect new objects now, run `lip run {self.name}`. "
+            f"To read particular vendor objects again (e.g. ones listed in quarantine), "
+            f"{self.how_to_rerun()}."
+        )
+
     # ------------------------------------------------------------ the run body
-    def land(
-        self, lip: Backend, keys: list[str], log_event: Any = None
-    ) -> tuple[TranscodeReport, dict[str, Any]]:
+    def land(self, lip: Backend, keys: list[str]) -> tuple[TranscodeReport, dict[str, Any]]:
         """Transcode ``keys``; with none, find new objects, land them, then
-        acknowledge them. Returns the report and run metadata."""
+        acknowledge the ones that landed (objects that could not be read stay new:
+        their notifications are not deleted, the listing state does not pass them).
+        Returns the report and run metadata; ``report.failed`` lists what to name
+        when failing the run."""
         lip.ensure_source(self.name)
         writer = lip.writer()
         meta: dict[str, Any] = {}
@@ -148,63 +208,206 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             finder = self.finder(lip)
             disc = finder.discover(None, self.max_keys_per_tick)
             plan = plan_objects(self.name, disc.objects, finder.objects, tc.fmt)
+            self._quarantine_notifications(lip, disc)
             report = tc.run(info.key for info in plan.transcode)
+            failed = {o.key for o in report.failed}
             meta.update(
                 mode=f"sweep ({finder.mode})",
                 skipped_housekeeping=len(plan.skipped),
                 notifications_ignored=disc.ignored,
                 test_events=disc.test_events,
             )
-            for problem in disc.problems:
-                lip.quarantine.put(self.name, "notification", problem.encode(), problem)
-            if disc.state is not None:
+            if finder.queue is None:
                 before = finder.stored_state()
-                after = finder.commit(disc.state)
+                after = finder.commit_landed(
+                    ((o.key, disc.modified(o)) for o in disc.objects if o.key not in failed),
+                    (disc.modified(o) for o in disc.objects if o.key in failed),
+                )
                 meta["listed_through_before"] = before.through
                 meta["listed_through"] = after.through
-            refused = finder.acknowledge(disc.receipts)
+            refused = finder.acknowledge(
+                [m.receipt for m in disc.messages if not failed.intersection(m.keys)]
+            )
             if refused:
                 meta["notifications_not_deleted"] = refused
             return report, meta
         finally:
             writer.close()
 
+    def _quarantine_notifications(self, lip: Backend, disc: Discovery) -> int:
+        """Keep each unusable notification's body (it may be the only record of the
+        object it named) before its message can be deleted."""
+        for bad in disc.problems:
+            lip.quarantine.put(self.name, f"notification-{bad.message_id}", bad.body, bad.reason)
+            log.warning("%s: %s", self.name, bad.reason)
+        return len(disc.problems)
+
     # ------------------------------------------------------------ the sensor body
     def evaluate_tick(
-        self, lip: Backend, cursor: str | None, asset_key: dg.AssetKey, now: datetime
+        self,
+        lip: Backend,
+        cursor: str | None,
+        asset_key: dg.AssetKey,
+        now: datetime,
+        runs: RunLookup,
     ) -> dg.SensorResult:
-        """One sensor tick: acknowledge what the previous tick requested, find new
-        objects, register lake-layout ones, batch the rest into run requests."""
-        prev = _SensorCursor.loads(cursor)
+        """One sensor tick: see how the runs it requested ended (landed: acknowledge
+        their objects; failed: request the unlanded ones again, or quarantine them
+        after ``max_batch_runs``), then find new objects, register lake-layout ones,
+        and batch the rest into run requests. ``runs`` maps batch ids to how their
+        runs ended (``batch_outcomes`` over the Dagster instance)."""
+        state = SensorState.loads(cursor, self.settle_seconds)
         _ensure_once(lip, self.name)
         finder = self.finder(lip)
-        if finder.queue is not None:
-            try:
-                finder.acknowledge(prev.receipts)
-            except LipError as exc:
-                # fail open: the messages come back after their visibility timeout
-                # and are handled again; the writer lands nothing twice
-                log.warning("%s: could not delete notifications: %s", self.name, exc)
-        elif prev.listing is not None:
-            finder.commit(prev.listing)
-        disc = finder.discover(prev.listing, self.max_keys_per_tick)
         fmt = self.vendor_format()
-        plan = plan_objects(self.name, disc.objects, finder.objects, fmt)
-        for problem in disc.problems:
-            lip.quarantine.put(self.name, "notification", problem.encode(), problem)
-        events = self._register(plan, finder, asset_key, now)
-        for key, why in plan.rejected:
-            lip.quarantine.put(self.name, key, b"", f"{finder.objects.describe(key)}: {why}")
-        requests = self._run_requests(plan, now)
-        new_cursor = _SensorCursor(listing=disc.state, receipts=disc.receipts).dumps()
+        t = now.timestamp()
+
+        waited = len(state.batches)
+        outcomes = runs([b.id for b in state.batches]) if state.batches else {}
+        settled = state.settle(
+            outcomes,
+            t,
+            max_attempts=self.max_batch_runs,
+            absent_after=max(600.0, 3.0 * self.sensor_seconds),
+            describe=finder.objects.describe,
+            how_to_rerun=self.how_to_rerun(),
+        )
+        quarantined = 0
+        for gave_up in settled.given_up:  # before acknowledging: never lost in between
+            data = orjson.dumps(
+                {
+                    "origin": finder.objects.describe(gave_up.key),
+                    "copied": False,
+                    "error": gave_up.code,
+                    "runs": gave_up.runs,
+                }
+            )
+            lip.quarantine.put(self.name, gave_up.key, data, gave_up.reason)
+            log.error("%s: quarantined %s: %s", self.name, gave_up.key, gave_up.reason)
+            quarantined += 1
+        self._acknowledge(finder, state)
+
+        requests = [self._run_request(b, now) for b in settled.retry]
+        events: list[Any] = []
+        room = self.max_keys_per_tick - len(state.pending_keys())
+        skipped = 0
+        if room > 0:
+            disc = finder.discover(state.listing, room)
+            known = set(state.messages)  # a message back after its visibility ran out
+            disc.problems = [p for p in disc.problems if p.message_id not in known]
+            new, versions = self._take(state, disc, finder)
+            plan = plan_objects(self.name, new, finder.objects, fmt)
+            skipped = len(plan.skipped)
+            quarantined += self._quarantine_notifications(lip, disc)
+            events += self._register(plan, finder, asset_key, now)
+            for key, why in plan.rejected:
+                lip.quarantine.put(self.name, key, b"", f"{finder.objects.describe(key)}: {why}")
+                quarantined += 1
+            for keys in batches([info.key for info in plan.transcode], self.keys_per_run):
+                batch = Batch(
+                    id=batch_id(self.name, {k: versions[k] for k in keys}),
+                    keys=keys,
+                    requested_at=t,
+                )
+                state.batches.append(batch)
+                requests.append(self._run_request(batch, now))
+        if quarantined:
+            events.append(self._quarantine_evaluation(lip, asset_key))
         skip = None
         if not requests and not events:
-            skip = f"no new objects ({len(plan.skipped)} housekeeping objects skipped)"
+            found = (
+                f"no new objects ({skipped} housekeeping objects skipped)"
+                if room > 0
+                else f"{self.max_keys_per_tick - room} objects wait for their runs; new "
+                "objects are taken once they land"
+            )
+            skip = (
+                f"{found}; {len(settled.landed)} of {waited} requested batches landed, "
+                f"{settled.waiting} still waited for"
+            )
         return dg.SensorResult(
-            run_requests=requests,
-            asset_events=events,
-            cursor=new_cursor,
-            skip_reason=skip,
+            run_requests=requests, asset_events=events, cursor=state.dumps(), skip_reason=skip
+        )
+
+    def _acknowledge(self, finder: ArrivalFinder, state: SensorState) -> None:
+        """Acknowledge what no batch waits for any more; keep the rest hidden."""
+        pending = state.pending_keys()
+        if finder.queue is None:
+            done = {k: t for k, t in state.objects.items() if k not in pending}
+            if done:
+                finder.commit_landed(
+                    done.items(), [t for k, t in state.objects.items() if k in pending]
+                )
+                for k in done:
+                    del state.objects[k]
+            return
+        done_ids = [m for m, msg in state.messages.items() if not pending.intersection(msg.keys)]
+        if done_ids:
+            try:
+                refused = finder.acknowledge([state.messages[m].receipt for m in done_ids])
+            except LipError as exc:
+                # fail open: kept, and deleted by a later tick; the objects landed
+                log.warning("%s: could not delete notifications: %s", self.name, exc)
+            else:
+                for m in done_ids:
+                    del state.messages[m]
+                if refused:
+                    log.info("%s: %d notifications were not deleted", self.name, refused)
+        now = time.time()
+        half = finder.visibility_timeout / 2
+        due = [
+            msg
+            for msg in state.messages.values()
+            if pending.intersection(msg.keys) and msg.hidden_until - now < half
+        ]
+        if due:
+            try:
+                finder.keep_hidden([msg.receipt for msg in due])
+            except LipError as exc:
+                # they come back and are recognised by message id: nothing is lost
+                log.warning("%s: could not keep notifications hidden: %s", self.name, exc)
+            else:
+                for msg in due:
+                    msg.hidden_until = now + finder.visibility_timeout
+
+    def _take(
+        self, state: SensorState, disc: Discovery, finder: ArrivalFinder
+    ) -> tuple[list[ObjectInfo], dict[str, str]]:
+        """The newly found objects, with what announced each (for the batch id), and
+        the state updated to remember them until they landed."""
+        pending = state.pending_keys()
+        if finder.queue is None:
+            state.listing = disc.state
+            new = [o for o in disc.objects if o.key not in pending]
+            for o in new:
+                state.objects[o.key] = disc.modified(o)
+            return new, {o.key: repr(disc.modified(o)) for o in new}
+        versions: dict[str, str] = {}
+        hidden_until = disc.listed_at + finder.visibility_timeout
+        for m in disc.messages:
+            known = state.messages.get(m.message_id)
+            if known is not None:  # back after its visibility ran out: same work
+                known.receipt, known.hidden_until = m.receipt, hidden_until
+                continue
+            state.messages[m.message_id] = Message(m.receipt, list(m.keys), hidden_until)
+            for k in m.keys:
+                if k not in pending:
+                    versions.setdefault(k, m.message_id)
+        return [o for o in disc.objects if o.key in versions], versions
+
+    def _quarantine_evaluation(
+        self, lip: Backend, asset_key: dg.AssetKey
+    ) -> dg.AssetCheckEvaluation:
+        """The sensor just put something in quarantine: turn the check red now, not
+        at the next run (there may be none for a while)."""
+        n = lip.quarantine.count(self.name)
+        return dg.AssetCheckEvaluation(
+            asset_key=asset_key,
+            check_name=QUARANTINE_CHECK,
+            passed=n == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{n} item(s) in quarantine: see docs/s3-sources.md",
+            metadata={"quarantined": n},
         )
 
     def _register(
@@ -231,30 +434,32 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             )
         return events
 
-    def _run_requests(self, plan: Plan, now: datetime) -> list[dg.RunRequest]:
-        keys = [info.key for info in plan.transcode]
-        tags = common.source_tags(self.name, PATTERN)
-        out = []
-        for batch in batches(keys, self.keys_per_run):
-            digest = hashlib.sha256("\n".join(sorted(batch)).encode()).hexdigest()[:32]
-            out.append(
-                dg.RunRequest(
-                    run_key=f"{self.name}:{digest}",
-                    partition_key=hour_of(now),
-                    run_config={"ops": {self.name: {"config": {"keys": batch}}}},
-                    tags={**tags, "lip/objects": str(len(batch))},
-                )
-            )
-        return out
+    def _run_request(self, batch: Batch, now: datetime) -> dg.RunRequest:
+        return dg.RunRequest(
+            run_key=batch.id,
+            partition_key=hour_of(now),
+            run_config={"ops": {self.name: {"config": {"keys": batch.keys}}}},
+            tags={
+                **common.source_tags(self.name, PATTERN),
+                BATCH_TAG: batch.id,
+                ATTEMPT_TAG: str(batch.attempt),
+                "lip/objects": str(len(batch.keys)),
+            },
+        )
 
     # ------------------------------------------------------------- definitions
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         name = validate_source_name(self.name)
         fmt = self.vendor_format()  # unknown formats and options fail at load
-        if self.keys_per_run < 1 or self.max_keys_per_tick < 1 or self.settle_seconds < 0:
+        if (
+            self.keys_per_run < 1
+            or self.max_keys_per_tick < 1
+            or self.max_batch_runs < 1
+            or self.settle_seconds < 0
+        ):
             raise ConfigError(
-                f"source {name!r}: keys_per_run and max_keys_per_tick must be >= 1, "
-                "settle_seconds >= 0"
+                f"source {name!r}: keys_per_run, max_keys_per_tick and max_batch_runs must "
+                "be >= 1, settle_seconds >= 0"
             )
         partitions = common.hourly_partitions(self.start_date)
         tags = common.source_tags(name, PATTERN)
@@ -283,10 +488,28 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             if fmt is None:
                 context.log.info(f"{name}: lake-layout objects are registered by the sensor")
                 return dg.MaterializeResult(metadata={"mode": "registered by sensor"})
-            report, meta = component.land(lip, list(config.keys))
+            keys = list(config.keys)
+            if not keys and context.run.tags.get(common.MODE_TAG) != common.MODE_POLL:
+                pk = context.partition_key if context.has_partition_key else None
+                raise dg.Failure(description=component.not_by_hour(pk), allow_retries=False)
+            if keys:  # until it says otherwise, nothing of this run counts as landed
+                context.instance.add_run_tags(context.run.run_id, {NOT_READ_TAG: ALL_KEYS})
+            report, meta = component.land(lip, keys)
+            failed = report.failed
+            if keys:
+                context.instance.add_run_tags(context.run.run_id, {NOT_READ_TAG: _not_read(failed)})
             bad = [o for o in report.objects if o.status in ("partial", "quarantined", "missing")]
-            for o in bad:
+            for o in bad + failed:
                 context.log.warning(f"{name}: {o.key}: {o.status}: {o.reason}")
+            if failed:
+                _log_landed(context, report.result, partitions)
+                then = (
+                    f"The sensor requests them again, up to {component.max_batch_runs} runs, "
+                    "then puts them in quarantine."
+                    if keys
+                    else f"They stay new: run `lip run {name}` again once they can be read."
+                )
+                raise ObjectsNotRead(name, failed, len(report.objects), then)
             run_meta: dict[str, Any] = {
                 **meta,
                 "objects_read": report.count("landed", "partial"),
@@ -318,7 +541,13 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
         def _sensor(
             context: dg.SensorEvaluationContext, lip: dg.ResourceParam[Backend]
         ) -> dg.SensorResult:
-            return component.evaluate_tick(lip, context.cursor, _asset.key, datetime.now(UTC))
+            return component.evaluate_tick(
+                lip,
+                context.cursor,
+                _asset.key,
+                datetime.now(UTC),
+                lambda ids: batch_outcomes(context.instance, ids),
+            )
 
         return dg.Definitions(
             assets=[_asset],
@@ -342,13 +571,78 @@ def _ensure_once(lip: Backend, source: str) -> None:
         done.add(source)
 
 
+def _not_read(failed: list[ObjectOutcome]) -> str:
+    """The ``lip/not_read`` tag value: short (key digests, capped codes), since it is
+    a run tag."""
+    return orjson.dumps({key_digest(o.key): (o.code or "error")[:40] for o in failed}).decode()
+
+
+def _log_landed(
+    context: dg.AssetExecutionContext,
+    result: WriteResult,
+    partitions: dg.HourlyPartitionsDefinition,
+) -> None:
+    """A run that fails because some objects could not be read still landed the
+    others: record those hours as materialized, so freshness and the UI see it."""
+    now = datetime.now(UTC)
+    valid = set(partitions.get_partition_keys(current_time=now))
+    for hour, stats in sorted(result.hours.items()):
+        if stats.events and hour in valid:
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=context.asset_key,
+                    partition=hour,
+                    description=f"landed by run {context.run.run_id}, which then failed",
+                    metadata=common.hour_metadata(stats, now),
+                )
+            )
+
+
+_FINISHED = frozenset(
+    {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+)
+
+
+def batch_outcomes(instance: dg.DagsterInstance, ids: Sequence[str]) -> dict[str, RunOutcome]:
+    """How the runs of each batch ended, from one query on the ``lip/batch`` tag.
+    A batch is landed if any of its runs succeeded, running while one is not finished
+    (or failed and about to be retried by Dagster), failed otherwise; absent batches
+    are left out."""
+    if not ids:
+        return {}
+    found: dict[str, list[dg.DagsterRun]] = {}
+    for run in instance.get_runs(dg.RunsFilter(tags={BATCH_TAG: list(ids)})):
+        found.setdefault(run.tags.get(BATCH_TAG, ""), []).append(run)
+    out: dict[str, RunOutcome] = {}
+    for bid, runs in found.items():
+        run_ids = tuple(r.run_id for r in runs)
+        if any(r.status == dg.DagsterRunStatus.SUCCESS for r in runs):
+            out[bid] = RunOutcome("landed", run_ids)
+        elif any(r.status not in _FINISHED or r.is_complete_and_waiting_to_retry for r in runs):
+            out[bid] = RunOutcome("running", run_ids)
+        else:
+            newest = runs[0]  # get_runs answers newest first
+            out[bid] = RunOutcome("failed", run_ids, _parse_not_read(newest.tags.get(NOT_READ_TAG)))
+    return out
+
+
+def _parse_not_read(raw: str | None) -> dict[str, str] | None:
+    if not raw or raw == ALL_KEYS:
+        return None
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return {str(k): str(v) for k, v in d.items()} if isinstance(d, dict) else None
+
+
 def quarantine_check(source: str, asset_key: dg.AssetKey) -> dg.AssetChecksDefinition:
     """Red while anything of this source sits in quarantine: a bad vendor object is
     somebody's missing events until a person looks at it."""
 
     @dg.asset_check(
         asset=asset_key,
-        name="quarantine_empty",
+        name=QUARANTINE_CHECK,
         description="no vendor object or notification of this source is in quarantine",
     )
     def _check(lip: dg.ResourceParam[Backend]) -> dg.AssetCheckResult:
@@ -361,38 +655,3 @@ def quarantine_check(source: str, asset_key: dg.AssetKey) -> dg.AssetChecksDefin
         )
 
     return _check
-
-
-class _SensorCursor:
-    """The sensor's own cursor: the listing state it requested runs up to, and the
-    receipts of notifications whose runs it requested. Both are acknowledged by the
-    next tick, which only sees this cursor once Dagster has stored the tick."""
-
-    def __init__(
-        self, listing: ListingState | None = None, receipts: list[str] | None = None
-    ) -> None:
-        self.listing = listing
-        self.receipts = receipts or []
-
-    def dumps(self) -> str:
-        return orjson.dumps(
-            {
-                "listing": orjson.loads(self.listing.to_json()) if self.listing else None,
-                "receipts": self.receipts,
-            }
-        ).decode()
-
-    @classmethod
-    def loads(cls, raw: str | None) -> "_SensorCursor":
-        if not raw:
-            return cls()
-        try:
-            d = orjson.loads(raw)
-            listing = d.get("listing")
-            return cls(
-                ListingState.from_json(orjson.dumps(listing).decode()) if listing else None,
-                [str(r) for r in d.get("receipts") or []],
-            )
-        except (orjson.JSONDecodeError, AttributeError, TypeError):
-            log.warning("ignoring an unreadable sensor cursor")
-            return cls()

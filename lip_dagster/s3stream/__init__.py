@@ -3,6 +3,7 @@
 objects        where vendor objects are read from (landing directory | S3), SQS intake
 notifications  S3 event notifications -> decoded object keys
 arrivals       new objects: notifications, or listing after a stored key
+pending        what the arrival sensor waits for before it acknowledges objects
 streams        streaming gunzip, NDJSON and JSON-array readers (bounded memory)
 formats        CloudTrail, GitHub audit-log streaming, Cloudflare Logpush
 transcode      vendor object -> lake objects through the one writer; quarantine
@@ -15,11 +16,18 @@ from lip_dagster.s3stream.objects import (
     LocalObjectSource,
     ObjectInfo,
     ObjectLocation,
+    ObjectReadError,
     ObjectSource,
     S3ObjectSource,
     SqsArrivalQueue,
 )
-from lip_dagster.s3stream.transcode import ObjectOutcome, Transcoder, TranscodeReport
+from lip_dagster.s3stream.pending import RunOutcome, SensorState
+from lip_dagster.s3stream.transcode import (
+    ObjectOutcome,
+    ObjectsNotRead,
+    Transcoder,
+    TranscodeReport,
+)
 
 __all__ = [
     "FORMAT_NAMES",
@@ -30,8 +38,12 @@ __all__ = [
     "ObjectInfo",
     "ObjectLocation",
     "ObjectOutcome",
+    "ObjectReadError",
     "ObjectSource",
+    "ObjectsNotRead",
+    "RunOutcome",
     "S3ObjectSource",
+    "SensorState",
     "SqsArrivalQueue",
     "TranscodeReport",
     "Transcoder",

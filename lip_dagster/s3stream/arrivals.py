@@ -1,9 +1,11 @@
 """Finding new vendor objects: SQS notifications, or listing after a stored key.
 
 **Notifications** (a queue is configured): messages are received with a visibility
-timeout and acknowledged (deleted) only once the work they announced is safe: by the
-next sensor tick (Dagster stores a tick's cursor only after its run requests are
-reserved, so seeing that cursor proves it) or, in a run, after the objects landed.
+timeout and acknowledged (deleted) only once the objects they announced landed (or
+were set aside in quarantine): by the arrival sensor once the runs it requested
+succeeded (``s3stream/pending.py``), or, in a run, after the objects landed. Until
+then they stay hidden (their visibility is extended), so a failed run never lets a
+message run into the queue's own redrive limit.
 
 **Listing** (no queue): ``ListObjectsV2`` over the whole prefix, new objects told by
 their ``LastModified``. A key cursor (``StartAfter``) would lose objects: vendors do
@@ -16,7 +18,9 @@ listing after a newer one: a multipart upload is dated when it starts); anything
 older counts as handled. A key seen again is not handled again. Listing costs one
 request per 1,000 objects under the prefix on every tick: large buckets should send
 notifications. The state lives in the cursor store under ``(source, "s3-listing")``
-with compare-and-set, and never moves backwards.
+with compare-and-set, and never moves backwards. Only landed objects are committed
+to it, and ``since`` is held back so an object not landed yet still counts as new:
+a lost sensor cursor or a ``lip run`` finds it again.
 
 Nothing here knows Dagster; ``components/s3.py`` turns plans into run requests and
 runless materializations.
@@ -27,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -96,12 +100,24 @@ class ListingState:
         return self._settled(max(sinces) if sinces else None, handled)
 
     def advance(self, objects: Iterable[ObjectInfo], listed_at: float) -> ListingState:
+        return self.advance_keys((o.key, _modified(o, listed_at)) for o in objects)
+
+    def advance_keys(
+        self, keys: Iterable[tuple[str, float]], unfinished: Iterable[float] = ()
+    ) -> ListingState:
+        """Count ``(key, LastModified)`` as handled. ``unfinished``: times of objects
+        found but not landed yet; ``since`` stays within ``settle_seconds`` of the
+        oldest, so this state still lists them as new (it never moves backwards
+        either: a ``since`` already past them stays)."""
         handled = dict(self.handled)
         since = self.since
-        for info in objects:
-            t = _modified(info, listed_at)
-            handled[key_digest(info.key)] = t
+        for key, t in keys:
+            handled[key_digest(key)] = t
             since = t if since is None else max(since, t)
+        hold = min(unfinished, default=None)
+        if since is not None and hold is not None:
+            capped = min(since, hold + self.settle_seconds)
+            since = capped if self.since is None else max(self.since, capped)
         return self._settled(since, handled)
 
     def _settled(self, since: float | None, handled: dict[str, float]) -> ListingState:
@@ -140,16 +156,45 @@ def _modified(info: ObjectInfo, listed_at: float) -> float:
     return info.last_modified.timestamp() if info.last_modified is not None else listed_at
 
 
+@dataclass(frozen=True)
+class Received:
+    """One queue message: the keys it announced (for this source), to be deleted once
+    none of them waits for a run."""
+
+    message_id: str
+    receipt: str
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BadNotification:
+    """A message that could not be used as it is: kept in quarantine with its body,
+    which may be the only record of the object it named."""
+
+    message_id: str
+    body: bytes
+    reason: str
+
+
 @dataclass
 class Discovery:
     """New objects, in the order found, and what to acknowledge once they are safe."""
 
     objects: list[ObjectInfo] = field(default_factory=list)
     state: ListingState | None = None  # listing: the state after these objects
-    receipts: list[str] = field(default_factory=list)  # notifications: to delete
+    listed_at: float = 0.0
+    messages: list[Received] = field(default_factory=list)  # notifications
     test_events: int = 0
     ignored: int = 0
-    problems: list[str] = field(default_factory=list)
+    problems: list[BadNotification] = field(default_factory=list)
+
+    @property
+    def receipts(self) -> list[str]:
+        return [m.receipt for m in self.messages]
+
+    def modified(self, info: ObjectInfo) -> float:
+        """When an object was written (when it was listed, if unknown)."""
+        return _modified(info, self.listed_at or time.time())
 
 
 class ArrivalFinder:
@@ -191,10 +236,21 @@ class ArrivalFinder:
     def commit(self, state: ListingState) -> ListingState:
         """Merge ``state`` into the stored one with compare-and-set; a concurrent
         commit is re-read and merged, never overwritten."""
+        return self._commit(lambda stored: stored.merge(state))
+
+    def commit_landed(
+        self, landed: Iterable[tuple[str, float]], unfinished: Iterable[float] = ()
+    ) -> ListingState:
+        """Record ``(key, LastModified)`` of landed objects in the stored state,
+        keeping objects found but not landed yet (``unfinished``, their times) new."""
+        landed, unfinished = list(landed), list(unfinished)
+        return self._commit(lambda stored: stored.advance_keys(landed, unfinished))
+
+    def _commit(self, change: Callable[[ListingState], ListingState]) -> ListingState:
         for _ in range(_COMMIT_ATTEMPTS):
             rec = self.cursors.get(self.source, LISTING_ENDPOINT)
             stored = self._state(rec.value if rec else None)
-            merged = stored.merge(state)
+            merged = change(stored)
             if rec is not None and merged == stored:
                 return stored
             try:
@@ -216,37 +272,46 @@ class ArrivalFinder:
         listed_at = time.time()
         owned = (o for o in self.objects.list_all() if self.objects.owns(o.key))
         new = state.fresh(owned, listed_at)[:limit]
-        return Discovery(objects=new, state=state.advance(new, listed_at))
+        return Discovery(objects=new, state=state.advance(new, listed_at), listed_at=listed_at)
 
     # ------------------------------------------------------------ notifications
     def _receive(self, limit: int) -> Discovery:
         assert self.queue is not None
-        out = Discovery()
+        out = Discovery(listed_at=time.time())
         seen: set[str] = set()
         for msg in self.queue.receive(limit, self.visibility_timeout):
-            out.receipts.append(msg.receipt)
             note = parse_notification(msg.body)
             if note.test_event:
                 out.test_events += 1
+                out.messages.append(Received(msg.message_id, msg.receipt))
                 continue
             out.ignored += note.other_events
-            if note.problem:
-                out.problems.append(f"message {msg.message_id}: {note.problem}")
+            reasons = [note.problem] if note.problem else []
+            keys: list[str] = []
             for a in note.arrivals:
                 if self.bucket is not None and a.bucket != self.bucket:
                     out.ignored += 1
-                    out.problems.append(
-                        f"message {msg.message_id}: object in bucket {a.bucket!r}, not "
-                        f"{self.bucket!r}; not read"
-                    )
+                    reasons.append(f"object in bucket {a.bucket!r}, not {self.bucket!r}; not read")
                     continue
                 if not self.objects.owns(a.key):
                     out.ignored += 1
                     continue
+                if a.key not in keys:
+                    keys.append(a.key)
                 if a.key in seen:
                     continue
                 seen.add(a.key)
                 out.objects.append(ObjectInfo(key=a.key, size=a.size, last_modified=a.event_time))
+            if reasons:
+                out.problems.append(
+                    BadNotification(
+                        msg.message_id,
+                        msg.body,
+                        f"notification {msg.message_id} on {self.queue.describe()}: "
+                        + "; ".join(reasons),
+                    )
+                )
+            out.messages.append(Received(msg.message_id, msg.receipt, tuple(keys)))
         return out
 
     def acknowledge(self, receipts: list[str]) -> int:
@@ -254,6 +319,13 @@ class ArrivalFinder:
         if not receipts or self.queue is None:
             return 0
         return self.queue.delete(receipts)
+
+    def keep_hidden(self, receipts: list[str]) -> int:
+        """Extend the visibility of notifications whose objects wait for a run;
+        returns how many the queue refused."""
+        if not receipts or self.queue is None:
+            return 0
+        return self.queue.extend(receipts, self.visibility_timeout)
 
     # ------------------------------------------------------------------ common
     def discover(self, state: ListingState | None, limit: int) -> Discovery:

@@ -29,14 +29,18 @@ _WS = b" \t\r\n"
 
 
 def _peek(chunks: Iterable[bytes]) -> tuple[bytes, Iterator[bytes]]:
-    """The first non-blank byte of a stream, and the stream with nothing consumed."""
+    """The first non-blank byte of a stream (``b""`` if it is empty or blank), and the
+    stream from that byte on.
+
+    Leading blank space means nothing to either JSON reader, so it is dropped chunk
+    by chunk, never gathered: the sniff holds one chunk whatever the object, and a
+    small object that expands to hundreds of MB of newlines costs a fast scan, not
+    the blank run in memory."""
     it = iter(chunks)
-    head = b""
     for chunk in it:
-        head += chunk
-        stripped = head.lstrip(_WS)
+        stripped = chunk.lstrip(_WS)
         if stripped:
-            return stripped[:1], _chain(head, it)
+            return stripped[:1], _chain(stripped, it)
     return b"", iter(())
 
 

@@ -30,12 +30,44 @@ READ_CHUNK = 1 << 20
 _STREAM_ATTEMPTS = 4
 
 
-class ObjectMissing(StateError):
+class ObjectReadError(StateError):
+    """One vendor object could not be read: access denied (the bucket policy, or the
+    KMS key the vendor encrypted it with), a server error that outlasted botocore's
+    retries, a body that kept breaking off. Only that object failed, so the transcoder
+    goes on with the others and the run then fails naming it; ``code`` is the S3 error
+    code (``AccessDenied``) when there is one, for the quarantine reason."""
+
+    def __init__(self, message: str, *, key: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.code = code
+
+
+class ObjectMissing(ObjectReadError):
     """An announced or listed object is gone (deleted or expired before it was read)."""
 
 
-class ObjectChanged(StateError):
+class ObjectChanged(ObjectReadError):
     """An object was replaced while it was being read (its ETag changed)."""
+
+
+ACCESS_DENIED_CODES = frozenset({"AccessDenied", "403", "AllAccessDisabled"})
+"""S3 error codes that mean LIP may not read the object (the HEAD of a 403 has no
+body, so its code is just the status)."""
+
+
+def read_error_hint(code: str | None) -> str:
+    """What an on-call engineer should look at for a read error code."""
+    if code in ACCESS_DENIED_CODES:
+        return (
+            "access denied: the bucket policy or the KMS key the object is encrypted "
+            "with does not let LIP's role read it (s3:GetObject, kms:Decrypt)"
+        )
+    if code and code.startswith("KMS."):
+        return f"{code}: the KMS key the object is encrypted with cannot be used"
+    if code == "InvalidObjectState":
+        return "the object is archived (a Glacier storage class): restore it first"
+    return f"read error {code}" if code else "read error"
 
 
 @dataclass(frozen=True)
@@ -113,7 +145,8 @@ class ObjectSource(ABC):
 
     @abstractmethod
     def head(self, key: str) -> ObjectInfo:
-        """Size, time and ETag of one object; raises ``StateError`` if it is gone."""
+        """Size, time and ETag of one object; raises ``ObjectMissing`` if it is gone,
+        ``ObjectReadError`` if it cannot be read."""
 
     @abstractmethod
     def iter_bytes(self, key: str, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
@@ -127,6 +160,9 @@ class ObjectSource(ABC):
     @abstractmethod
     def describe(self, key: str = "") -> str:
         """Where an object is, for logs, metadata and quarantine reasons."""
+
+    def _missing(self, key: str) -> ObjectMissing:
+        return ObjectMissing(f"object {self.describe(key)} does not exist", key=key)
 
     def owns(self, key: str) -> bool:
         """Whether ``key`` is under this source's prefix: an announced key outside it
@@ -148,7 +184,9 @@ class LocalObjectSource(ObjectSource):
     def _path(self, key: str) -> Path:
         p = PurePosixPath(key)
         if p.is_absolute() or ".." in p.parts or not key or "\x00" in key:
-            raise StateError(f"refusing object key {key!r}: not a plain relative key")
+            raise ObjectReadError(
+                f"refusing object key {key!r}: not a plain relative key", key=key, code="InvalidKey"
+            )
         return self.root / key
 
     def list_all(self) -> Iterator[ObjectInfo]:
@@ -180,16 +218,32 @@ class LocalObjectSource(ObjectSource):
         try:
             return self._info(key)
         except FileNotFoundError:
-            raise ObjectMissing(f"object {self.describe(key)} does not exist") from None
+            raise self._missing(key) from None
+        except OSError as exc:
+            raise self._error(key, exc) from exc
 
     def iter_bytes(self, key: str, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
         try:
             fh = self._path(key).open("rb")
         except FileNotFoundError:
-            raise ObjectMissing(f"object {self.describe(key)} does not exist") from None
+            raise self._missing(key) from None
+        except OSError as exc:
+            raise self._error(key, exc) from exc
         with fh:
-            while chunk := fh.read(chunk_size):
+            while True:
+                try:
+                    chunk = fh.read(chunk_size)
+                except OSError as exc:
+                    raise self._error(key, exc) from exc
+                if not chunk:
+                    return
                 yield chunk
+
+    def _error(self, key: str, exc: OSError) -> ObjectReadError:
+        code = "AccessDenied" if isinstance(exc, PermissionError) else type(exc).__name__
+        return ObjectReadError(
+            f"could not read {self.describe(key)}: {exc.strerror or exc}", key=key, code=code
+        )
 
     def describe(self, key: str = "") -> str:
         return str(self.root / key) if key else str(self.root)
@@ -233,10 +287,10 @@ class S3ObjectSource(ObjectSource):
             h = self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-                raise ObjectMissing(f"object {self.describe(key)} does not exist") from None
-            raise StateError(f"could not read {self.describe(key)}: {exc}") from exc
+                raise self._missing(key) from None
+            raise self._error(key, exc, _code(exc)) from exc
         except BotoCoreError as exc:
-            raise StateError(f"could not read {self.describe(key)}: {exc}") from exc
+            raise self._error(key, exc) from exc
         return ObjectInfo(
             key=key,
             size=h.get("ContentLength"),
@@ -253,15 +307,19 @@ class S3ObjectSource(ObjectSource):
         try:
             return dict(self.client.get_object(**kwargs))
         except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-                raise ObjectMissing(f"object {self.describe(key)} does not exist") from None
-            if _code(exc) in ("PreconditionFailed", "412"):
+            code = _code(exc)
+            if code in ("404", "NoSuchKey", "NotFound"):
+                raise self._missing(key) from None
+            if code in ("PreconditionFailed", "412"):
                 raise ObjectChanged(
-                    f"object {self.describe(key)} changed while it was read"
+                    f"object {self.describe(key)} changed while it was read", key=key, code=code
                 ) from exc
-            raise StateError(f"could not read {self.describe(key)}: {exc}") from exc
+            raise self._error(key, exc, code) from exc
         except BotoCoreError as exc:
-            raise StateError(f"could not read {self.describe(key)}: {exc}") from exc
+            raise self._error(key, exc) from exc
+
+    def _error(self, key: str, exc: Exception, code: str | None = None) -> ObjectReadError:
+        return ObjectReadError(f"could not read {self.describe(key)}: {exc}", key=key, code=code)
 
     def open(self, key: str, chunk_size: int = READ_CHUNK) -> tuple[ObjectInfo, Iterator[bytes]]:
         resp = self._get(key)
@@ -298,9 +356,11 @@ class S3ObjectSource(ObjectSource):
             resp = None
             attempt += 1
             if attempt >= _STREAM_ATTEMPTS:
-                raise StateError(
+                raise ObjectReadError(
                     f"could not read {self.describe(key)} after {attempt} attempts "
-                    f"({offset} bytes read): {error}"
+                    f"({offset} bytes read): {error}",
+                    key=key,
+                    code="IncompleteBody",
                 ) from error
             time.sleep(min(8.0, 0.5 * 2**attempt))
 
@@ -329,6 +389,12 @@ class ArrivalQueue(ABC):
     def delete(self, receipts: Sequence[str]) -> int:
         """Delete handled messages; returns how many the queue refused (an expired
         receipt: the message comes back and is handled again, harmlessly)."""
+
+    @abstractmethod
+    def extend(self, receipts: Sequence[str], visibility_timeout: int) -> int:
+        """Keep messages hidden for another ``visibility_timeout`` seconds while the
+        runs of their objects have not landed them; returns how many the queue
+        refused (the message comes back and is recognised by its id)."""
 
     @abstractmethod
     def describe(self) -> str: ...
@@ -368,16 +434,30 @@ class SqsArrivalQueue(ArrivalQueue):
         return out
 
     def delete(self, receipts: Sequence[str]) -> int:
+        return self._batched(self.client.delete_message_batch, receipts, {}, "delete")
+
+    def extend(self, receipts: Sequence[str], visibility_timeout: int) -> int:
+        return self._batched(
+            self.client.change_message_visibility_batch,
+            receipts,
+            {"VisibilityTimeout": visibility_timeout},
+            "changing visibility",
+        )
+
+    def _batched(self, call: Any, receipts: Sequence[str], extra: dict[str, Any], what: str) -> int:
+        """``call`` on receipts 10 at a time (SQS's batch limit); how many SQS refused."""
         refused = 0
         for i in range(0, len(receipts), 10):
             batch = receipts[i : i + 10]
             try:
-                resp = self.client.delete_message_batch(
+                resp = call(
                     QueueUrl=self.queue_url,
-                    Entries=[{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(batch)],
+                    Entries=[
+                        {"Id": str(n), "ReceiptHandle": r, **extra} for n, r in enumerate(batch)
+                    ],
                 )
             except (ClientError, BotoCoreError) as exc:
-                raise StateError(f"SQS queue {self.describe()}: delete failed: {exc}") from exc
+                raise StateError(f"SQS queue {self.describe()}: {what} failed: {exc}") from exc
             refused += len(resp.get("Failed", []))
         return refused
 

@@ -8,8 +8,13 @@ put, mark landed), so transcoding the same object twice lands nothing twice.
 Damage never stops the run and never loses a readable record: the records before
 and around the damage land; the object is recorded in quarantine with the reason (a
 copy of its bytes when small enough, else a reference: vendor objects are immutable
-and stay where the vendor put them). Failures that a retry can fix (a network error
-reading the object, the lake refusing a put) are raised, so Dagster retries the run.
+and stay where the vendor put them).
+
+Objects are handled one at a time: one object that cannot be read (access denied, a
+server error after botocore's retries) is reported as ``failed`` and the others are
+still read, so one bad object never holds back its batch. The caller fails the run
+naming only the failed keys, and they are requested again. Failures of the lake or
+the state stores (a put refused) are not about one object and are raised at once.
 """
 
 from __future__ import annotations
@@ -21,10 +26,17 @@ from typing import Any, Literal
 
 import orjson
 
+from lip_dagster.errors import StateError
 from lip_dagster.lake.backends import Quarantine
 from lip_dagster.lake.writer import LakeWriter, WriteResult
 from lip_dagster.s3stream.formats import VendorFormat
-from lip_dagster.s3stream.objects import ObjectInfo, ObjectMissing, ObjectSource
+from lip_dagster.s3stream.objects import (
+    ObjectInfo,
+    ObjectMissing,
+    ObjectReadError,
+    ObjectSource,
+    read_error_hint,
+)
 from lip_dagster.s3stream.streams import BadObjectError, Problems
 
 log = logging.getLogger(__name__)
@@ -32,12 +44,13 @@ log = logging.getLogger(__name__)
 PAGE_EVENTS = 1000
 QUARANTINE_COPY_MAX_BYTES = 16 << 20
 
-Status = Literal["landed", "skipped", "partial", "quarantined", "missing"]
+Status = Literal["landed", "skipped", "partial", "quarantined", "missing", "failed"]
 
 
 @dataclass
 class ObjectOutcome:
-    """What happened to one vendor object."""
+    """What happened to one vendor object. ``failed``: it could not be read (``code``
+    is the S3 error code, if any); records read before the error did land."""
 
     key: str
     status: Status
@@ -45,6 +58,7 @@ class ObjectOutcome:
     bad_records: int = 0
     reason: str | None = None
     quarantined_at: str | None = None
+    code: str | None = None
 
 
 @dataclass
@@ -58,6 +72,26 @@ class TranscodeReport:
     @property
     def records(self) -> int:
         return sum(o.records for o in self.objects)
+
+    @property
+    def failed(self) -> list[ObjectOutcome]:
+        """Objects that could not be read: not landed, not acknowledged, requested
+        again."""
+        return [o for o in self.objects if o.status == "failed"]
+
+
+class ObjectsNotRead(StateError):
+    """Some objects of a run could not be read; the others landed. Raised after the
+    whole batch was handled, so it names only the objects that failed."""
+
+    def __init__(self, source: str, failed: list[ObjectOutcome], total: int, then: str) -> None:
+        self.failed = failed
+        shown = "; ".join(f"{o.key}: {o.reason}" for o in failed[:10])
+        more = f"; and {len(failed) - 10} more" if len(failed) > 10 else ""
+        super().__init__(
+            f"source {source!r}: {len(failed)} of {total} objects could not be read, the "
+            f"others landed. Not read: {shown}{more}. {then}"
+        )
 
 
 class Transcoder:
@@ -99,15 +133,10 @@ class Transcoder:
         if skip:
             log.info("%s: skipped %s: %s", self.source, key, skip)
             return ObjectOutcome(key, "skipped", reason=skip)
-        try:
-            info, body = self.objects.open(key)
-        except ObjectMissing:
-            reason = f"announced object {self.objects.describe(key)} no longer exists"
-            where = self.quarantine.put(self.source, key, b"", reason)
-            return ObjectOutcome(key, "missing", reason=reason, quarantined_at=where)
         problems = Problems()
         landed = 0
         try:
+            info, body = self.objects.open(key)
             records = self.fmt.records(body, problems)
             for page in _pages(records, self.page_events):
                 res = self.writer.write(
@@ -122,6 +151,20 @@ class Transcoder:
                 landed += len(page)
         except BadObjectError as exc:
             problems.add(str(exc), fatal=True)
+        except ObjectMissing:
+            reason = f"announced object {self.objects.describe(key)} no longer exists"
+            if landed:
+                reason += f" ({landed} records landed before it went)"
+            where = self.quarantine.put(self.source, key, b"", reason)
+            return ObjectOutcome(
+                key, "missing", records=landed, reason=reason, quarantined_at=where
+            )
+        except ObjectReadError as exc:
+            reason = f"{read_error_hint(exc.code)}: {exc}"
+            if landed:
+                reason += f" ({landed} records landed before the error)"
+            log.warning("%s: could not read %s: %s", self.source, key, reason)
+            return ObjectOutcome(key, "failed", records=landed, reason=reason, code=exc.code)
         if not problems:
             return ObjectOutcome(key, "landed", records=landed)
         return self._quarantine(info, problems, landed)
@@ -133,13 +176,18 @@ class Transcoder:
             f"{self.fmt.name} object {where_from}: {summary}. {landed} records landed, "
             f"{problems.bad_records} bad records skipped; the vendor object is unchanged"
         )
+        data: bytes | None = None
         if info.size is not None and info.size <= self.quarantine_copy_max_bytes:
-            data = b"".join(self.objects.iter_bytes(info.key))
+            try:
+                data = b"".join(self.objects.iter_bytes(info.key))
+            except ObjectReadError as exc:
+                reason += f" (not copied: {exc})"
         else:
+            reason += f" (not copied: larger than {self.quarantine_copy_max_bytes} bytes)"
+        if data is None:
             data = orjson.dumps(
                 {"origin": where_from, "size": info.size, "etag": info.etag, "copied": False}
             )
-            reason += f" (not copied: larger than {self.quarantine_copy_max_bytes} bytes)"
         where = self.quarantine.put(self.source, info.key, data, reason)
         log.warning("%s: quarantined %s: %s", self.source, info.key, reason)
         return ObjectOutcome(

@@ -20,6 +20,7 @@ from lip_dagster.lake.writer import compress
 from lip_dagster.resources import EmbeddedBackend
 from lip_dagster.s3stream.demo import S3_DEMO_SOURCES, populate_landing
 from lip_dagster.simulator.s3objects import write_object
+from lip_dagster_tests.s3stream.conftest import cloudtrail_records, trail_file
 
 S3_SOURCES = set(S3_DEMO_SOURCES)
 
@@ -67,7 +68,10 @@ def test_sensor_batches_new_objects_and_moves_its_cursor(home: Path) -> None:
     d = defs()
     sensor = d.resolve_sensor_def("cloudtrail_arrivals")
     lip = EmbeddedBackend(Settings.from_env())
-    result = sensor.evaluate_tick(dg.build_sensor_context(resources={"lip": lip}, definitions=d))
+    instance = dg.DagsterInstance.ephemeral()
+    result = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources={"lip": lip}, definitions=d)
+    )
     keys = [
         k for r in result.run_requests for k in r.run_config["ops"]["cloudtrail"]["config"]["keys"]
     ]
@@ -78,14 +82,6 @@ def test_sensor_batches_new_objects_and_moves_its_cursor(home: Path) -> None:
     assert listing["since"] is not None
     assert len(listing["handled"]) == 6 + 2  # the digests were seen, and skipped
 
-    again = sensor.evaluate_tick(
-        dg.build_sensor_context(cursor=result.cursor, resources={"lip": lip}, definitions=d)
-    )
-    assert again.run_requests == [] and again.skip_message
-    assert orjson.loads(again.cursor)["listing"] == listing
-    stored = lip.cursors.get("cloudtrail", "s3-listing")
-    assert stored is not None and orjson.loads(stored.value) == listing
-
     # the runs the sensor asked for land every record
     job = d.resolve_job_def("cloudtrail_transcode")
     for req in result.run_requests:
@@ -93,10 +89,23 @@ def test_sensor_batches_new_objects_and_moves_its_cursor(home: Path) -> None:
             run_config=req.run_config,
             partition_key=req.partition_key,
             tags=req.tags,
-            instance=dg.DagsterInstance.ephemeral(),
+            instance=instance,
         )
         assert run.success
     assert len(lake_ids(home, "cloudtrail")) == counts["cloudtrail"]
+
+    # the next tick sees those runs succeeded: it commits the listing state and
+    # finds nothing new
+    again = sensor.evaluate_tick(
+        dg.build_sensor_context(
+            instance=instance, cursor=result.cursor, resources={"lip": lip}, definitions=d
+        )
+    )
+    assert again.run_requests == [] and again.skip_message
+    assert orjson.loads(again.cursor)["listing"] == listing
+    assert orjson.loads(again.cursor)["batches"] == []
+    stored = lip.cursors.get("cloudtrail", "s3-listing")
+    assert stored is not None and orjson.loads(stored.value) == listing
 
 
 def test_a_run_without_keys_finds_lands_and_reports(home: Path) -> None:
@@ -128,7 +137,7 @@ def test_a_bad_object_turns_the_check_red_and_the_run_goes_on(home: Path) -> Non
     d = defs()
     run = d.resolve_job_def("github_audit_stream_transcode").execute_in_process(
         partition_key=now_hour(),
-        tags={"lip/source": "github_audit_stream"},
+        tags={"lip/source": "github_audit_stream", "lip/mode": "poll"},
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert run.success
@@ -165,11 +174,14 @@ def test_lake_layout_objects_are_registered_without_a_run(home: Path, monkeypatc
         dg.build_sensor_context(resources={"lip": lip}, definitions=built)
     )
     assert result.run_requests == []
-    (mat,) = result.asset_events
+    mat, check = result.asset_events
     assert isinstance(mat, dg.AssetMaterialization)
     assert mat.asset_key == dg.AssetKey("partner") and mat.partition == hour
     assert mat.metadata["object"].value.endswith(good)
     assert lip.quarantine.count("partner") == 2  # another source's object, a stray file
+    # and the quarantine check turns red at once, without waiting for a run
+    assert isinstance(check, dg.AssetCheckEvaluation) and check.check_name == "quarantine_empty"
+    assert check.passed is False and check.metadata["quarantined"].value == 2
     again = sensor.evaluate_tick(
         dg.build_sensor_context(cursor=result.cursor, resources={"lip": lip}, definitions=built)
     )
@@ -216,3 +228,168 @@ def test_new_objects_after_the_first_run_are_picked_up(home: Path) -> None:
     later = datetime.now(UTC) + timedelta(minutes=1)
     second = populate_landing(home, now=later, hours=1, events_per_hour=30, seed=6)
     assert run_source("github_audit_stream", None)["events"] == second["github_audit_stream"]
+
+
+# ---------------------------------------------------------------------------------
+# acknowledged only once landed, through Dagster itself (embedded backend, listing)
+
+
+def small_source(home: Path, monkeypatch: pytest.MonkeyPatch, **kw: object) -> tuple:
+    """An S3Source without step retry delays, its definitions, backend and instance."""
+    from lip_dagster.components.s3 import S3Source
+
+    monkeypatch.setenv("T_BUCKET", "unused-on-embedded")
+    component = S3Source(
+        name="cloudtrail",
+        format="cloudtrail",
+        bucket_env="T_BUCKET",
+        step_retries=0,
+        **kw,  # type: ignore[arg-type]
+    )
+    lip = EmbeddedBackend(Settings.from_env())
+    built = dg.Definitions.merge(
+        component.build_defs(dg.ComponentTree.for_test().load_context),
+        dg.Definitions(resources={"lip": lip}),
+    )
+    return component, built, lip, dg.DagsterInstance.ephemeral()
+
+
+def tick(built: dg.Definitions, lip: EmbeddedBackend, instance, cursor=None) -> dg.SensorResult:
+    """One sensor tick as the daemon runs it: its asset events go to the instance."""
+    result = built.resolve_sensor_def("cloudtrail_arrivals").evaluate_tick(
+        dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"lip": lip}, definitions=built
+        )
+    )
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    return result
+
+
+def requested(result: dg.SensorResult) -> list[str]:
+    return sorted(
+        k for r in result.run_requests for k in r.run_config["ops"]["cloudtrail"]["config"]["keys"]
+    )
+
+
+def launch(built: dg.Definitions, instance, req: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    return built.resolve_job_def("cloudtrail_transcode").execute_in_process(
+        run_config=req.run_config,
+        partition_key=req.partition_key,
+        tags=req.tags,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def test_a_run_that_fails_past_its_retries_loses_nothing(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counts = populate_landing(home, hours=1, events_per_hour=30, seed=11)
+    _, built, lip, instance = small_source(home, monkeypatch)
+    first = tick(built, lip, instance)
+    assert first.run_requests
+    with monkeypatch.context() as m:
+        m.setattr(lip.lake, "put", _refuse)
+        for req in first.run_requests:
+            assert not launch(built, instance, req).success
+    assert lake_ids(home, "cloudtrail") == []
+
+    second = tick(built, lip, instance, first.cursor)
+    assert requested(second) == requested(first)  # all of them, again
+    for req in second.run_requests:
+        assert launch(built, instance, req).success
+    assert len(set(lake_ids(home, "cloudtrail"))) == counts["cloudtrail"]
+    assert tick(built, lip, instance, second.cursor).run_requests == []
+
+
+def test_objects_no_run_can_land_are_quarantined_and_the_source_stays_red(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lip_dagster.alerts.health import declared_sources, source_health
+
+    populate_landing(home, hours=1, events_per_hour=10, seed=12)
+    _, built, lip, instance = small_source(home, monkeypatch, max_batch_runs=2, keys_per_run=50)
+    result = tick(built, lip, instance)
+    (req,) = result.run_requests
+    n = len(req.run_config["ops"]["cloudtrail"]["config"]["keys"])
+    with monkeypatch.context() as m:
+        m.setattr(lip.lake, "put", _refuse)
+        for _ in range(2):
+            (req,) = result.run_requests
+            assert not launch(built, instance, req).success
+            result = tick(built, lip, instance, result.cursor)
+    assert result.run_requests == []  # bounded
+    assert lip.quarantine.count("cloudtrail") == n
+    spec = next(s for s in declared_sources(built.get_repository_def()) if s.name == "cloudtrail")
+    health = source_health(instance, spec, lip)
+    assert health.last_run_status == "FAILURE"  # the `run` incident stays open
+    assert "quarantine_empty" in health.failing_checks  # and the quarantine is red now
+    assert tick(built, lip, instance, result.cursor).run_requests == []
+
+
+def test_a_backfill_of_an_hour_fails_saying_how_s3_sources_are_collected(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populate_landing(home, hours=1, events_per_hour=10, seed=13)
+    _, built, _, instance = small_source(home, monkeypatch)
+    past = hour_of(datetime.now(UTC) - timedelta(hours=3))
+    run = built.resolve_implicit_job_def_def_for_assets(  # a UI backfill / Materialize
+        [dg.AssetKey("cloudtrail")]
+    ).execute_in_process(
+        partition_key=past,
+        asset_selection=[dg.AssetKey("cloudtrail")],
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not run.success
+    (failure,) = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.user_failure_data.description
+    assert "lip run cloudtrail" in message and "cloudtrail_transcode" in message
+    assert lake_ids(home, "cloudtrail") == []
+    # nothing was taken: `lip run` (or the sensor) still finds every object
+    from lip_dagster.cli import run_source
+
+    assert run_source("cloudtrail", None)["events"] > 0
+
+
+def test_a_long_settle_window_survives_the_sensor_cursor(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from lip_dagster.s3stream.pending import RunOutcome
+
+    component, _, lip, _ = small_source(home, monkeypatch, settle_seconds=3600)
+    landing = home / "landing" / "cloudtrail"
+    t0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC).timestamp()
+
+    def write(name: str, t: float, seed: int) -> str:
+        key = f"AWSLogs/1/CloudTrail/r/2026/03/01/{name}.json.gz"
+        write_object(landing, key, trail_file(cloudtrail_records(2, seed=seed)))
+        os.utime(landing / key, (t, t))
+        return key
+
+    old = write("old", t0, 1)
+    write("new", t0 + 1200, 2)  # 20 minutes after: `old` is within the hour's window
+
+    def landed(ids):  # every requested run succeeded
+        return {i: RunOutcome("landed") for i in ids}
+
+    now = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    cursor = None
+    for n in range(1, 5):
+        result = component.evaluate_tick(lip, cursor, dg.AssetKey("cloudtrail"), now, landed)
+        keys = requested(result)
+        if n == 1:
+            assert old in keys
+        else:
+            assert old not in keys  # not requested again on every tick
+        cursor = result.cursor
+        write(f"t{n}", t0 + 1200 + n, 10 + n)
+
+
+def _refuse(*_a: object, **_k: object) -> None:
+    from lip_dagster.errors import LakeWriteError
+
+    raise LakeWriteError("lake refused the put (simulated: disk full)")

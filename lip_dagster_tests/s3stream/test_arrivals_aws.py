@@ -1,7 +1,8 @@
 """Arrival on the AWS path, against the local moto server over HTTP: S3 really
 delivers ObjectCreated notifications to SQS, keys are decoded, test events ignored,
-housekeeping skipped, runs batched, acknowledgement after the work is safe, and the
-listing fallback resuming from its cursor after a restart."""
+housekeeping skipped, runs batched, acknowledgement only once a run of the objects
+succeeded (runs are real Dagster runs in an ephemeral instance), and the listing
+fallback resuming from its cursor after a restart."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import dagster as dg
 import orjson
 import pytest
 
-from lip_dagster.components.s3 import S3Source
+from lip_dagster.components.s3 import S3Source, batch_outcomes
 from lip_dagster.config import Settings
 from lip_dagster.resources import AwsBackend
 
@@ -31,7 +32,14 @@ class World:
     """A vendor bucket (with or without a notification queue) and a LIP deployment
     on AWS, both on the local server, isolated by a random run id."""
 
-    def __init__(self, endpoint: str, home: Path, monkeypatch: pytest.MonkeyPatch, queue: bool):
+    def __init__(
+        self,
+        endpoint: str,
+        home: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        queue: bool,
+        **component: Any,
+    ):
         run = uuid.uuid4().hex[:8]
         self.run = run
         self.vendor_bucket = f"vendor-{run}"
@@ -73,14 +81,38 @@ class World:
             format="cloudtrail",
             bucket_env="T_BUCKET",
             queue_env="T_QUEUE",
-            keys_per_run=2,
+            **{"keys_per_run": 2, "step_retries": 0, **component},
         )
+        self.instance = dg.DagsterInstance.ephemeral()
 
     def put(self, key: str, body: bytes) -> None:
         self.s3.put_object(Bucket=self.vendor_bucket, Key=key, Body=body)
 
-    def tick(self, cursor: str | None) -> dg.SensorResult:
-        return self.component.evaluate_tick(self.backend, cursor, ASSET, NOW)
+    def tick(self, cursor: str | None, now: datetime = NOW) -> dg.SensorResult:
+        return self.component.evaluate_tick(
+            self.backend, cursor, ASSET, now, lambda ids: batch_outcomes(self.instance, ids)
+        )
+
+    def execute(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        """What the daemon does with a run request: the source's asset, with the
+        request's config, partition and tags, recorded in the instance. The SAM
+        resource checks are left out: this bucket has no SAM grants to pass them
+        (they have their own tests)."""
+        built = self.component.build_defs(dg.ComponentTree.for_test().load_context)
+        job = dg.define_asset_job(
+            "cloudtrail_transcode_only",
+            selection=dg.AssetSelection.assets(ASSET).without_checks(),
+        )
+        defs = dg.Definitions.merge(
+            built, dg.Definitions(jobs=[job], resources={"lip": self.backend})
+        )
+        return defs.resolve_job_def("cloudtrail_transcode_only").execute_in_process(
+            run_config=request.run_config,
+            partition_key=request.partition_key,
+            tags=request.tags,
+            instance=self.instance,
+            raise_on_error=False,
+        )
 
     def queued(self) -> int:
         attrs = self.sqs.get_queue_attributes(
@@ -133,16 +165,17 @@ def test_notifications_are_delivered_decoded_and_acknowledged(notified: World) -
     assert [len(b) for b in run_keys(first)] == [2, 1]
     assert all(r.tags["lip/source"] == "cloudtrail" for r in first.run_requests)
     assert all(r.partition_key == "2026-03-01-12:00" for r in first.run_requests)
-    assert len(orjson.loads(first.cursor)["receipts"]) == 5  # test event and digest too
+    assert len(orjson.loads(first.cursor)["messages"]) == 5  # test event and digest too
     assert w.queued() == 5  # nothing is deleted before Dagster stored the tick
 
-    report, _ = w.component.land(w.backend, requested)
-    assert report.result.events == 15
+    for req in first.run_requests:
+        assert w.execute(req).success
+    assert len(w.lake_lines()) == 15
     assert sorted({r["_lip"]["origin"] for r in w.lake_lines()}) == sorted(keys)
 
     second = w.tick(first.cursor)
     assert not second.run_requests and w.queued() == 0
-    assert orjson.loads(second.cursor)["receipts"] == []
+    assert orjson.loads(second.cursor)["messages"] == {}
 
 
 def test_a_re_tick_requests_the_same_runs(notified: World) -> None:
@@ -155,7 +188,7 @@ def test_a_re_tick_requests_the_same_runs(notified: World) -> None:
         QueueUrl=w.queue_url,
         Entries=[
             {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": 0}
-            for i, r in enumerate(orjson.loads(first.cursor)["receipts"])
+            for i, r in enumerate(m["r"] for m in orjson.loads(first.cursor)["messages"].values())
         ],
     )
     again = w.tick(None)
@@ -190,7 +223,10 @@ def test_listing_resumes_from_its_cursor_after_a_restart(listed: World) -> None:
         w.put(k, trail_file(cloudtrail_records(2, seed=len(k))))
     first = w.tick(None)
     assert sorted(k for b in run_keys(first) for k in b) == keys
-    # the next tick commits what the first requested, then finds nothing new
+    for req in first.run_requests:
+        assert w.execute(req).success
+    # the next tick sees the runs succeeded, commits what they landed, and finds
+    # nothing new
     second = w.tick(first.cursor)
     assert not second.run_requests
     stored = w.backend.cursors.get("cloudtrail", "s3-listing")
