@@ -343,6 +343,7 @@ class DynamoCursorStore(_DynamoStore, CursorStore):
                 source,
                 endpoint,
                 expected_version,
+                (1, now),
                 lambda: self._client.put_item(
                     TableName=table,
                     Item=item,
@@ -377,6 +378,7 @@ class DynamoCursorStore(_DynamoStore, CursorStore):
             source,
             endpoint,
             expected_version,
+            (new_version, now),
             lambda: self._client.update_item(
                 TableName=table,
                 Key={"endpoint": {"S": endpoint}},
@@ -391,14 +393,26 @@ class DynamoCursorStore(_DynamoStore, CursorStore):
 
     @staticmethod
     def _conditional(
-        source: str, endpoint: str, expected: int | None, write: Callable[[], object]
+        source: str,
+        endpoint: str,
+        expected: int | None,
+        ours: tuple[int, float],
+        write: Callable[[], object],
     ) -> None:
+        """``write``, a conditional write of version ``ours[0]`` stamped ``ours[1]``.
+        If its answer was lost, botocore sends it again and the retry fails its
+        condition against the write itself: the item then holds exactly our version
+        and our timestamp, and the commit succeeded (a stale writer's item cannot
+        carry our timestamp)."""
         try:
             write()
         except ClientError as err:
             if _error_code(err) == "ConditionalCheckFailedException":
                 old = err.response.get("Item") or {}
                 stored = int(old["version"]["N"]) if "version" in old else None
+                stamped = old.get("updated_at", {}).get("N")
+                if stored == ours[0] and stamped == repr(ours[1]):
+                    return
                 raise cursor_conflict(source, endpoint, expected, stored) from None
             raise _state_error(
                 f"committing the cursor of source {source!r} endpoint {endpoint!r}", err

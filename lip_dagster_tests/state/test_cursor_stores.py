@@ -111,6 +111,38 @@ def test_committing_an_absent_cursor_with_a_version_conflicts(
     assert cursors.get(source, "logs") is None
 
 
+@pytest.mark.parametrize("first", [True, False])
+def test_a_dynamodb_commit_whose_answer_was_lost_is_not_a_conflict(
+    boto_session: object, moto_endpoint: str, first: bool
+) -> None:
+    """botocore resends a write whose answer was lost (a timeout, a reset
+    connection); the resent conditional write then fails against the write itself.
+    That is our commit having succeeded, not a stale writer: the run must not fail."""
+    source = new_source()
+    store = DynamoCursorStore(session=boto_session, endpoint_url=moto_endpoint)
+    store.ensure(source)
+    expected = None if first else store.commit(source, "logs", "v1", None).version
+    client = store._client
+    name = "put_item" if first else "update_item"
+    real = getattr(client, name)
+
+    def answer_lost(**request: object) -> object:
+        real(**request)  # applied by DynamoDB...
+        return real(**request)  # ...and sent again: its condition no longer holds
+
+    setattr(client, name, answer_lost)
+    try:
+        rec = store.commit(source, "logs", "v2", expected)
+    finally:
+        setattr(client, name, real)
+    stored = store.get(source, "logs")
+    assert stored is not None and (stored.value, stored.version) == ("v2", rec.version)
+    # a writer that really is stale still conflicts
+    with pytest.raises(CursorConflict):
+        store.commit(source, "logs", "v3", expected)
+    store.close()
+
+
 def test_high_water_is_kept_as_the_latest_instant(store: tuple[CursorStore, str]) -> None:
     cursors, source = store
     rec = cursors.commit(source, "logs", "a", None, "2024-05-01T10:00:00Z")
