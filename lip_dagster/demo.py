@@ -23,6 +23,11 @@ from lip_dagster.config import Settings
 from lip_dagster.errors import LipError
 
 POLLING_DEMO_SOURCES = ("okta", "onepassword", "slack", "google_workspace")
+# Events per second per simulated endpoint (nine of them), and how long the simulator
+# keeps them: about 5 KB each in memory, so the simulator levels off near 350 MB
+# however long the demo runs, instead of growing by gigabytes a day.
+DEMO_RATE_PER_S = 1.0
+DEMO_RETENTION_HOURS = 2.0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -63,7 +68,14 @@ def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(dagster_home)
-    sim = VendorSimulator(SimConfig(port=port, live_rate_per_s=2.0))
+    sim = VendorSimulator(
+        SimConfig(
+            port=port,
+            live_rate_per_s=DEMO_RATE_PER_S,
+            history_hours=DEMO_RETENTION_HOURS,
+            retention_hours=DEMO_RETENTION_HOURS,
+        )
+    )
     sim.start()
     stop_hooks: Callable[[], None] = lambda: None  # noqa: E731
     try:

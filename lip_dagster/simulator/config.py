@@ -18,6 +18,9 @@ class SimConfig:
     ``okta_rate_limit_per_min`` sizes the real per-minute bucket behind Okta's
     X-Rate-Limit-* headers. ``token_ttl_s`` is the lifetime of issued OAuth access
     tokens (Okta reports it as ``expires_in``, Google as one second less).
+    ``retention_hours`` bounds what the simulator keeps, as a vendor's retention does
+    (None: every event it ever served, which ground-truth tests compare the lake to;
+    the demo keeps a window, so a demo left running does not grow without end).
     """
 
     host: str = "127.0.0.1"
@@ -30,3 +33,4 @@ class SimConfig:
     okta_rate_limit_per_min: int = 600
     token_ttl_s: int = 3600
     request_log_size: int = 10_000
+    retention_hours: float | None = None

@@ -98,6 +98,7 @@ class Ledger:
                 start = 0
                 while True:
                     with self._state.lock:
+                        start = max(start, stream.first)  # what a retention window dropped
                         blobs = stream.blobs[start : start + chunk]
                     if not blobs:
                         break

@@ -311,7 +311,8 @@ class Okta(Vendor):
                     )
                     if limit == 0:
                         pos = next(
-                            (i for i in range(len(persist)) if persist[i] >= lo), len(persist)
+                            (i for i in range(stream.first, len(persist)) if persist[i] >= lo),
+                            len(persist),
                         )
                 next_after = codec.encode("okta", "p", pos)
             else:

@@ -74,7 +74,9 @@ class VendorSimulator:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
-        self._state = SimState(self.config.seed, self.config.live_rate_per_s)
+        self._state = SimState(
+            self.config.seed, self.config.live_rate_per_s, self.config.retention_hours
+        )
         self._injector = FaultInjector(self.config.faults)
         # derived from the seed so cursors an adapter checkpointed stay decodable when
         # the simulator is restarted, as a real vendor's cursors survive its restarts

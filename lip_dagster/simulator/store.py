@@ -27,14 +27,15 @@ import secrets
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar, overload
 
 import orjson
 
 from lip_dagster.simulator.generators import NS, VENDORS, gc_paused, generate
 
 Key = tuple[int, int]  # (event time ns, persistence sequence number)
+T = TypeVar("T")
 Predicate = Callable[[int], bool]  # seq -> keep?
 
 _RFC3339 = re.compile(
@@ -113,6 +114,48 @@ class CursorCodec:
         return data[1:]
 
 
+class SeqList(Generic[T]):
+    """Items by absolute sequence number, whose oldest can be dropped (a stream under a
+    retention window). ``len()`` is the next sequence number, so positions held in
+    clients' cursors stay valid; an index below ``first`` has expired (IndexError)."""
+
+    __slots__ = ("first", "items")
+
+    def __init__(self) -> None:
+        self.first = 0
+        self.items: list[T] = []
+
+    def __len__(self) -> int:
+        return self.first + len(self.items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[T]: ...
+    def __getitem__(self, i: int | slice) -> T | list[T]:
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            return self.items[max(start - self.first, 0) : max(stop - self.first, 0) : step]
+        if i < 0:
+            i += len(self)
+        if i < self.first:
+            raise IndexError(f"sequence number {i} has expired (oldest kept: {self.first})")
+        return self.items[i - self.first]
+
+    def append(self, item: T) -> None:
+        self.items.append(item)
+
+    def drop(self, n: int) -> list[T]:
+        """Forget the ``n`` oldest items; returns them."""
+        gone = self.items[:n]
+        del self.items[:n]
+        self.first += len(gone)
+        return gone
+
+
 class Stream:
     """One vendor endpoint's events. Not locked itself: ``SimState`` holds the lock."""
 
@@ -130,15 +173,36 @@ class Stream:
     def __init__(self, vendor: str, endpoint: str) -> None:
         self.vendor = vendor
         self.endpoint = endpoint
-        self.blobs: list[bytes] = []  # serialized events, persistence order
-        self.times: list[int] = []
-        self.persist: list[int] = []
+        self.blobs: SeqList[bytes] = SeqList()  # serialized events, persistence order
+        self.times: SeqList[int] = SeqList()
+        self.persist: SeqList[int] = SeqList()
         self.keys: list[Key] = []
         self._sorted = True
         self.gen_clock_ns = 0
 
     def __len__(self) -> int:
         return len(self.blobs)
+
+    @property
+    def first(self) -> int:
+        """The oldest sequence number still kept."""
+        return self.blobs.first
+
+    def expire(self, persisted_before_ns: int) -> list[bytes]:
+        """Forget the events persisted before the given time, oldest first, as a
+        vendor's retention does; returns their blobs."""
+        persist = self.persist.items
+        n = 0
+        while n < len(persist) and persist[n] < persisted_before_ns:
+            n += 1
+        if n == 0:
+            return []
+        self.times.drop(n)
+        self.persist.drop(n)
+        gone = self.blobs.drop(n)
+        first = self.first
+        self.keys = [k for k in self.keys if k[1] >= first]
+        return gone
 
     def event(self, seq: int) -> dict[str, Any]:
         """A fresh dict of one event (for filters that look inside)."""
@@ -224,6 +288,7 @@ class Stream:
         and the position to resume from (just after the last one, or the end of the
         stream when the page is not full)."""
         n = len(self.blobs)
+        pos = max(pos, self.first)  # a cursor older than the retention window
         if limit <= 0:
             return [], pos
         if pred is None:
@@ -270,10 +335,13 @@ def _reid(vendor: str, event: dict[str, Any]) -> None:
 class SimState:
     """Every stream of every vendor, with lazy live generation and id bookkeeping."""
 
-    def __init__(self, seed: int, live_rate_per_s: float) -> None:
+    def __init__(
+        self, seed: int, live_rate_per_s: float, retention_hours: float | None = None
+    ) -> None:
         self.lock = threading.RLock()
         self.seed = seed
         self.live_rate_per_s = live_rate_per_s
+        self.retention_ns = None if retention_hours is None else int(retention_hours * 3600 * NS)
         self.streams: dict[tuple[str, str], Stream] = {
             (v, e): Stream(v, e) for v, eps in VENDORS.items() for e in eps
         }
@@ -350,7 +418,24 @@ class SimState:
                 start = stream.gen_clock_ns
                 self.add(vendor, endpoint, n, start, start + span, clamp_start=False)
                 stream.gen_clock_ns = start + span
+            if self.retention_ns is not None:
+                self._expire(stream, now - self.retention_ns)
             return stream
+
+    def _expire(self, stream: Stream, before_ns: int) -> None:
+        """Drop what the retention window no longer covers, in chunks of at least a
+        tenth of the stream (each drop copies what is kept), and forget the dropped
+        ids, so a long-running demo holds a window of events, not its whole history."""
+        persist = stream.persist.items
+        due = 0
+        limit = max(1000, len(persist) // 10)
+        while due < len(persist) and persist[due] < before_ns and due < limit:
+            due += 1
+        if due < limit and not (due and due == len(persist)):
+            return
+        ids = self._ids[stream.vendor]
+        for blob in stream.expire(before_ns):
+            ids.discard(_event_id(stream.vendor, orjson.loads(blob)))
 
     def set_live_rate(self, rate: float) -> None:
         """Pausing stops arrivals; resuming starts from now (no burst for the pause)."""

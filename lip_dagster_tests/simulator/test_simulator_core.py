@@ -189,6 +189,37 @@ def test_live_events_appear_as_time_passes() -> None:
         assert len(s.events("okta", "logs")) == before  # other endpoints not yet asked
 
 
+def test_a_retention_window_keeps_a_long_running_simulator_level() -> None:
+    """The demo's simulator keeps two hours, as a vendor with a short retention
+    would: five simulated hours at 5 events/s hold about one hour's events (plus the
+    chunk it expires at once), their ids are forgotten with them, and a polling
+    cursor from before the window resumes at the oldest event kept."""
+    from lip_dagster.simulator.generators import NS
+    from lip_dagster.simulator.store import SimState
+
+    hour = 3600 * NS
+    state = SimState(seed=3, live_rate_per_s=5, retention_hours=1)
+    t0 = time.time_ns()
+    state.add("okta", "logs", 600, t0 - 2 * hour, t0)
+    state.start_clock(t0)
+    stream = state.stream("okta", "logs")
+    kept = []
+    for h in range(1, 6):
+        state.advance("okta", "logs", now=t0 + h * hour)
+        kept.append(len(stream.blobs.items))
+    assert len(stream) == 600 + 5 * 5 * 3600  # sequence numbers never move
+    assert max(kept) <= 5 * 3600 * 1.1 + 1000 < len(stream) / 4
+    assert len(state._ids["okta"]) == kept[-1]  # forgotten with their events
+    assert min(stream.persist.items) >= t0 + 4 * hour - hour // 10
+    seqs, pos = stream.page_persisted(0, 100, None)  # a cursor taken at the start
+    assert seqs[0] == stream.first > 0 and pos == stream.first + 100
+    assert [orjson.loads(b)["uuid"] for b in stream.blobs[stream.first : stream.first + 2]] == [
+        stream.event(s)["uuid"] for s in seqs[:2]
+    ]
+    keys = stream.sorted_keys()
+    assert keys and all(seq >= stream.first for _, seq in keys)
+
+
 def test_event_ids_unique_across_the_run(sim: VendorSimulator) -> None:
     now = datetime.now(UTC)
     for vendor, endpoints in ENDPOINTS.items():
