@@ -8,17 +8,13 @@ here once.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-
-from lip_dagster.lake.layout import hour_of
 
 Pattern = Literal["polling", "webhook", "s3"]
 PATTERNS: tuple[str, ...] = ("polling", "webhook", "s3")
@@ -35,43 +31,14 @@ EPOCH_HOUR = "1970-01-01-00:00"
 platform is that old, and filing by them would put events in partitions no one
 queries (and, below year 1000, in keys the layout cannot parse)."""
 
-FUTURE_SLACK = timedelta(days=1)
-"""How far past the end of its arrival hour an event time may lie. Vendor clocks run
-a little ahead; a time further ahead is a sentinel (``9999-12-31T23:59:59Z``) or a
-broken clock. Filed by it, the event would
-sit in an hour that does not exist yet for Dagster, and a poller's high-water mark
-would jump ahead, calling hours complete that were never read."""
-
-_LAST_HOUR_BOUND = "9999-12-31-23:59"  # sorts after every hour key
-_HOUR = timedelta(hours=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def future_limit(arrival: datetime | float | None = None) -> str:
-    """The first hour key too far ahead of ``arrival`` (default now) to be an event's
-    own time: the end of the arrival hour plus ``FUTURE_SLACK``. Anchored on the
-    arrival *hour*, so the deliveries a drain lands together (grouped by arrival hour)
-    and the receiver that accepted them (one of their arrivals) draw the same line. A
-    poll's arrival is the time it lands, so a retry in a later hour moves the line:
-    an event stamped within that hour of it is keyed by arrival on one try and by its
-    time on the other, and may land twice (never zero times).
-
-    Cached per hour: the receiver asks once per delivery."""
-    if arrival is None:
-        seconds = time.time()
-    elif isinstance(arrival, int | float):  # epoch seconds, as the receiver keeps them
-        seconds = float(arrival)
-    else:
-        seconds = (arrival if arrival.tzinfo else arrival.replace(tzinfo=UTC)).timestamp()
-    return _limit_after_hour(int(seconds // 3600))
-
-
-@functools.lru_cache(maxsize=64)
-def _limit_after_hour(hours_since_epoch: int) -> str:
-    try:
-        return hour_of(_EPOCH + timedelta(hours=hours_since_epoch) + _HOUR + FUTURE_SLACK)
-    except OverflowError:
-        return _LAST_HOUR_BOUND
+FUTURE_HOUR = "2100-01-01-00:00"
+"""Event times in this hour or after are sentinels (``9999-12-31T23:59:59Z``), not
+times. The bound is fixed, not relative to the arrival: an event's identity must be a
+function of the event alone. A bound "a day past arrival" made an event stamped near it
+keyed by its time on one try and by its arrival on a retry an hour later: two keys, two
+copies in the lake. A clock running days ahead therefore files its events in their
+(future) hours; coverage marks are capped at the time of the request, so such events
+cannot call unread hours complete."""
 
 
 def parse_timestamp(value: Any) -> datetime | None:
@@ -151,15 +118,12 @@ def dig(event: Any, path: str) -> Any:
     return cur
 
 
-def time_and_hour(value: Any, until: str | None = None) -> tuple[datetime | None, str | None]:
+def time_and_hour(value: Any) -> tuple[datetime | None, str | None]:
     """The event time and its hour partition key, or (None, None) if ``value`` is no
     usable time: unparseable, or implausible (in ``EPOCH_HOUR`` or before, or in
-    ``until`` or after, which defaults to ``future_limit`` of now). Canonical RFC 3339
-    UTC strings (``2020-02-14T22:18:51.843Z``, what most vendors send) take a fast
-    path that reads the hour off the string; everything else goes through
-    ``parse_timestamp``. Per-event callers pass ``until`` computed once per page."""
-    if until is None:
-        until = future_limit()
+    ``FUTURE_HOUR`` or after). Canonical RFC 3339 UTC strings
+    (``2020-02-14T22:18:51.843Z``, what most vendors send) take a fast path that reads
+    the hour off the string; everything else goes through ``parse_timestamp``."""
     if (
         type(value) is str
         and len(value) >= 20
@@ -176,12 +140,12 @@ def time_and_hour(value: Any, until: str | None = None) -> tuple[datetime | None
         else:
             hour = f"{value[:10]}-{value[11:13]}:00"
             # hour keys have four-digit years, so they compare as strings
-            return (dt, hour) if EPOCH_HOUR < hour < until else (None, None)
+            return (dt, hour) if EPOCH_HOUR < hour < FUTURE_HOUR else (None, None)
     dt = parse_timestamp(value)
     if dt is None:
         return None, None
     hour = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}-{dt.hour:02d}:00"
-    return (dt, hour) if EPOCH_HOUR < hour < until else (None, None)
+    return (dt, hour) if EPOCH_HOUR < hour < FUTURE_HOUR else (None, None)
 
 
 def _getter(path: str) -> Callable[[Any], Any]:
@@ -219,13 +183,10 @@ class EventIdentity:
         flat_time = self.time_field if self.time_field and "." not in self.time_field else None
         object.__setattr__(self, "_flat_time", flat_time)
 
-    def locate(
-        self, event: dict[str, Any], until: str | None = None
-    ) -> tuple[str, datetime | None, str | None]:
-        """``(event_id(event), *locate_time(event, until))`` in one call: the writer
-        and the webhook receiver ask it once per event, so it reads the common shape
-        of event directly. ``until``: ``future_limit`` of the events' arrival (see
-        ``time_and_hour``), computed once per page by callers on a hot path."""
+    def locate(self, event: dict[str, Any]) -> tuple[str, datetime | None, str | None]:
+        """``(event_id(event), *locate_time(event))`` in one call: the writer and the
+        webhook receiver ask it once per event, so it reads the common shape of event
+        directly."""
         id_key: str | None = self._flat_id  # type: ignore[attr-defined]
         if id_key is not None:
             v = event.get(id_key)
@@ -234,8 +195,8 @@ class EventIdentity:
             eid = self.event_id(event)
         time_key: str | None = self._flat_time  # type: ignore[attr-defined]
         if time_key is not None:
-            return (eid, *time_and_hour(event.get(time_key), until))
-        return (eid, *self.locate_time(event, until))
+            return (eid, *time_and_hour(event.get(time_key)))
+        return (eid, *self.locate_time(event))
 
     def event_id(self, event: dict[str, Any]) -> str:
         if self.id_func is not None:
@@ -257,15 +218,13 @@ class EventIdentity:
     def event_time(self, event: dict[str, Any]) -> datetime | None:
         return self.locate_time(event)[0]
 
-    def locate_time(
-        self, event: dict[str, Any], until: str | None = None
-    ) -> tuple[datetime | None, str | None]:
+    def locate_time(self, event: dict[str, Any]) -> tuple[datetime | None, str | None]:
         """(event time, its hour partition key), or (None, None) without a usable
         timestamp (see ``time_and_hour``)."""
         getter = self._time_getter  # type: ignore[attr-defined]
         if getter is None:
             return None, None
-        return time_and_hour(getter(event), until)
+        return time_and_hour(getter(event))
 
 
 RESERVED_ENVELOPE_KEYS = frozenset({"source", "id", "ingested_at", "pattern", "hour_from"})

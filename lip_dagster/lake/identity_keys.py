@@ -8,9 +8,9 @@ when it prepares a batch: the time of the event's own timestamp, to the hour or
 the second as the store keys it (``time_bucket``), or ``UNTIMED_HOUR`` for an event
 without a usable one (its lake hour is its arrival hour, which differs between a
 delivery and its retry, so its identity must not depend on it). "Usable" includes
-"plausible" (``time_and_hour``): not an unset value such as Go's zero time, and not
-more than a day past the arrival hour, which is why both take the arrival (the
-receiver's is now; the drain hands the writer the arrival the receiver recorded).
+"plausible" (``time_and_hour``): not an unset value such as Go's zero time or a
+sentinel such as 9999-12-31. Both bounds are fixed, so a key is a function of the
+event alone, never of when it arrived.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lip_dagster.lake.envelope import EventIdentity, future_limit
+from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.lake.writer import UNTIMED_HOUR
 from lip_dagster.state.base import DedupeKey, KeyResolution, time_bucket
 
@@ -37,29 +37,22 @@ class EventKey:
 
 
 def event_key(
-    event: dict[str, Any],
-    identity: EventIdentity,
-    resolution: KeyResolution,
-    arrival: datetime | None = None,
+    event: dict[str, Any], identity: EventIdentity, resolution: KeyResolution
 ) -> EventKey:
-    """The id, time and dedupe key ``LakeWriter`` will give ``event``, arrived at
-    ``arrival`` (default now), in a store of this ``key_resolution``."""
-    eid, t, hour = identity.locate(event, future_limit(arrival))
+    """The id, time and dedupe key ``LakeWriter`` will give ``event`` in a store of
+    this ``key_resolution``."""
+    eid, t, hour = identity.locate(event)
     key = _dedupe_key(eid, t, hour, resolution)
     return EventKey(eid, None if key.bucket == UNTIMED_HOUR else t, key)
 
 
 def dedupe_keys(
-    events: list[dict[str, Any]],
-    identity: EventIdentity,
-    resolution: KeyResolution,
-    arrival: datetime | float | None = None,
+    events: list[dict[str, Any]], identity: EventIdentity, resolution: KeyResolution
 ) -> list[DedupeKey]:
     """``event_key(...).dedupe_key`` of each event, without an ``EventKey`` per event:
     the webhook receiver derives one per accepted event on its hot path."""
     locate = identity.locate
-    until = future_limit(arrival)
-    return [_dedupe_key(*locate(event, until), resolution) for event in events]
+    return [_dedupe_key(*locate(event), resolution) for event in events]
 
 
 def _dedupe_key(

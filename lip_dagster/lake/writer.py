@@ -50,7 +50,6 @@ from lip_dagster.lake.envelope import (
     EventIdentity,
     check_extra_envelope,
     envelope,
-    future_limit,
 )
 from lip_dagster.lake.layout import (
     hour_of,
@@ -414,7 +413,6 @@ class LakeWriter:
             f"{now.second:02d}.{now.microsecond:06d}Z"
         )
         arrival_hour = hour_of(arrival)
-        until = future_limit(arrival)  # times this far ahead of arrival are not used
         groups: dict[str, _Group] = {}
         dups: dict[str, int] = {}
         dumps = orjson.dumps
@@ -447,7 +445,7 @@ class LakeWriter:
                         f"source {source!r}: an event is a {type(ev).__name__}, not a JSON "
                         "object; nothing of this page was landed"
                     )
-                eid, t, hour = locate(ev, until)
+                eid, t, hour = locate(ev)
                 if hour is not None:
                     if not by_hour:  # time_bucket(hour, t, "second"), without the call
                         bucket = hour[:14] + minute_second[t.minute * 60 + t.second]  # type: ignore[union-attr]

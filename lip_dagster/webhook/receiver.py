@@ -80,11 +80,9 @@ class SourceRoute:
     extractor: Extractor
     key_resolution: KeyResolution
 
-    def keys(self, events: list[dict[str, Any]], arrival: float) -> list[DedupeKey]:
-        """The dedupe key of each event, by the writer's rule for this store, for
-        the arrival the drain will hand the writer (it decides which times are
-        plausible)."""
-        return dedupe_keys(events, self.extractor.identity, self.key_resolution, arrival)
+    def keys(self, events: list[dict[str, Any]]) -> list[DedupeKey]:
+        """The dedupe key of each event, by the writer's rule for this store."""
+        return dedupe_keys(events, self.extractor.identity, self.key_resolution)
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
@@ -238,7 +236,7 @@ class WebhookReceiver:
         gc.disable()
         try:
             events = route.extractor.extract(body, media, headers)
-            keys = route.keys(events, arrival)
+            keys = route.keys(events)
         finally:
             if paused:
                 gc.enable()

@@ -1,6 +1,8 @@
 """Event times the lake does not file by: unset values (Go's zero time, Unix time 0)
-and times far ahead of arrival land in their arrival hour, flagged, under an identity
-that does not depend on the arrival; one of them never holds up the rest of a page."""
+and sentinels (9999-12-31) land in their arrival hour, flagged, under an identity that
+does not depend on the arrival; one of them never holds up the rest of a page. A time
+merely ahead of arrival (a vendor clock running fast) is filed by itself: a bound
+relative to arrival would make the same event's key depend on when it was fetched."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 
 from lip_dagster.errors import LakeWriteError
 from lip_dagster.lake.backends import LocalLake
-from lip_dagster.lake.envelope import future_limit, time_and_hour
+from lip_dagster.lake.envelope import time_and_hour
 from lip_dagster.lake.identity_keys import UNTIMED_HOUR, dedupe_keys, event_key
 from lip_dagster.lake.writer import LakeWriter
 from lip_dagster.state.base import KeyResolution
@@ -25,7 +27,7 @@ from .conftest import OKTA, keys_of
 ARRIVAL = datetime(2026, 3, 2, 7, 15, tzinfo=UTC)
 ARRIVAL_HOUR = "2026-03-02-07:00"
 
-# Values vendors send for "no time", or times no event of this arrival can have.
+# Values vendors send for "no time", and sentinels no event time can be.
 IMPLAUSIBLE: dict[str, Any] = {
     "go-zero": "0001-01-01T00:00:00Z",
     "go-zero-nanos": "0001-01-01T00:00:00.000000000Z",
@@ -38,12 +40,12 @@ IMPLAUSIBLE: dict[str, Any] = {
     "max-date": "9999-12-31T23:59:59Z",
     "max-date-offset": "9999-12-31T23:59:59-01:00",  # after year 9999 in UTC
     "year-2100": 4102444800,
-    "a-day-past-arrival-hour": "2026-03-03T08:00:00Z",
 }
 # The nearest times that are still filed by themselves.
 PLAUSIBLE_EDGES: dict[str, tuple[Any, str]] = {
     "first-hour-after-epoch": ("1970-01-01T01:00:00Z", "1970-01-01-01:00"),
-    "just-under-a-day-ahead": ("2026-03-03T07:59:59.999Z", "2026-03-03-07:00"),
+    "a-week-ahead-of-arrival": ("2026-03-09T07:15:00Z", "2026-03-09-07:00"),
+    "last-hour-before-2100": ("2099-12-31T23:59:59Z", "2099-12-31-23:00"),
     "on-time": ("2026-03-02T07:14:59.123Z", ARRIVAL_HOUR),
 }
 
@@ -65,23 +67,28 @@ def stamped(values: dict[str, Any]) -> list[dict[str, Any]]:
 def test_implausible_times_are_no_time(name: str) -> None:
     """``locate`` gives no time for them, as for a missing or unparseable one."""
     ev = stamped({name: IMPLAUSIBLE[name]})[0]
-    assert OKTA.locate(ev, future_limit(ARRIVAL)) == (name, None, None)
-    assert time_and_hour(IMPLAUSIBLE[name], future_limit(ARRIVAL)) == (None, None)
+    assert OKTA.locate(ev) == (name, None, None)
+    assert time_and_hour(IMPLAUSIBLE[name]) == (None, None)
 
 
 @pytest.mark.parametrize("name", PLAUSIBLE_EDGES)
 def test_the_nearest_plausible_times_keep_their_hour(name: str) -> None:
     value, hour = PLAUSIBLE_EDGES[name]
-    _, t, got = OKTA.locate(stamped({name: value})[0], future_limit(ARRIVAL))
+    _, t, got = OKTA.locate(stamped({name: value})[0])
     assert got == hour and t is not None
 
 
-def test_the_future_limit_is_a_day_past_the_arrival_hour() -> None:
-    """Anchored on the arrival hour, so deliveries a drain lands together (grouped by
-    arrival hour) are judged alike whatever minute each arrived."""
-    assert future_limit(ARRIVAL) == "2026-03-03-08:00"
-    assert future_limit(ARRIVAL.replace(minute=0)) == future_limit(ARRIVAL.replace(minute=59))
-    assert future_limit(datetime(9999, 12, 31, 23, tzinfo=UTC)) > "9999-12-31-23:00"
+def test_an_event_ahead_of_arrival_lands_once_whenever_it_is_fetched(
+    writer: LakeWriter, lake: LocalLake
+) -> None:
+    """A vendor clock a day ahead: fetched once, then again by a retry an hour later.
+    Its identity must be the same both times, or the lake holds it twice."""
+    page = stamped({"clock-ahead": "2026-03-03T07:30:00Z"})
+    assert writer.write("okta", page, OKTA, "polling", arrival=ARRIVAL).events == 1
+    again = writer.write("okta", page, OKTA, "polling", arrival=ARRIVAL + timedelta(hours=1))
+    assert again.events == 0 and again.duplicates == 1
+    ((key, rec),) = lake_lines(lake.root)
+    assert "/year=2026/month=03/day=03/hour=07/" in key and rec["_lip"]["hour_from"] == "event"
 
 
 def test_a_page_with_go_zero_time_lands_whole_and_the_zero_by_arrival(
@@ -112,7 +119,7 @@ def test_implausible_times_land_by_arrival_once_across_retries(
 ) -> None:
     """A retry arrives in another hour; the events' identity must not follow it, or
     the retry would land them a second time."""
-    stable = {k: v for k, v in IMPLAUSIBLE.items() if k != "a-day-past-arrival-hour"}
+    stable = IMPLAUSIBLE
     page = [*make_events(5), *stamped(stable)]
     first = writer.write("okta", page, OKTA, "polling", arrival=ARRIVAL)
     assert first.events == len(page)
@@ -155,19 +162,19 @@ def test_the_receiver_and_the_writer_key_implausible_times_alike(
     writer = LakeWriter.__new__(LakeWriter)  # only its _prepare: no stores
     groups, _ = writer._prepare("okta", page, OKTA, "webhook", ARRIVAL, ARRIVAL, None, resolution)
     written = sorted(k for chunk in groups.values() for k in chunk.keys)
-    received = dedupe_keys(page, OKTA, resolution, ARRIVAL)
+    received = dedupe_keys(page, OKTA, resolution)
     assert sorted(received) == written
-    assert received == [event_key(e, OKTA, resolution, ARRIVAL).dedupe_key for e in page]
+    assert received == [event_key(e, OKTA, resolution).dedupe_key for e in page]
     for e in page[3:]:
-        k = event_key(e, OKTA, resolution, ARRIVAL)
+        k = event_key(e, OKTA, resolution)
         assert k.dedupe_key.bucket == UNTIMED_HOUR and k.time is None, e["uuid"]
-    # the receiver's own arrival is now: a time two days ahead of now is no time
-    now = datetime.now(UTC)
-    ahead = stamped({"ahead": (now + timedelta(days=2)).isoformat()})
-    groups, _ = writer._prepare("okta", ahead, OKTA, "webhook", now, now, None, resolution)
+    # a delivery the drain lands hours after the receiver keyed it: the same keys
+    ahead = stamped({"ahead": "2026-03-04T07:00:00Z"})
+    later = ARRIVAL + timedelta(hours=30)
+    groups, _ = writer._prepare("okta", ahead, OKTA, "webhook", later, later, None, resolution)
     (chunk,) = groups.values()
     assert dedupe_keys(ahead, OKTA, resolution) == chunk.keys
-    assert chunk.keys[0].bucket == UNTIMED_HOUR
+    assert chunk.keys[0].bucket.startswith("2026-03-04-07:")
 
 
 def test_a_key_that_cannot_be_built_fails_the_page_as_a_lake_error(
