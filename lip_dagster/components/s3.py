@@ -28,7 +28,7 @@ from pydantic import Field
 
 from lip_dagster.components import common
 from lip_dagster.components.checks import source_checks
-from lip_dagster.errors import ConfigError, LipError
+from lip_dagster.errors import ConfigError, LipError, StateError
 from lip_dagster.lake.layout import hour_of, partition_start, validate_source_name
 from lip_dagster.lake.writer import WriteResult
 from lip_dagster.resources import Backend
@@ -36,13 +36,14 @@ from lip_dagster.s3stream.arrivals import (
     DEFAULT_SETTLE_SECONDS,
     ArrivalFinder,
     Discovery,
+    ListingState,
     Plan,
     batches,
     key_digest,
     plan_objects,
 )
 from lip_dagster.s3stream.formats import VendorFormat, vendor_format
-from lip_dagster.s3stream.objects import ObjectInfo, ObjectLocation
+from lip_dagster.s3stream.objects import NETWORK_CODE, ObjectInfo, ObjectLocation
 from lip_dagster.s3stream.pending import (
     DEFAULT_MAX_ATTEMPTS,
     Batch,
@@ -57,6 +58,7 @@ from lip_dagster.s3stream.transcode import (
     ObjectsNotRead,
     Transcoder,
     TranscodeReport,
+    quarantine_id,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,16 @@ NOT_READ_TAG = "lip/not_read"
 not landed), then a JSON object of ``{key digest: error code}`` for the keys it could
 not read (``{}``: all landed)."""
 ALL_KEYS = "*"
+NOT_READ_DETAIL_CHARS = 200
+MAX_HELD_KEYS = 4000
+"""Key digests (about 28 bytes each) the stored listing state may keep beyond its
+settle window while `lip run` waits for an object it cannot read; past this the
+object is quarantined and the listing moves on (about 110 KB at most, far below
+DynamoDB's 400 KB item limit)."""
+MAX_UNDELETED_MESSAGES = 1000
+"""Notifications of landed objects the cursor keeps while the queue refuses to
+delete them (each is retried every tick). Past this the tick fails, naming the
+permission: a cursor that grows every tick would end up too large to store."""
 QUARANTINE_CHECK = "quarantine_empty"
 RunLookup = Callable[[Sequence[str]], Mapping[str, RunOutcome]]
 
@@ -181,6 +193,14 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
 
     def not_by_hour(self, partition: str | None) -> str:
         """Why a run without keys and without ``lip/mode=poll`` does nothing honest."""
+        if self.lake_layout:
+            return (
+                f"{self.name} is an S3 source in the lake layout: its objects are "
+                f"registered by the sensor {self.name}_arrivals as the producer writes "
+                f"them, not by hour, so a backfill or Materialize of partition "
+                f"{partition or '(none)'} has nothing to fetch and registers nothing. "
+                f"Check that the sensor {self.name}_arrivals is running."
+            )
         return (
             f"{self.name} is an S3 source: its objects are found by the sensor "
             f"{self.name}_arrivals as the vendor writes them, not by hour, so a backfill "
@@ -219,10 +239,15 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             )
             if finder.queue is None:
                 before = finder.stored_state()
-                after = finder.commit_landed(
-                    ((o.key, disc.modified(o)) for o in disc.objects if o.key not in failed),
-                    (disc.modified(o) for o in disc.objects if o.key in failed),
-                )
+                landed = [(o.key, disc.modified(o)) for o in disc.objects if o.key not in failed]
+                held = [o for o in disc.objects if o.key in failed]
+                if held and self._hold_too_large(before, landed, [disc.modified(o) for o in held]):
+                    self._quarantine_held(
+                        lip, finder, report, {o.key: disc.modified(o) for o in held}
+                    )
+                    meta["released_unreadable"] = len(held)
+                    held = []
+                after = finder.commit_landed(landed, (disc.modified(o) for o in held))
                 meta["listed_through_before"] = before.through
                 meta["listed_through"] = after.through
             refused = finder.acknowledge(
@@ -234,11 +259,58 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
         finally:
             writer.close()
 
+    @staticmethod
+    def _hold_too_large(
+        stored: ListingState, landed: list[tuple[str, float]], held: list[float]
+    ) -> bool:
+        """Whether holding the listing back for unreadable objects would keep more
+        than ``MAX_HELD_KEYS`` extra key digests in the stored state: under `lip run`
+        nothing else bounds the hold, and a listing state past DynamoDB's 400 KB
+        item limit could not be stored at all."""
+        with_hold = stored.advance_keys(landed, held)
+        without = stored.advance_keys(landed)
+        return len(with_hold.handled) - len(without.handled) > MAX_HELD_KEYS
+
+    def _quarantine_held(
+        self,
+        lip: Backend,
+        finder: ArrivalFinder,
+        report: TranscodeReport,
+        held: Mapping[str, float],
+    ) -> None:
+        """Quarantine (before the listing passes them) objects `lip run` could not
+        read while many newer ones landed: past this they are no longer listed as
+        new, so the quarantine item is their record."""
+        errors = {o.key: o.reason or "" for o in report.failed}
+        for key, modified in held.items():
+            reason = (
+                f"{finder.objects.describe(key)} could not be read by `lip run` "
+                f"({errors.get(key, '')[:NOT_READ_DETAIL_CHARS]}) while more than "
+                f"{MAX_HELD_KEYS} newer objects landed; the listing no longer waits for "
+                f"it. The vendor object is unchanged; fix the cause, then "
+                f"{self.how_to_rerun()}"
+            )
+            data = orjson.dumps({"origin": finder.objects.describe(key), "copied": False})
+            lip.quarantine.put(
+                self.name,
+                key,
+                data,
+                reason,
+                stable_id=quarantine_id(self.name, key, repr(modified), "not-read"),
+            )
+            log.error("%s: quarantined %s: %s", self.name, key, reason)
+
     def _quarantine_notifications(self, lip: Backend, disc: Discovery) -> int:
         """Keep each unusable notification's body (it may be the only record of the
         object it named) before its message can be deleted."""
         for bad in disc.problems:
-            lip.quarantine.put(self.name, f"notification-{bad.message_id}", bad.body, bad.reason)
+            lip.quarantine.put(
+                self.name,
+                f"notification-{bad.message_id}",
+                bad.body,
+                bad.reason,
+                stable_id=quarantine_id(self.name, bad.message_id, "", "notification"),
+            )
             log.warning("%s: %s", self.name, bad.reason)
         return len(disc.problems)
 
@@ -282,9 +354,28 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
                     "runs": gave_up.runs,
                 }
             )
-            lip.quarantine.put(self.name, gave_up.key, data, gave_up.reason)
+            # named by key and batch: a tick that fails after this and is evaluated
+            # again with the same cursor gives the same key up again, and adds no copy
+            lip.quarantine.put(
+                self.name,
+                gave_up.key,
+                data,
+                gave_up.reason,
+                stable_id=quarantine_id(self.name, gave_up.key, gave_up.batch, "gave-up"),
+            )
             log.error("%s: quarantined %s: %s", self.name, gave_up.key, gave_up.reason)
             quarantined += 1
+        for b in settled.backing_off:
+            log.warning(
+                "%s: the runs of batch %s failed without naming an object (the lake or a "
+                "state store unavailable?); %d object(s) are requested again in %.0f s, "
+                "not counted against them; see the failed runs %s",
+                self.name,
+                b.base,
+                len(b.keys),
+                (b.due or t) - t,
+                ", ".join(b.runs[-3:]),
+            )
         self._acknowledge(finder, state)
 
         requests = [self._run_request(b, now) for b in settled.retry]
@@ -301,7 +392,13 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             quarantined += self._quarantine_notifications(lip, disc)
             events += self._register(plan, finder, asset_key, now)
             for key, why in plan.rejected:
-                lip.quarantine.put(self.name, key, b"", f"{finder.objects.describe(key)}: {why}")
+                lip.quarantine.put(
+                    self.name,
+                    key,
+                    b"",
+                    f"{finder.objects.describe(key)}: {why}",
+                    stable_id=quarantine_id(self.name, key, versions.get(key, ""), "rejected"),
+                )
                 quarantined += 1
             for keys in batches([info.key for info in plan.transcode], self.keys_per_run):
                 batch = Batch(
@@ -325,6 +422,11 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
                 f"{found}; {len(settled.landed)} of {waited} requested batches landed, "
                 f"{settled.waiting} still waited for"
             )
+            if settled.backing_off:
+                skip += (
+                    f" ({len(settled.backing_off)} after runs that failed without naming "
+                    "an object: requested again after a backoff, see the failed runs)"
+                )
         return dg.SensorResult(
             run_requests=requests, asset_events=events, cursor=state.dumps(), skip_reason=skip
         )
@@ -346,6 +448,15 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             try:
                 refused = finder.acknowledge([state.messages[m].receipt for m in done_ids])
             except LipError as exc:
+                if len(done_ids) > MAX_UNDELETED_MESSAGES:
+                    raise StateError(
+                        f"source {self.name!r}: {len(done_ids)} notifications of objects "
+                        f"that landed could not be deleted from the queue in {self.queue_env} "
+                        f"({exc}). Grant LIP's role sqs:DeleteMessage (and "
+                        "sqs:ChangeMessageVisibility) on the queue; until then the sensor "
+                        "fails rather than keep them in its cursor without bound. Nothing "
+                        "is lost: they are deleted once the permission is there."
+                    ) from exc
                 # fail open: kept, and deleted by a later tick; the objects landed
                 log.warning("%s: could not delete notifications: %s", self.name, exc)
             else:
@@ -374,7 +485,13 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
         self, state: SensorState, disc: Discovery, finder: ArrivalFinder
     ) -> tuple[list[ObjectInfo], dict[str, str]]:
         """The newly found objects, with what announced each (for the batch id), and
-        the state updated to remember them until they landed."""
+        the state updated to remember them until they landed.
+
+        A new notification for a key a batch still waits for means the vendor wrote
+        it again, possibly after that batch's run read it: the key goes into a new
+        batch (a run requested after the notification arrived reads the new
+        version), and the notification is deleted only once no batch holding the
+        key waits any more. Reading it twice lands nothing twice."""
         pending = state.pending_keys()
         if finder.queue is None:
             state.listing = disc.state
@@ -391,8 +508,11 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
                 continue
             state.messages[m.message_id] = Message(m.receipt, list(m.keys), hidden_until)
             for k in m.keys:
-                if k not in pending:
-                    versions.setdefault(k, m.message_id)
+                if k in pending and k not in versions:
+                    log.info(
+                        "%s: %s announced again while its run goes on: read again", self.name, k
+                    )
+                versions.setdefault(k, m.message_id)
         return [o for o in disc.objects if o.key in versions], versions
 
     def _quarantine_evaluation(
@@ -442,7 +562,7 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             tags={
                 **common.source_tags(self.name, PATTERN),
                 BATCH_TAG: batch.id,
-                ATTEMPT_TAG: str(batch.attempt),
+                ATTEMPT_TAG: str(batch.run_no),
                 "lip/objects": str(len(batch.keys)),
             },
         )
@@ -485,10 +605,13 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             config: TranscodeConfig,
             lip: dg.ResourceParam[Backend],
         ) -> dg.MaterializeResult:
+            keys = list(config.keys)
             if fmt is None:
+                if context.run.tags.get(common.MODE_TAG) != common.MODE_POLL:
+                    pk = context.partition_key if context.has_partition_key else None
+                    raise dg.Failure(description=component.not_by_hour(pk), allow_retries=False)
                 context.log.info(f"{name}: lake-layout objects are registered by the sensor")
                 return dg.MaterializeResult(metadata={"mode": "registered by sensor"})
-            keys = list(config.keys)
             if not keys and context.run.tags.get(common.MODE_TAG) != common.MODE_POLL:
                 pk = context.partition_key if context.has_partition_key else None
                 raise dg.Failure(description=component.not_by_hour(pk), allow_retries=False)
@@ -572,9 +695,18 @@ def _ensure_once(lip: Backend, source: str) -> None:
 
 
 def _not_read(failed: list[ObjectOutcome]) -> str:
-    """The ``lip/not_read`` tag value: short (key digests, capped codes), since it is
-    a run tag."""
-    return orjson.dumps({key_digest(o.key): (o.code or "error")[:40] for o in failed}).decode()
+    """The ``lip/not_read`` tag value: ``{key digest: "<code>: <error>"}``, short
+    (digests, code and error cut), since it is a run tag; the sensor puts the error
+    in the quarantine reason if it gives the key up."""
+    return orjson.dumps(
+        {
+            key_digest(o.key): (
+                f"{(o.code or NETWORK_CODE)[:40]}: "
+                f"{(o.error or o.reason or 'no detail')[:NOT_READ_DETAIL_CHARS]}"
+            )
+            for o in failed
+        }
+    ).decode()
 
 
 def _log_landed(

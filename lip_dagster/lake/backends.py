@@ -227,8 +227,17 @@ class Quarantine(ABC):
     """Input we could not land, kept with its reason, outside the lake root."""
 
     @abstractmethod
-    def put(self, source: str, name: str, data: bytes, reason: str) -> str:
-        """Store ``data`` and ``reason``; returns where it went."""
+    def put(
+        self, source: str, name: str, data: bytes, reason: str, *, stable_id: str | None = None
+    ) -> str:
+        """Store ``data`` and ``reason``; returns where it went.
+
+        ``stable_id``: a caller that may quarantine the same input again (a step or
+        run retry reading the same damaged object, a sensor tick re-evaluated after
+        it failed) passes an id derived from what the input is, and the item is
+        written only if no item with that id exists yet: a retry adds no copy, so
+        the quarantine count stays the number of distinct bad inputs. Without it,
+        every put is a new item (a uuid in the name)."""
 
     @abstractmethod
     def count(self, source: str) -> int: ...
@@ -239,20 +248,55 @@ QUARANTINE_NAME_CHARS = 120
 keeps; the full name is in the reason beside the data."""
 
 
-def quarantine_name(name: str) -> str:
+def quarantine_name(name: str, stable_id: str | None = None) -> str:
     """``<YYYYMMDDTHHMMSS.ffffffZ>_<name, made safe, cut>_<uuid4 hex>``: sorts by the
     time it was quarantined, still says what it was, and is unique, so nothing put in
     quarantine is ever overwritten. Time and name alone are not unique: the S3 sensor
     quarantines every bad notification under ``notification`` in one loop, and
     organization-trail CloudTrail keys differ only past the cut. Only ASCII letters,
-    digits and ``-_.`` are kept (the name is untrusted and becomes a file name)."""
+    digits and ``-_.`` are kept (the name is untrusted and becomes a file name).
+
+    With ``stable_id``: ``<name, made safe, cut>_<stable_id, made safe>``, the same
+    on every call, so a second put of the same input finds the first (no time: a
+    retry an hour later must find it too)."""
+    safe = _safe(name)[:QUARANTINE_NAME_CHARS] or "input"
+    if stable_id is not None:
+        sid = _safe(stable_id)[:64]
+        if not sid:
+            raise ValueError("stable_id must contain letters or digits")
+        return f"{safe}_{sid}"
     t = datetime.now(UTC)
     stamp = (
         f"{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}{t.second:02d}"
         f".{t.microsecond:06d}Z"
     )
-    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in name)
-    return f"{stamp}_{safe[:QUARANTINE_NAME_CHARS] or 'input'}_{uuid.uuid4().hex}"
+    return f"{stamp}_{safe}_{uuid.uuid4().hex}"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in name)
+
+
+def _write_if_absent(dest: Path, data: bytes, tmp_dir: Path) -> bool:
+    """Like ``write_atomically``, but never replaces ``dest``: the temporary file is
+    hard-linked into place, which fails if ``dest`` exists (atomic, also between
+    processes). Returns False when ``dest`` was already there."""
+    created = _make_dirs(dest.parent)
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=".put-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    for directory in (dest.parent, *(d.parent for d in created)):
+        _fsync_dir(directory)
+    return True
 
 
 def _reason_json(source: str, name: str, reason: str) -> bytes:
@@ -269,11 +313,23 @@ class LocalQuarantine(Quarantine):
         self.root = Path(root)
         self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else self.root / ".tmp"
 
-    def put(self, source: str, name: str, data: bytes, reason: str) -> str:
+    def put(
+        self, source: str, name: str, data: bytes, reason: str, *, stable_id: str | None = None
+    ) -> str:
         d = self.root / validate_source_name(source)
-        base = d / quarantine_name(name)
+        base = d / quarantine_name(name, stable_id)
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            if stable_id is not None:
+                # put-if-absent: the first put's reason and data stay; a crash between
+                # the two leaves a reason only, which a retry completes
+                _write_if_absent(
+                    d / (base.name + ".reason.json"),
+                    _reason_json(source, name, reason),
+                    self.tmp_dir,
+                )
+                _write_if_absent(d / (base.name + ".data"), data, self.tmp_dir)
+                return str(base)
             write_atomically(
                 d / (base.name + ".reason.json"), _reason_json(source, name, reason), self.tmp_dir
             )
@@ -306,20 +362,31 @@ class S3Quarantine(Quarantine):
         self.kms_key_for = kms_key_for
         self.prefix = prefix
 
-    def put(self, source: str, name: str, data: bytes, reason: str) -> str:
+    def put(
+        self, source: str, name: str, data: bytes, reason: str, *, stable_id: str | None = None
+    ) -> str:
         """Like ``LocalQuarantine.put``: the reason first, so a ``.data`` that
-        ``count`` sees has its reason beside it (each put is atomic on S3)."""
+        ``count`` sees has its reason beside it (each put is atomic on S3). With
+        ``stable_id`` each put is conditional (``If-None-Match: *``): S3 refuses it
+        when the object exists, so a retry keeps the first item and adds none."""
         bucket = self.bucket_for(validate_source_name(source))
-        key = f"{self.prefix}{source}/{quarantine_name(name)}"
-        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_for(source)}
+        key = f"{self.prefix}{source}/{quarantine_name(name, stable_id)}"
+        extra: dict[str, str] = {
+            "ServerSideEncryption": "aws:kms",
+            "SSEKMSKeyId": self.kms_key_for(source),
+        }
+        if stable_id is not None:
+            extra["IfNoneMatch"] = "*"
         try:
-            self.client.put_object(
-                Bucket=bucket,
-                Key=key + ".reason.json",
-                Body=_reason_json(source, name, reason),
-                **extra,
-            )
-            self.client.put_object(Bucket=bucket, Key=key + ".data", Body=data, **extra)
+            for suffix, body in (
+                (".reason.json", _reason_json(source, name, reason)),
+                (".data", data),
+            ):
+                try:
+                    self.client.put_object(Bucket=bucket, Key=key + suffix, Body=body, **extra)
+                except ClientError as exc:
+                    if stable_id is None or not _already_there(exc):
+                        raise
         except (ClientError, BotoCoreError) as exc:
             raise LakeWriteError(f"could not quarantine to s3://{bucket}/{key}: {exc}") from exc
         return f"s3://{bucket}/{key}"
@@ -331,3 +398,12 @@ class S3Quarantine(Quarantine):
         for page in paginator.paginate(Bucket=bucket, Prefix=f"{self.prefix}{source}/"):
             n += sum(1 for o in page.get("Contents", []) if o["Key"].endswith(".data"))
         return n
+
+
+_EXISTS_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+"""What S3 answers a conditional put when the object exists (412), or while another
+conditional put of the same key is in flight (409): either way, an item is there."""
+
+
+def _already_there(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code")) in _EXISTS_CODES

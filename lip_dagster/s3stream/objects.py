@@ -51,6 +51,10 @@ class ObjectChanged(ObjectReadError):
     """An object was replaced while it was being read (its ETag changed)."""
 
 
+NETWORK_CODE = "network/timeout"
+"""What a read error without an S3 error code is called in run tags and reasons: a
+timeout or a dropped connection that outlasted botocore's retries."""
+
 ACCESS_DENIED_CODES = frozenset({"AccessDenied", "403", "AllAccessDisabled"})
 """S3 error codes that mean LIP may not read the object (the HEAD of a 403 has no
 body, so its code is just the status)."""
@@ -67,7 +71,12 @@ def read_error_hint(code: str | None) -> str:
         return f"{code}: the KMS key the object is encrypted with cannot be used"
     if code == "InvalidObjectState":
         return "the object is archived (a Glacier storage class): restore it first"
-    return f"read error {code}" if code else "read error"
+    if code in (None, "", NETWORK_CODE):
+        return (
+            f"{NETWORK_CODE}: the read failed without an S3 error code (a timeout or a "
+            "dropped connection that outlasted botocore's retries)"
+        )
+    return f"read error {code}"
 
 
 @dataclass(frozen=True)

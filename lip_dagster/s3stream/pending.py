@@ -10,12 +10,19 @@ announced them, or records them in the stored listing state.
 - **running** (queued, started, or failed and about to be retried by Dagster): wait;
   notifications stay hidden (their visibility is extended), so they neither come back
   nor count towards the queue's redrive limit.
-- **failed**: the keys the run could not land are requested again under a new run key
-  (a run key Dagster has seen is skipped), up to ``max_attempts`` runs in all; after
-  that they go to quarantine with the reason and are acknowledged, so a source never
-  retries forever and nothing is dropped unseen.
+- **failed, naming objects** (``lip/not_read`` lists the keys it could not read):
+  those keys are requested again under a new run key (a run key Dagster has seen is
+  skipped), up to ``max_attempts`` runs that named them; after that they go to
+  quarantine with the reason and are acknowledged, so a source never retries one
+  object forever and nothing is dropped unseen.
+- **failed without naming objects** (the run died before it could say: the lake or
+  the state store refused writes, the run worker was lost): that failure is not about
+  any object, so it uses up no object's attempts and quarantines nothing (an outage
+  of the lake must not send every waiting object to quarantine). The whole batch is
+  requested again at once, then after a backoff that doubles up to
+  ``MAX_BACKOFF_SECONDS``; each failed run is the source's incident meanwhile.
 - **absent** (no run carries the batch's tag, e.g. it was deleted): after
-  ``absent_after`` seconds, handled like a failed run.
+  ``absent_after`` seconds, handled like a run that failed without naming objects.
 
 Nothing here knows Dagster: ``components/s3.py`` reads run outcomes from the instance
 and turns batches into run requests.
@@ -36,8 +43,18 @@ from lip_dagster.s3stream.objects import read_error_hint
 
 log = logging.getLogger(__name__)
 
+MAX_RUNS_KEPT = 10
+"""Run ids a batch keeps for its give-up reason: a batch retried through a long
+outage must not grow the cursor one run id at a time."""
+ERROR_DETAIL_CHARS = 200
+
 RunState = Literal["landed", "running", "failed", "absent"]
 DEFAULT_MAX_ATTEMPTS = 3
+FIRST_BACKOFF_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 1800.0
+"""The longest wait between two runs of a batch whose runs keep failing without
+naming an object (an outage): bounded, so the batch lands within half an hour of
+the outage ending."""
 
 
 @dataclass(frozen=True)
@@ -51,12 +68,21 @@ class RunOutcome:
     not_read: Mapping[str, str] | None = None
 
 
+def backoff(stalls: int) -> float:
+    """Seconds to wait before the next run after ``stalls`` runs in a row failed
+    without naming an object: 0 after the first (a short blip), then 60 s doubling up
+    to ``MAX_BACKOFF_SECONDS``."""
+    if stalls <= 1:
+        return 0.0
+    return min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2.0 ** min(stalls - 2, 16))
+
+
 def batch_id(source: str, versions: Mapping[str, str], attempt: int = 1, base: str = "") -> str:
     """The run key (and ``lip/batch`` tag) of a batch: a function of its keys and
     of what announced them (a notification's message id, or the listed
     ``LastModified``), so a re-evaluated tick asks for the same run while a key
     announced again (written again) gets a new one. Retries keep the first
-    attempt's digest and add the attempt number."""
+    run's digest and add the run number."""
     if not base:
         text = "\n".join(sorted(f"{k}\x00{v}" for k, v in versions.items()))
         base = f"{source}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
@@ -65,35 +91,62 @@ def batch_id(source: str, versions: Mapping[str, str], attempt: int = 1, base: s
 
 @dataclass
 class Batch:
-    """Objects requested in one run, waiting for it to land them."""
+    """Objects requested in one run, waiting for it to land them.
+
+    ``attempt``: runs that named these keys as not read, plus one (what
+    ``max_attempts`` bounds). ``run_no``: runs requested for the batch in all (its
+    id's suffix). ``stalls``: runs in a row that failed without naming an object.
+    ``due``: set while the next run waits out its backoff (not requested yet)."""
 
     id: str
     keys: list[str]
     attempt: int = 1
     requested_at: float = 0.0
     runs: list[str] = field(default_factory=list)  # failed runs of earlier attempts
+    run_no: int = 0
+    stalls: int = 0
+    due: float | None = None
+    base_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.run_no < 1:
+            self.run_no = self.attempt
+        if not self.base_id:
+            self.base_id = self.id if self.run_no == 1 else self.id.rsplit(":", 1)[0]
 
     @property
     def base(self) -> str:
-        return self.id if self.attempt == 1 else self.id.rsplit(":", 1)[0]
+        return self.base_id
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "id": self.id,
             "keys": self.keys,
             "attempt": self.attempt,
             "at": self.requested_at,
             "runs": self.runs,
+            "n": self.run_no,
+            "base": self.base_id,
         }
+        if self.stalls:
+            d["stalls"] = self.stalls
+        if self.due is not None:
+            d["due"] = self.due
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Batch:
+        due = d.get("due")
         return cls(
             id=str(d["id"]),
             keys=[str(k) for k in d["keys"]],
             attempt=int(d.get("attempt", 1)),
             requested_at=float(d.get("at", 0.0)),
             runs=[str(r) for r in d.get("runs") or []],
+            run_no=int(d.get("n", 0)),
+            stalls=int(d.get("stalls", 0)),
+            due=None if due is None else float(due),
+            base_id=str(d.get("base") or ""),
         )
 
 
@@ -121,6 +174,7 @@ class GiveUp:
     reason: str
     code: str | None
     runs: list[str]
+    batch: str = ""  # the batch's first run key: with the key, names this give-up
 
 
 @dataclass
@@ -131,6 +185,7 @@ class Settled:
     retry: list[Batch] = field(default_factory=list)
     given_up: list[GiveUp] = field(default_factory=list)
     waiting: int = 0
+    backing_off: list[Batch] = field(default_factory=list)  # runs failed, none named a key
 
 
 @dataclass
@@ -165,6 +220,15 @@ class SensorState:
         out = Settled()
         kept: list[Batch] = []
         for batch in self.batches:
+            if batch.due is not None:  # backing off: no run of this number yet
+                if now >= batch.due:
+                    batch.due, batch.requested_at = None, now
+                    out.retry.append(batch)
+                else:
+                    out.waiting += 1
+                    out.backing_off.append(batch)
+                kept.append(batch)
+                continue
             outcome = outcomes.get(batch.id, RunOutcome("absent"))
             if outcome.state == "landed":
                 out.landed.append(batch)
@@ -175,7 +239,26 @@ class SensorState:
                 out.waiting += 1
                 kept.append(batch)
                 continue
-            runs = batch.runs + list(outcome.run_ids)
+            runs = (batch.runs + list(outcome.run_ids))[-MAX_RUNS_KEPT:]
+            if outcome.not_read is None:  # not about any one object: no attempt used
+                stalls = batch.stalls + 1
+                wait = backoff(stalls)
+                retry = Batch(
+                    id=batch_id("", {}, batch.run_no + 1, base=batch.base),
+                    keys=list(batch.keys),
+                    attempt=batch.attempt,
+                    requested_at=now,
+                    runs=runs,
+                    run_no=batch.run_no + 1,
+                    stalls=stalls,
+                    due=now + wait if wait > 0 else None,
+                    base_id=batch.base,
+                )
+                (out.retry if retry.due is None else out.backing_off).append(retry)
+                if retry.due is not None:
+                    out.waiting += 1
+                kept.append(retry)
+                continue
             codes = _codes(batch.keys, outcome.not_read)
             if not codes:  # the run read every object, then failed: they landed
                 out.landed.append(batch)
@@ -183,15 +266,16 @@ class SensorState:
             if batch.attempt >= max_attempts:
                 for key, code in codes.items():
                     reason = _give_up_reason(describe(key), code, runs, how_to_rerun)
-                    out.given_up.append(GiveUp(key, reason, code, runs))
+                    out.given_up.append(GiveUp(key, reason, code, runs, batch.base))
                 continue
-            attempt = batch.attempt + 1
             retry = Batch(
-                id=batch_id("", {}, attempt, base=batch.base),
+                id=batch_id("", {}, batch.run_no + 1, base=batch.base),
                 keys=list(codes),
-                attempt=attempt,
+                attempt=batch.attempt + 1,
                 requested_at=now,
                 runs=runs,
+                run_no=batch.run_no + 1,
+                base_id=batch.base,
             )
             out.retry.append(retry)
             kept.append(retry)
@@ -248,15 +332,18 @@ class SensorState:
             return cls()
 
 
-def _codes(keys: Iterable[str], not_read: Mapping[str, str] | None) -> dict[str, str | None]:
-    """The keys a failed run did not land, with the error code it gave (if any)."""
-    if not_read is None:
-        return {k: None for k in keys}
+def _codes(keys: Iterable[str], not_read: Mapping[str, str]) -> dict[str, str]:
+    """The keys a failed run named as not read, with the error it gave."""
     return {k: not_read[key_digest(k)] for k in keys if key_digest(k) in not_read}
 
 
-def _give_up_reason(where: str, code: str | None, runs: list[str], how_to_rerun: str) -> str:
-    what = read_error_hint(code) if code else "the runs failed before it landed"
+def _give_up_reason(where: str, error: str | None, runs: list[str], how_to_rerun: str) -> str:
+    """``error``: ``<code>: <what the run saw>`` (the ``lip/not_read`` value), or a
+    bare code from a run of an older version."""
+    code, _, detail = (error or "").partition(": ")
+    what = read_error_hint(code or None)
+    if detail:
+        what += f" ({detail[:ERROR_DETAIL_CHARS]})"
     tried = f"{len(runs)} run(s) ({', '.join(runs[-5:])})" if runs else "any run (none was found)"
     return (
         f"{where} was not landed by {tried}: {what}. The vendor object is unchanged; "

@@ -19,6 +19,7 @@ the state stores (a put refused) are not about one object and are raised at once
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class ObjectOutcome:
     reason: str | None = None
     quarantined_at: str | None = None
     code: str | None = None
+    error: str | None = None  # a failed read: what the object source said
 
 
 @dataclass
@@ -78,6 +80,15 @@ class TranscodeReport:
         """Objects that could not be read: not landed, not acknowledged, requested
         again."""
         return [o for o in self.objects if o.status == "failed"]
+
+
+def quarantine_id(source: str, key: str, version: str, why: str) -> str:
+    """A stable quarantine item id for one bad input: the same source, key, version
+    (ETag, or what announced it) and kind of problem always give the same id, so the
+    retries that meet the same damaged object (step retries, run retries, a sensor
+    tick evaluated again) keep one item, not one per attempt."""
+    text = "\x00".join((source, key, version, why))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class ObjectsNotRead(StateError):
@@ -155,7 +166,13 @@ class Transcoder:
             reason = f"announced object {self.objects.describe(key)} no longer exists"
             if landed:
                 reason += f" ({landed} records landed before it went)"
-            where = self.quarantine.put(self.source, key, b"", reason)
+            where = self.quarantine.put(
+                self.source,
+                key,
+                b"",
+                reason,
+                stable_id=quarantine_id(self.source, key, "", "missing"),
+            )
             return ObjectOutcome(
                 key, "missing", records=landed, reason=reason, quarantined_at=where
             )
@@ -164,7 +181,9 @@ class Transcoder:
             if landed:
                 reason += f" ({landed} records landed before the error)"
             log.warning("%s: could not read %s: %s", self.source, key, reason)
-            return ObjectOutcome(key, "failed", records=landed, reason=reason, code=exc.code)
+            return ObjectOutcome(
+                key, "failed", records=landed, reason=reason, code=exc.code, error=str(exc)
+            )
         if not problems:
             return ObjectOutcome(key, "landed", records=landed)
         return self._quarantine(info, problems, landed)
@@ -188,7 +207,14 @@ class Transcoder:
             data = orjson.dumps(
                 {"origin": where_from, "size": info.size, "etag": info.etag, "copied": False}
             )
-        where = self.quarantine.put(self.source, info.key, data, reason)
+        version = info.etag or (info.last_modified.isoformat() if info.last_modified else "")
+        where = self.quarantine.put(
+            self.source,
+            info.key,
+            data,
+            reason,
+            stable_id=quarantine_id(self.source, info.key, version, "damaged"),
+        )
         log.warning("%s: quarantined %s: %s", self.source, info.key, reason)
         return ObjectOutcome(
             info.key,

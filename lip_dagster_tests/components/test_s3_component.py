@@ -307,6 +307,7 @@ def test_objects_no_run_can_land_are_quarantined_and_the_source_stays_red(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lip_dagster.alerts.health import declared_sources, source_health
+    from lip_dagster.s3stream.objects import LocalObjectSource
 
     populate_landing(home, hours=1, events_per_hour=10, seed=12)
     _, built, lip, instance = small_source(home, monkeypatch, max_batch_runs=2, keys_per_run=50)
@@ -314,7 +315,7 @@ def test_objects_no_run_can_land_are_quarantined_and_the_source_stays_red(
     (req,) = result.run_requests
     n = len(req.run_config["ops"]["cloudtrail"]["config"]["keys"])
     with monkeypatch.context() as m:
-        m.setattr(lip.lake, "put", _refuse)
+        m.setattr(LocalObjectSource, "head", _deny)
         for _ in range(2):
             (req,) = result.run_requests
             assert not launch(built, instance, req).success
@@ -353,6 +354,34 @@ def test_a_backfill_of_an_hour_fails_saying_how_s3_sources_are_collected(
     assert run_source("cloudtrail", None)["events"] > 0
 
 
+def test_a_backfill_of_a_lake_layout_source_fails_instead_of_turning_green(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lip_dagster.components.s3 import S3Source
+
+    monkeypatch.setenv("T_BUCKET", "unused-on-embedded")
+    component = S3Source(name="partner", lake_layout=True, bucket_env="T_BUCKET")
+    built = dg.Definitions.merge(
+        component.build_defs(dg.ComponentTree.for_test().load_context),
+        dg.Definitions(resources={"lip": EmbeddedBackend(Settings.from_env())}),
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    past = hour_of(datetime.now(UTC) - timedelta(hours=3))
+    run = built.resolve_implicit_job_def_def_for_assets(
+        [dg.AssetKey("partner")]
+    ).execute_in_process(
+        partition_key=past,
+        asset_selection=[dg.AssetKey("partner")],
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not run.success
+    assert instance.fetch_materializations(dg.AssetKey("partner"), limit=5).records == []
+    (failure,) = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.user_failure_data.description
+    assert "partner_arrivals" in message and past in message
+
+
 def test_a_long_settle_window_survives_the_sensor_cursor(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -387,6 +416,59 @@ def test_a_long_settle_window_survives_the_sensor_cursor(
             assert old not in keys  # not requested again on every tick
         cursor = result.cursor
         write(f"t{n}", t0 + 1200 + n, 10 + n)
+
+
+def test_lip_run_stops_holding_the_listing_for_an_object_it_can_never_read(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lip run` in listing mode, one object denied on every run while newer ones keep
+    landing: the stored listing state stays small (it is one DynamoDB item), and the
+    object is put in quarantine once instead of being held as new forever."""
+    import os
+
+    from lip_dagster.components import s3 as s3component
+    from lip_dagster.s3stream.objects import LocalObjectSource
+
+    monkeypatch.setattr(s3component, "MAX_HELD_KEYS", 30)
+    component, _, lip, _ = small_source(home, monkeypatch, settle_seconds=60)
+    landing = home / "landing" / "cloudtrail"
+    t0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC).timestamp()
+
+    def write(name: str, t: float) -> str:
+        key = f"AWSLogs/1/CloudTrail/r/2026/03/01/{name}.json.gz"
+        write_object(landing, key, trail_file(cloudtrail_records(1, seed=int(t) % 9973)))
+        os.utime(landing / key, (t, t))
+        return key
+
+    stuck = write("stuck", t0)
+    real_head = LocalObjectSource.head
+
+    def head(self: LocalObjectSource, key: str) -> object:
+        if key == stuck:
+            _deny(self, key)
+        return real_head(self, key)
+
+    monkeypatch.setattr(LocalObjectSource, "head", head)
+    sizes: list[int] = []
+    tried: list[bool] = []
+    for run in range(8):
+        for i in range(10):
+            write(f"r{run}_{i}", t0 + 600 * (run + 1) + i)
+        report, _ = component.land(lip, [])
+        tried.append(stuck in [o.key for o in report.failed])
+        stored = lip.cursors.get("cloudtrail", "s3-listing")
+        sizes.append(len(orjson.loads(stored.value)["handled"]))
+    assert max(sizes) <= 30 + 10  # the hold, plus one run's objects in the window
+    # read again on the first runs, then given up, not retried on every run forever
+    assert tried[:2] == [True, True] and tried[-2:] == [False, False]
+    assert lip.quarantine.count("cloudtrail") == 1
+    assert len(set(lake_ids(home, "cloudtrail"))) == 80  # everything readable landed
+
+
+def _deny(self: object, key: str) -> None:
+    from lip_dagster.s3stream.objects import ObjectReadError
+
+    raise ObjectReadError(f"could not read {key}: permission denied", key=key, code="AccessDenied")
 
 
 def _refuse(*_a: object, **_k: object) -> None:

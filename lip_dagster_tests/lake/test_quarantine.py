@@ -161,3 +161,71 @@ def test_s3_quarantine_keeps_every_item_under_the_sources_kms_key(
         assert head["ServerSideEncryption"] == "aws:kms"
         resolved = kms.describe_key(KeyId=head["SSEKMSKeyId"])["KeyMetadata"]["KeyId"]
         assert resolved == keys["okta"]
+
+
+def test_a_stable_id_keeps_one_item_however_often_it_is_put(tmp_path: Path) -> None:
+    """A step retry meeting the same damaged object puts it again under the same id:
+    the count stays 1 and the first item's bytes and reason stay."""
+    q = LocalQuarantine(tmp_path / "quarantine")
+    first = q.put("okta", ORG_TRAIL_KEY, b"first", "not gzip", stable_id="a1b2c3")
+    again = q.put("okta", ORG_TRAIL_KEY, b"second", "not gzip (again)", stable_id="a1b2c3")
+    assert again == first
+    assert q.count("okta") == 1
+    (data_file,) = (tmp_path / "quarantine" / "okta").glob("*.data")
+    assert data_file.read_bytes() == b"first"
+    reason = orjson.loads(data_file.with_name(data_file.stem + ".reason.json").read_bytes())
+    assert reason["reason"] == "not gzip"
+    # another id, or no id at all, is another item
+    q.put("okta", ORG_TRAIL_KEY, b"other", "not gzip", stable_id="d4e5f6")
+    q.put("okta", ORG_TRAIL_KEY, b"plain", "not gzip")
+    q.put("okta", ORG_TRAIL_KEY, b"plain", "not gzip")
+    assert q.count("okta") == 4
+    assert list((tmp_path / "quarantine" / ".tmp").iterdir()) == []
+
+
+def test_a_stable_put_cut_short_is_completed_by_the_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the reason and the data leaves no counted item; the retry
+    (same id) writes the data, once."""
+    import lip_dagster.lake.backends as backends
+
+    real_link = backends.os.link
+    links = [0]
+
+    def link(src: str, dst: str) -> None:
+        links[0] += 1
+        if links[0] == 2:
+            raise OSError(28, "No space left on device")
+        real_link(src, dst)
+
+    q = LocalQuarantine(tmp_path / "quarantine")
+    with monkeypatch.context() as m:
+        m.setattr(backends.os, "link", link)
+        with pytest.raises(LakeWriteError, match="No space left on device"):
+            q.put("okta", "notification-m1", b"body", "not JSON", stable_id="m1")
+    assert q.count("okta") == 0
+    q.put("okta", "notification-m1", b"body", "not JSON", stable_id="m1")
+    q.put("okta", "notification-m1", b"body", "not JSON", stable_id="m1")
+    assert q.count("okta") == 1
+    assert list((tmp_path / "quarantine" / ".tmp").iterdir()) == []
+
+
+def test_s3_quarantine_with_a_stable_id_is_put_if_absent(
+    aws_backend: tuple[AwsBackend, str, dict[str, str]],
+) -> None:
+    b, run, _ = aws_backend
+    q = b.quarantine
+    bucket = f"lake-{run}-okta"
+    s3 = b.client("s3")
+    where = q.put("okta", ORG_TRAIL_KEY, b"first", "not gzip", stable_id="a1b2c3")
+    assert q.put("okta", ORG_TRAIL_KEY, b"second", "again", stable_id="a1b2c3") == where
+    assert q.count("okta") == 1
+    key = where.removeprefix(f"s3://{bucket}/")
+    assert s3.get_object(Bucket=bucket, Key=key + ".data")["Body"].read() == b"first"
+    reason = orjson.loads(s3.get_object(Bucket=bucket, Key=key + ".reason.json")["Body"].read())
+    assert reason["reason"] == "not gzip"
+    head = s3.head_object(Bucket=bucket, Key=key + ".data")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    q.put("okta", ORG_TRAIL_KEY, b"plain", "not gzip")
+    assert q.count("okta") == 2

@@ -149,12 +149,12 @@ def test_what_no_run_can_land_goes_to_quarantine_after_max_batch_runs(
     w = World(aws_env, tmp_path, monkeypatch, queue=True, max_batch_runs=2)
     key = f"{TRAIL}111122223333_CloudTrail_us-east-2_20260301T1005Z_DOWN.json.gz"
     w.put(key, trail_file(cloudtrail_records(3, seed=8)))
+    deny_reads(w, key)
     tick = w.tick(None)
     run_ids = []
     for _ in range(2):
         (req,) = tick.run_requests
-        with LakeDown(w):
-            result = w.execute(req)
+        result = w.execute(req)
         assert not result.success
         run_ids.append(result.run_id)
         tick = w.tick(tick.cursor)
@@ -162,6 +162,7 @@ def test_what_no_run_can_land_goes_to_quarantine_after_max_batch_runs(
     assert tick.run_requests == []  # bounded: no third run
     ((reason, data),) = quarantined(w)
     assert key in reason["reason"] and all(r in reason["reason"] for r in run_ids)
+    assert "access denied" in reason["reason"]
     assert "cloudtrail_transcode" in reason["reason"]  # how to land it once fixed
     assert orjson.loads(data)["origin"].endswith(key)
     (check,) = checks_of(tick)
