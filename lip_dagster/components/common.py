@@ -76,25 +76,7 @@ def report_materializations(
     target), and return the target partition's result with the run's metadata."""
     now = datetime.now(UTC)
     target = context.partition_key if context.has_partition_key else None
-    valid = set(partitions_def.get_partition_keys(current_time=now))
-    outside = 0
-    for hour, stats in sorted(result.hours.items()):
-        if hour == target:
-            continue
-        if hour not in valid:
-            outside += stats.events
-            continue
-        context.log_event(
-            dg.AssetMaterialization(
-                asset_key=context.asset_key,
-                partition=hour,
-                description=f"landed by run {context.run.run_id} under {partition_to_path(hour)}",
-                metadata={
-                    **hour_metadata(stats, now),
-                    **({"coverage": coverage(hour)} if coverage else {}),
-                },
-            )
-        )
+    outside = _log_hours(context, result, partitions_def, now, coverage, skip=target)
     target_stats = result.hours.get(target) if target else None
     meta: dict[str, Any] = dict(hour_metadata(target_stats or HourStats(), now))
     meta.update(run_metadata)
@@ -107,3 +89,65 @@ def report_materializations(
     if outside:
         meta["events_outside_partitions"] = outside
     return dg.MaterializeResult(metadata=meta)
+
+
+def report_failed_run(
+    context: dg.AssetExecutionContext,
+    result: WriteResult,
+    partitions_def: dg.HourlyPartitionsDefinition,
+    error: BaseException,
+    coverage: Callable[[str], str] | None = None,
+    include_target: bool = True,
+) -> int:
+    """Log a materialization for every hour a failing run landed events in, before
+    the run fails. Those events are in the lake and the cursor has moved past them,
+    so no later run lands them again: without this, their hours would never be
+    materialized and their content checks never run. ``include_target=False`` leaves
+    the run's own partition out (a backfill that did not finish its hour must not make
+    it look done). Returns how many hours were logged."""
+    now = datetime.now(UTC)
+    target = context.partition_key if context.has_partition_key else None
+    skip = None if include_target else target
+    summary = str(error).splitlines()[0] if str(error) else type(error).__name__
+    extra = {"run_outcome": f"failed after landing: {summary[:300]}"}
+    logged: list[str] = []
+    _log_hours(context, result, partitions_def, now, coverage, skip=skip, extra=extra, out=logged)
+    return len(logged)
+
+
+def _log_hours(
+    context: dg.AssetExecutionContext,
+    result: WriteResult,
+    partitions_def: dg.HourlyPartitionsDefinition,
+    now: datetime,
+    coverage: Callable[[str], str] | None,
+    *,
+    skip: str | None,
+    extra: Mapping[str, Any] | None = None,
+    out: list[str] | None = None,
+) -> int:
+    """One ``AssetMaterialization`` per hour partition in ``result`` except ``skip``;
+    returns the events that fell outside the partitions (not logged)."""
+    valid = set(partitions_def.get_partition_keys(current_time=now))
+    outside = 0
+    for hour, stats in sorted(result.hours.items()):
+        if hour == skip:
+            continue
+        if hour not in valid:
+            outside += stats.events
+            continue
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=hour,
+                description=f"landed by run {context.run.run_id} under {partition_to_path(hour)}",
+                metadata={
+                    **hour_metadata(stats, now),
+                    **({"coverage": coverage(hour)} if coverage else {}),
+                    **(extra or {}),
+                },
+            )
+        )
+        if out is not None:
+            out.append(hour)
+    return outside

@@ -3,6 +3,7 @@ N minutes targeting the current hour, retries, one run per source at a time, and
 freshness policy."""
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -13,8 +14,8 @@ from lip_dagster.components.checks import source_checks
 from lip_dagster.components.coverage import coverage_check, hour_coverage, polling_head
 from lip_dagster.errors import ConfigError, VendorAuthError
 from lip_dagster.lake.layout import hour_of, partition_start, validate_source_name
-from lip_dagster.polling.base import PollerConfig, PollReport
-from lip_dagster.polling.http import HttpClient
+from lip_dagster.polling.base import PollerConfig, PollReport, failed_report
+from lip_dagster.polling.http import DEFAULT_TOTAL_TIMEOUT, HttpClient
 from lip_dagster.resources import Backend
 from lip_dagster.sources import poller_class
 
@@ -35,6 +36,15 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
     page_size: int = 1000
     time_budget_seconds: int = 240
     safety_margin_seconds: int = 15
+    request_total_timeout_seconds: float = Field(
+        default=DEFAULT_TOTAL_TIMEOUT,
+        gt=0,
+        description=(
+            "longest one request may take, headers and body, while its body keeps "
+            "arriving (a stall is caught sooner, by the read timeout); still cut to the "
+            "run's time budget. Raise it for a vendor whose large pages come slowly."
+        ),
+    )
     initial_lookback_hours: float = 24
     freshness_fail_minutes: int = 60
     freshness_warn_minutes: int | None = 30
@@ -75,6 +85,10 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
             options={k: str(v) for k, v in self.options.items()},
         )
 
+    def http_client(self) -> HttpClient:
+        """The run's HTTP client, with this source's whole-request limit."""
+        return HttpClient(total_timeout=float(self.request_total_timeout_seconds))
+
     def poll(
         self,
         lip: Backend,
@@ -89,7 +103,7 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
         lip.ensure_source(self.name)
         writer = lip.writer()
         try:
-            with HttpClient() as http:
+            with self.http_client() as http:
                 poller = cls(
                     cfg, http=http, secrets=lip.secrets, cursors=lip.cursors, writer=writer
                 )
@@ -148,9 +162,19 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
                 report = component.poll(
                     lip, partition_key=context.partition_key, live=live, depth_probe=queued_runs
                 )
-            except (VendorAuthError, ConfigError) as exc:
-                # retrying in 30 s will not fix a refused credential or a missing setting
-                raise dg.Failure(description=str(exc), allow_retries=False) from exc
+            except Exception as exc:
+                try:
+                    _record_landed_hours(context, lip, exc, partitions, name, endpoints, live)
+                except Exception as log_exc:  # noqa: BLE001 - the run fails with its own error
+                    context.log.error(
+                        f"{name}: could not record the hours this failed run landed "
+                        f"({type(log_exc).__name__}: {log_exc})"
+                    )
+                if isinstance(exc, (VendorAuthError, ConfigError)):
+                    # retrying in 30 s will not fix a refused credential or a missing
+                    # setting
+                    raise dg.Failure(description=str(exc), allow_retries=False) from exc
+                raise
             for ep, er in report.endpoints.items():
                 context.log.info(
                     f"{name}/{ep}: {er.pages} pages, {er.events} events landed, "
@@ -215,6 +239,38 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
                 ),
             ],
         )
+
+
+def _record_landed_hours(
+    context: dg.AssetExecutionContext,
+    lip: Backend,
+    exc: Exception,
+    partitions: dg.HourlyPartitionsDefinition,
+    name: str,
+    endpoints: tuple[str, ...],
+    live: bool,
+) -> None:
+    """A run failing after it landed pages still records those hours as materialized:
+    a live poll has committed its cursor past them, so no later run lands (or reports)
+    them again. The run still fails. A backfill leaves its own hour out: it did not
+    finish it, and an incomplete hour must not look materialized."""
+    report = failed_report(exc)
+    if report is None or not report.result.hours:
+        return
+    coverage: Callable[[str], str] | None
+    try:
+        head = polling_head(lip, name, endpoints)
+        coverage = lambda hour: hour_coverage(hour, head)  # noqa: E731
+    except Exception as head_exc:  # noqa: BLE001 - the landed hours are logged anyway
+        context.log.warning(f"{name}: coverage unknown ({type(head_exc).__name__})")
+        coverage = None
+    logged = common.report_failed_run(
+        context, report.result, partitions, exc, coverage=coverage, include_target=live
+    )
+    context.log.warning(
+        f"{name}: the run failed after landing {report.result.events} events; "
+        f"{logged} hour partition(s) recorded as materialized"
+    )
 
 
 def _short(cursor: str | None) -> str:

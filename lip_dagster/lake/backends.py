@@ -47,15 +47,17 @@ class LakeBackend(ABC):
         return None
 
 
-def write_atomically(dest: Path, data: bytes, tmp_dir: Path) -> None:
+def write_atomically(dest: Path, data: bytes, tmp_dir: Path, *, replace: bool = True) -> bool:
     """Write ``data`` to a temporary file in ``tmp_dir`` (same filesystem as ``dest``),
-    fsync it and rename it to ``dest``: a reader sees the whole file or none, even
-    after a crash, and a failed write leaves no temporary file behind.
+    fsync it and move it to ``dest``: a reader sees the whole file or none, even after
+    a crash, and a failed write leaves no temporary file behind. ``replace=False``
+    never replaces ``dest``: the file is hard-linked into place, which fails if
+    ``dest`` exists (atomic, also between processes); returns False then.
 
-    The rename is made durable too (an fsync of ``dest``'s directory, and of the
-    parent of each directory this call created): the caller marks the object landed
-    once this returns, and a power cut that kept the mark but lost the directory
-    entry would lose the events for good."""
+    The new directory entry is made durable too (an fsync of ``dest``'s directory, and
+    of the parent of each directory this call created): the caller marks the object
+    landed once this returns, and a power cut that kept the mark but lost the
+    directory entry would lose the events for good."""
     created = _make_dirs(dest.parent)
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=".put-", suffix=".tmp")
     try:
@@ -63,12 +65,18 @@ def write_atomically(dest: Path, data: bytes, tmp_dir: Path) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
+        if replace:
+            os.replace(tmp, dest)
+        else:
+            try:
+                os.link(tmp, dest)
+            except FileExistsError:
+                return False
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
     for directory in (dest.parent, *(d.parent for d in created)):
         _fsync_dir(directory)
+    return True
 
 
 def _make_dirs(path: Path) -> list[Path]:
@@ -277,28 +285,6 @@ def _safe(name: str) -> str:
     return "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in name)
 
 
-def _write_if_absent(dest: Path, data: bytes, tmp_dir: Path) -> bool:
-    """Like ``write_atomically``, but never replaces ``dest``: the temporary file is
-    hard-linked into place, which fails if ``dest`` exists (atomic, also between
-    processes). Returns False when ``dest`` was already there."""
-    created = _make_dirs(dest.parent)
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=".put-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, dest)
-        except FileExistsError:
-            return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    for directory in (dest.parent, *(d.parent for d in created)):
-        _fsync_dir(directory)
-    return True
-
-
 def _reason_json(source: str, name: str, reason: str) -> bytes:
     return orjson.dumps({"source": source, "name": name, "reason": reason})
 
@@ -320,20 +306,16 @@ class LocalQuarantine(Quarantine):
         base = d / quarantine_name(name, stable_id)
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
-            if stable_id is not None:
-                # put-if-absent: the first put's reason and data stay; a crash between
-                # the two leaves a reason only, which a retry completes
-                _write_if_absent(
-                    d / (base.name + ".reason.json"),
-                    _reason_json(source, name, reason),
-                    self.tmp_dir,
-                )
-                _write_if_absent(d / (base.name + ".data"), data, self.tmp_dir)
-                return str(base)
+            # With a stable id, put-if-absent: the first put's reason and data stay; a
+            # crash between the two leaves a reason only, which a retry completes.
+            replace = stable_id is None
             write_atomically(
-                d / (base.name + ".reason.json"), _reason_json(source, name, reason), self.tmp_dir
+                d / (base.name + ".reason.json"),
+                _reason_json(source, name, reason),
+                self.tmp_dir,
+                replace=replace,
             )
-            write_atomically(d / (base.name + ".data"), data, self.tmp_dir)
+            write_atomically(d / (base.name + ".data"), data, self.tmp_dir, replace=replace)
         except OSError as exc:
             raise LakeWriteError(
                 f"could not quarantine input {name!r} of source {source!r} to {base}: "

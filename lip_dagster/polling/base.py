@@ -24,6 +24,11 @@ the request once caught up; newest-first vendors (``newest_first``) say it thems
 
 A vendor failing on one endpoint does not keep the others from being collected: each
 endpoint is polled, then the run fails naming every endpoint that failed.
+
+A run that fails after landing pages has still moved cursors past them, so the next
+run will not fetch them again: the exception carries the run's partial ``PollReport``
+(``failed_report(exc)``) for the asset to record those hours as materialized before
+the run goes red. Otherwise they would hold data no materialization speaks for.
 """
 
 from __future__ import annotations
@@ -212,6 +217,9 @@ class BasePoller(ABC):
         self.clock = clock
         self._deadline: float | None = None
         self._endpoint = ""
+        # whether the current endpoint has returned a page in this run: until it has,
+        # a request timing out at the deadline is no proof the vendor is alive
+        self._answered = False
 
     # ------------------------------------------------------------ adapter hooks
     @abstractmethod
@@ -301,6 +309,7 @@ class BasePoller(ABC):
             url,
             deadline=self._deadline,
             throttle_statuses=self.throttle_statuses,
+            answered=self._answered,
             **kwargs,
         )
 
@@ -313,6 +322,8 @@ class BasePoller(ABC):
         backpressure: BackpressurePolicy | None = None,
         endpoints: tuple[str, ...] | None = None,
     ) -> PollReport:
+        """Poll every endpoint (live, or the bounded ``window`` of a backfill). On
+        failure the raised exception carries what landed (``failed_report``)."""
         started = self.clock()
         decision = (
             Backpressure.NORMAL
@@ -329,40 +340,56 @@ class BasePoller(ABC):
         margin = min(self.config.safety_margin_seconds, budget * 0.25)
         final_deadline = started + budget - margin
         retries0, throttled0 = self.http.retries, self.http.throttled
+
+        def finish() -> None:
+            report.retries = self.http.retries - retries0
+            report.throttled = self.http.throttled - throttled0
+            report.seconds = self.clock() - started
+
         todo = list(endpoints or self.config.endpoints)
         failures: dict[str, VendorError] = {}
-        for i, endpoint in enumerate(todo):
-            # each endpoint gets a fair share of what is left, so one busy endpoint
-            # cannot starve the others
-            now = self.clock()
-            share = (final_deadline - now) / (len(todo) - i)
-            self._deadline = now + max(share, 0.0)
-            self._endpoint = endpoint
-            ep = report.endpoints.setdefault(endpoint, EndpointReport())
-            try:
-                if window is None:
-                    self._poll_live(endpoint, ep, report)
-                else:
-                    self._poll_window(endpoint, window, ep, report)
-            except VendorError as exc:
-                # one endpoint's outage must not cost the others their collection:
-                # what it landed is committed, the rest are polled, then the run fails
-                ep.stopped = "failed"
-                failures[endpoint] = exc
-                if i < len(todo) - 1:
-                    log.error("%s; polling the remaining endpoints before failing", exc)
-        report.retries = self.http.retries - retries0
-        report.throttled = self.http.throttled - throttled0
-        report.seconds = self.clock() - started
+        try:
+            for i, endpoint in enumerate(todo):
+                # each endpoint gets a fair share of what is left, so one busy endpoint
+                # cannot starve the others
+                now = self.clock()
+                share = (final_deadline - now) / (len(todo) - i)
+                self._deadline = now + max(share, 0.0)
+                self._endpoint = endpoint
+                self._answered = False
+                ep = report.endpoints.setdefault(endpoint, EndpointReport())
+                try:
+                    if window is None:
+                        self._poll_live(endpoint, ep, report)
+                    else:
+                        self._poll_window(endpoint, window, ep, report)
+                except VendorError as exc:
+                    # one endpoint's outage must not cost the others their collection:
+                    # what it landed is committed, the rest are polled, then the run fails
+                    ep.stopped = "failed"
+                    failures[endpoint] = exc
+                    if i < len(todo) - 1:
+                        log.error("%s; polling the remaining endpoints before failing", exc)
+        except Exception as exc:
+            # a lake or cursor failure, or a backfill out of time: pages before it may
+            # have landed (and, live, been committed past)
+            finish()
+            _attach(exc, report)
+            raise
+        finish()
+        if not failures:
+            return report
+        error: VendorError
         if len(failures) == 1 and len(todo) == 1:
-            raise next(iter(failures.values()))
-        if failures:
+            error = next(iter(failures.values()))
+        else:
             collected = [e for e in todo if e not in failures]
             refused = all(isinstance(e, VendorAuthError) for e in failures.values())
-            raise (EndpointsRefused if refused else EndpointsFailed)(
+            error = (EndpointsRefused if refused else EndpointsFailed)(
                 self.source, failures, collected
             )
-        return report
+        _attach(error, report)
+        raise error
 
     def _submit(
         self,
@@ -421,6 +448,7 @@ class BasePoller(ABC):
                     log.warning("%s; stopping, the next run continues from here", exc)
                     ep.stopped = exc.reason
                     break
+                self._answered = True
                 self._submit(res, ep, report, pages, lambda wr, r=res, a=asked_at: commit(r, a, wr))
                 if res.cursor is not None:
                     cursor, start_time = res.cursor, None
@@ -430,6 +458,7 @@ class BasePoller(ABC):
                     break
         except BaseException:
             pages.settle()  # commit what landed before the failure, then fail
+            ep.cursor_after = committed
             raise
         pages.settle()
         ep.cursor_after = committed
@@ -474,6 +503,7 @@ class BasePoller(ABC):
                         f"{exc}; the backfill of {start.isoformat()}..{end.isoformat()} "
                         "is incomplete: re-run it (events already landed are kept)"
                     ) from exc
+                self._answered = True
                 self._submit(res, ep, report, pages)
                 cursor = res.cursor
                 pages.settle(keep=1)
@@ -484,6 +514,23 @@ class BasePoller(ABC):
             pages.settle()  # what was fetched still lands (and is reported), then fail
             raise
         pages.settle()
+
+
+_REPORT_ATTR = "lip_poll_report"
+
+
+def _attach(exc: BaseException, report: PollReport) -> None:
+    """Hang the run's partial report on the error it fails with (the first one wins:
+    an exception re-raised through nested runs keeps the report of where it started)."""
+    if getattr(exc, _REPORT_ATTR, None) is None:
+        setattr(exc, _REPORT_ATTR, report)
+
+
+def failed_report(exc: BaseException) -> PollReport | None:
+    """What a failed ``BasePoller.run`` did before it failed (the pages it landed, and
+    for a live poll committed past), or None if the error did not come from a run."""
+    report = getattr(exc, _REPORT_ATTR, None)
+    return report if isinstance(report, PollReport) else None
 
 
 class BackfillIncomplete(LipError):

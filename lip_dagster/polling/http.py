@@ -1,12 +1,16 @@
 """One HTTP client for every vendor call.
 
-- **Every request is bounded as a whole.** Connect, read and write each have a timeout,
-  and the whole exchange (headers and body) has ``total_timeout``: a server or proxy
-  that trickles a byte just inside the read timeout cannot hold a request, and with it
-  the source's one run, open. Each attempt's limits are also cut to the time left
-  before the run's deadline.
-- **Bounded retries** (``RetryPolicy.max_attempts``) for 5xx, timeouts and connection
-  errors, with exponential backoff and full jitter, capped at ``max_delay``.
+- **Every request is bounded.** Connect, read and write each have a timeout, so a
+  stalled server is given up on after one read timeout. The whole exchange (headers
+  and body) also has ``total_timeout`` (per source, generous: 300 s by default), so a
+  server or proxy that trickles a byte just inside the read timeout cannot hold a
+  request, and with it the source's one run, open for ever; it is generous so a large
+  page that is slow but steadily arriving is not cut on every attempt, which would
+  leave the source stuck on that page. Each attempt's limits are also cut to the time
+  left before the run's deadline.
+- **Bounded retries** (``RetryPolicy.max_attempts``) for 5xx, timeouts, connection
+  errors and bodies that cannot be read (a corrupt gzip, too many redirects), with
+  exponential backoff and full jitter, capped at ``max_delay``.
 - **The vendor's wait is honoured in full.** A throttled answer (429, or a vendor's
   documented rate-limit answer such as Google's 503) waits as long as ``Retry-After``
   (seconds or an HTTP date) or the rate-limit reset header says, never less: coming
@@ -19,8 +23,15 @@ When the run's deadline comes first:
 - a throttle or slow-down whose wait would cross it ends the poll cleanly at once
   (``BudgetExhausted``, reason ``rate_limited``): what landed is committed and the next
   scheduled run carries on;
-- the time running out before a request could finish, with nothing failing, is the
-  same clean stop (reason ``budget``);
+- a throttle on every one of the bounded attempts (short waits that never cross it)
+  is the same clean stop: the vendor is answering, just slowly;
+- the time running out before a request could finish, with nothing failing, is a
+  clean stop too (reason ``budget``), but only once the endpoint has had an answer in
+  this run (``answered``): a request whose timeout was shortened to the time left is
+  no evidence against a vendor that answers, yet a vendor that has not answered once
+  is indistinguishable from a hung one, and an endpoint's share of a short or reduced
+  budget is often below the read timeout, so calling that clean would turn a hung
+  vendor into a green run;
 - a vendor failing (timeouts, connection errors, other 5xx) whose next retry would
   cross it raises ``VendorError`` naming the failure: the run fails and alerts. An
   outage must never look like throttling, or a dead vendor shows as a green run.
@@ -49,8 +60,11 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # the answers that mean "slow down" unless a vendor documents another (Google: 503)
 THROTTLE_STATUSES = frozenset({429})
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-# the whole request, headers and body: a 1,000-event page is a few MB at most
-DEFAULT_TOTAL_TIMEOUT = 60.0
+# the whole request, headers and body. A stall is caught by the read timeout; this
+# only bounds a body that keeps arriving, so it is generous: a 1,000-event page of a
+# few MB over a slow link must still get through (per source:
+# ``request_total_timeout_seconds``)
+DEFAULT_TOTAL_TIMEOUT = 300.0
 
 StopReason = Literal["rate_limited", "budget"]
 
@@ -66,7 +80,21 @@ class BudgetExhausted(LipError):
 
 
 class WholeRequestTimeout(httpx.ReadTimeout):
-    """The request as a whole (not one read) outlasted its limit."""
+    """The request as a whole (not one read) outlasted its limit. ``status`` is the
+    answer's status when its headers had arrived and the body was still coming."""
+
+    def __init__(self, message: str, *, request: httpx.Request, status: int | None = None) -> None:
+        super().__init__(message, request=request)
+        self.status = status
+
+
+class _UnreadableBody(Exception):
+    """The answer arrived but its body could not be read (a corrupt gzip, say)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -145,6 +173,13 @@ class _Failure:
     detail: str
     throttled: bool
 
+    def summary(self) -> str:
+        """For the retry log line: the status alone when it says it all (a 429, a 502),
+        with the detail when the status was fine but the body was not (a 200 cut off)."""
+        if self.status is None:
+            return self.detail
+        return str(self.status) if self.status >= 400 else f"{self.status}, {self.detail}"
+
 
 @dataclass(frozen=True)
 class _Attempt:
@@ -185,17 +220,20 @@ class _StopAt(httpx.SyncByteStream):
         stop_at: float,
         clock: Callable[[], float],
         request: httpx.Request,
-        total: float,
+        status: int,
+        started: float,
     ) -> None:
         self._inner, self._stop_at, self._clock = inner, stop_at, clock
-        self._request, self._total = request, total
+        self._request, self._status, self._started = request, status, started
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._inner:
             if self._clock() > self._stop_at:
                 raise WholeRequestTimeout(
-                    f"the answer was still arriving after {self._total:g} s",
+                    "the response body was still arriving after "
+                    f"{self._clock() - self._started:.0f} s",
                     request=self._request,
+                    status=self._status,
                 )
             yield chunk
 
@@ -252,14 +290,17 @@ class HttpClient:
         deadline: float | None = None,
         ok_statuses: frozenset[int] = frozenset({200}),
         throttle_statuses: frozenset[int] = THROTTLE_STATUSES,
+        answered: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
         """Send with bounded retries. Returns a response whose status is in
         ``ok_statuses``. Raises ``VendorAuthError`` on 401/403, ``VendorError`` when
         retries are exhausted, the status is not retryable, or the vendor is still
         failing when ``deadline`` comes; ``BudgetExhausted`` when the vendor throttles
-        past ``deadline`` or the time runs out with nothing failing.
-        ``throttle_statuses`` are the answers that mean "slow down" for this vendor."""
+        past ``deadline`` or on every attempt, or the time runs out with nothing failing.
+        ``throttle_statuses`` are the answers that mean "slow down" for this vendor.
+        ``answered``: this endpoint already answered in this run, so a timeout cut short
+        by the deadline is a clean stop; without it, that timeout is an outage."""
         failure: _Failure | None = None
         attempts = 0
         for attempt in range(self.retry.max_attempts):
@@ -271,12 +312,36 @@ class HttpClient:
             try:
                 resp = self._send(method, url, limits, **kwargs)
             except httpx.TimeoutException as exc:
+                detail = _timeout_detail(exc)
+                status = exc.status if isinstance(exc, WholeRequestTimeout) else None
                 if limits.cut_by_deadline(exc):
-                    raise self._out_of_time(source, endpoint, failure, attempts) from None
-                failure = _Failure(None, _timeout_detail(exc, limits), throttled=False)
+                    if answered or failure is not None:
+                        raise self._out_of_time(source, endpoint, failure, attempts) from None
+                    # nothing has come back from this endpoint in this run: a vendor
+                    # that hangs looks exactly like this, so it must not end green
+                    raise VendorError(
+                        source,
+                        endpoint,
+                        status,
+                        f"{detail}: the request did not finish within the "
+                        f"{limits.deadline_left:.0f} s left of this run's time budget, and "
+                        "none from this endpoint has yet in this run",
+                    ) from None
+                failure = _Failure(status, detail, throttled=False)
                 wait = self.retry.backoff(attempt, self.rng)
             except httpx.TransportError as exc:
                 failure = _Failure(None, f"connection failed ({type(exc).__name__})", False)
+                wait = self.retry.backoff(attempt, self.rng)
+            except _UnreadableBody as exc:
+                failure = _Failure(exc.status, exc.detail, throttled=False)
+                wait = self.retry.backoff(attempt, self.rng)
+            except httpx.DecodingError as exc:
+                failure = _Failure(None, f"the response body could not be decoded ({exc})", False)
+                wait = self.retry.backoff(attempt, self.rng)
+            except httpx.RequestError as exc:
+                # the rest of httpx's request errors (too many redirects, say): a failed
+                # attempt like any other, so it is retried and ends as a VendorError
+                failure = _Failure(None, f"request failed ({type(exc).__name__})", False)
                 wait = self.retry.backoff(attempt, self.rng)
             else:
                 status = resp.status_code
@@ -309,13 +374,21 @@ class HttpClient:
                 endpoint,
                 method,
                 redact_url(url),
-                failure.status or failure.detail,
+                failure.summary(),
                 attempt + 1,
                 self.retry.max_attempts - 1,
                 wait,
             )
             self.sleep(wait)
         # the loop ends here only after max_attempts (>= 1) failed attempts
+        if failure is not None and failure.throttled:
+            # throttled is not down: the vendor answers and asks us to slow down, so
+            # the poll stops cleanly and the next scheduled run carries on
+            raise BudgetExhausted(
+                f"source {source!r} endpoint {endpoint!r}: still throttled (HTTP "
+                f"{failure.status}) after {attempts} attempts",
+                reason="rate_limited",
+            )
         raise VendorError(
             source,
             endpoint,
@@ -351,15 +424,26 @@ class HttpClient:
         """One exchange, read to the end or cut off at ``limits.stop_at``."""
         send_options = {k: kwargs.pop(k) for k in ("auth", "follow_redirects") if k in kwargs}
         request = self.client.build_request(method, url, timeout=limits.timeout, **kwargs)
+        started = self.clock()
         resp = self.client.send(request, stream=True, **send_options)
         try:
             if self.clock() > limits.stop_at:
-                raise WholeRequestTimeout(f"no answer within {limits.total:g} s", request=request)
+                raise WholeRequestTimeout(
+                    f"the answer's headers took {self.clock() - started:.0f} s",
+                    request=request,
+                    status=resp.status_code,
+                )
             if isinstance(resp.stream, httpx.SyncByteStream):
                 resp.stream = _StopAt(
-                    resp.stream, limits.stop_at, self.clock, request, limits.total
+                    resp.stream, limits.stop_at, self.clock, request, resp.status_code, started
                 )
-            resp.read()
+            try:
+                resp.read()
+            except httpx.DecodingError as exc:
+                # a corrupt gzip or charset: the vendor answered, the body is unusable
+                raise _UnreadableBody(
+                    resp.status_code, f"the response body could not be decoded ({exc})"
+                ) from exc
         finally:
             resp.close()
         return resp
@@ -439,9 +523,9 @@ def _origin(url: str) -> str:
     return f"{u.scheme}://{u.host}:{u.port or ''}"
 
 
-def _timeout_detail(exc: httpx.TimeoutException, limits: _Attempt) -> str:
+def _timeout_detail(exc: httpx.TimeoutException) -> str:
     if isinstance(exc, WholeRequestTimeout):
-        return f"timed out (the whole request took over {limits.total:g} s)"
+        return f"timed out ({exc})"
     return f"timed out ({type(exc).__name__})"
 
 

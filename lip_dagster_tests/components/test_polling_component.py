@@ -23,7 +23,9 @@ def load() -> dg.Definitions:
     return defs()
 
 
-def live_poll(component: object, job: str) -> dg.ExecuteInProcessResult:
+def live_poll(
+    component: object, job: str, instance: dg.DagsterInstance | None = None
+) -> dg.ExecuteInProcessResult:
     """One scheduled poll of a component built here (not from the YAML), as the
     schedule would launch it, without step retries in the way."""
     d = dg.Definitions.merge(
@@ -33,7 +35,7 @@ def live_poll(component: object, job: str) -> dg.ExecuteInProcessResult:
     return d.resolve_job_def(job).execute_in_process(
         partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
         tags={"lip/mode": "poll"},
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
 
@@ -210,8 +212,8 @@ def test_an_endpoint_that_is_down_fails_the_run_after_the_others_landed(
     monkeypatch.setattr(
         polling_component,
         "HttpClient",
-        lambda: HttpClient(
-            transport=DeadItemUsages(), retry=RetryPolicy(max_attempts=2, base_delay=0.01)
+        lambda **kw: HttpClient(
+            transport=DeadItemUsages(), retry=RetryPolicy(max_attempts=2, base_delay=0.01), **kw
         ),
     )
     component = PollingSource(
@@ -247,3 +249,82 @@ def test_a_poll_interval_cron_cannot_keep_is_refused_when_the_yaml_loads(minutes
     with pytest.raises(ValidationError, match="poll_minutes must divide 60"):
         PollingSource(name="okta", adapter="okta", base_url_env="X", poll_minutes=minutes)
     assert PollingSource(name="okta", adapter="okta", base_url_env="X", poll_minutes=15)
+
+
+class FailsAfter(httpx.HTTPTransport):
+    """1Password's ``auditevents`` answers ``ok`` pages, then only 502s."""
+
+    def __init__(self, ok: int) -> None:
+        super().__init__()
+        self.ok = ok
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/auditevents"):
+            if self.ok <= 0:
+                return httpx.Response(502, request=request, content=b"bad gateway")
+            self.ok -= 1
+        return super().handle_request(request)
+
+
+def test_a_run_that_fails_mid_poll_still_materializes_the_hours_it_landed(
+    demo_world: VendorSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outage turns the run red, but the pages before it are landed and the cursor
+    is past them: their hours must show as materialized (with their counts), or no run
+    ever will, and the next healthy run's coverage would pass over them."""
+    from lip_dagster.components import polling as polling_component
+    from lip_dagster.components.polling import PollingSource
+
+    transport = FailsAfter(ok=6)
+    monkeypatch.setattr(
+        polling_component,
+        "HttpClient",
+        lambda **kw: HttpClient(
+            transport=transport, retry=RetryPolicy(max_attempts=2, base_delay=0.01), **kw
+        ),
+    )
+    component = PollingSource(
+        name="onepassword",
+        adapter="onepassword",
+        base_url_env="LIP_ONEPASSWORD_BASE_URL",
+        page_size=40,
+        endpoints=["auditevents"],
+        step_retries=0,
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    result = live_poll(component, "onepassword_poll", instance)
+    assert not result.success
+    landed: dict[str, int] = {}
+    for record in instance.fetch_materializations(dg.AssetKey("onepassword"), limit=100).records:
+        mat = record.asset_materialization
+        assert mat is not None and mat.partition is not None
+        landed[mat.partition] = mat.metadata["events"].value
+        assert "HTTP 502" in mat.metadata["run_outcome"].value
+    root = Settings.from_env().lake_dir / "source=onepassword"
+    in_lake: dict[str, int] = {}
+    for path in root.rglob("*.ndjson.gz"):
+        parts = dict(x.split("=") for x in path.parent.as_posix().split("/") if "=" in x)
+        hour = f"{parts['year']}-{parts['month']}-{parts['day']}-{parts['hour']}:00"
+        in_lake[hour] = in_lake.get(hour, 0) + len(gzip.decompress(path.read_bytes()).splitlines())
+    assert in_lake and landed == in_lake
+
+
+def test_the_whole_request_limit_is_a_per_source_setting() -> None:
+    from lip_dagster.components.polling import PollingSource
+
+    default = PollingSource(name="okta", adapter="okta", base_url_env="LIP_OKTA_BASE_URL")
+    assert default.http_client().total_timeout == 300.0
+    slow = PollingSource(
+        name="okta",
+        adapter="okta",
+        base_url_env="LIP_OKTA_BASE_URL",
+        request_total_timeout_seconds=900,
+    )
+    assert slow.http_client().total_timeout == 900.0
+    with pytest.raises(ValueError):
+        PollingSource(
+            name="okta",
+            adapter="okta",
+            base_url_env="LIP_OKTA_BASE_URL",
+            request_total_timeout_seconds=0,
+        )

@@ -329,23 +329,32 @@ def test_objects_no_run_can_land_are_quarantined_and_the_source_stays_red(
     assert tick(built, lip, instance, result.cursor).run_requests == []
 
 
+def ui_backfill(
+    built: dg.Definitions, asset: str, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
+    """Materialize an hour three hours back from the UI (a backfill): no keys, no
+    ``lip/mode`` tag."""
+    return built.resolve_implicit_job_def_def_for_assets([dg.AssetKey(asset)]).execute_in_process(
+        partition_key=hour_of(datetime.now(UTC) - timedelta(hours=3)),
+        asset_selection=[dg.AssetKey(asset)],
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def step_failure(run: dg.ExecuteInProcessResult) -> str:
+    (failure,) = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
+    return str(failure.step_failure_data.user_failure_data.description)
+
+
 def test_a_backfill_of_an_hour_fails_saying_how_s3_sources_are_collected(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     populate_landing(home, hours=1, events_per_hour=10, seed=13)
     _, built, _, instance = small_source(home, monkeypatch)
-    past = hour_of(datetime.now(UTC) - timedelta(hours=3))
-    run = built.resolve_implicit_job_def_def_for_assets(  # a UI backfill / Materialize
-        [dg.AssetKey("cloudtrail")]
-    ).execute_in_process(
-        partition_key=past,
-        asset_selection=[dg.AssetKey("cloudtrail")],
-        instance=instance,
-        raise_on_error=False,
-    )
+    run = ui_backfill(built, "cloudtrail", instance)
     assert not run.success
-    (failure,) = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
-    message = failure.step_failure_data.user_failure_data.description
+    message = step_failure(run)
     assert "lip run cloudtrail" in message and "cloudtrail_transcode" in message
     assert lake_ids(home, "cloudtrail") == []
     # nothing was taken: `lip run` (or the sensor) still finds every object
@@ -366,20 +375,12 @@ def test_a_backfill_of_a_lake_layout_source_fails_instead_of_turning_green(
         dg.Definitions(resources={"lip": EmbeddedBackend(Settings.from_env())}),
     )
     instance = dg.DagsterInstance.ephemeral()
-    past = hour_of(datetime.now(UTC) - timedelta(hours=3))
-    run = built.resolve_implicit_job_def_def_for_assets(
-        [dg.AssetKey("partner")]
-    ).execute_in_process(
-        partition_key=past,
-        asset_selection=[dg.AssetKey("partner")],
-        instance=instance,
-        raise_on_error=False,
-    )
+    run = ui_backfill(built, "partner", instance)
     assert not run.success
     assert instance.fetch_materializations(dg.AssetKey("partner"), limit=5).records == []
-    (failure,) = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
-    message = failure.step_failure_data.user_failure_data.description
-    assert "partner_arrivals" in message and past in message
+    message = step_failure(run)
+    assert "partner_arrivals" in message
+    assert hour_of(datetime.now(UTC) - timedelta(hours=3)) in message
 
 
 def test_a_long_settle_window_survives_the_sensor_cursor(

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from lip_dagster.errors import CursorConflict, VendorError
@@ -17,8 +18,10 @@ from lip_dagster.polling.base import (
     Backpressure,
     BackpressurePolicy,
     BasePoller,
+    EndpointsFailed,
     PollerConfig,
     PollResult,
+    failed_report,
 )
 from lip_dagster.polling.http import HttpClient
 from lip_dagster.secrets import Secret
@@ -187,10 +190,16 @@ def test_vendor_failure_fails_the_run_and_commits_nothing(make_poller) -> None:
         return real(*a, **kw)
 
     p.call_api = failing  # type: ignore[method-assign]
-    with pytest.raises(VendorError, match="HTTP 503"):
+    with pytest.raises(VendorError, match="HTTP 503") as ei:
         p.run()
     # the first two pages were landed and committed; nothing beyond
     assert p.cursors.get("fake", "logs").value == "20"
+    # and the error carries the run's report, so the asset can still record their hours
+    report = failed_report(ei.value)
+    assert report is not None
+    assert report.result.events == 20 and report.result.hours
+    assert report.endpoints["logs"].stopped == "failed"
+    assert report.endpoints["logs"].cursor_after == "20"
 
 
 def test_backfill_fetches_exactly_the_window_and_commits_no_cursor(make_poller) -> None:
@@ -242,3 +251,66 @@ def test_one_broken_endpoint_does_not_keep_the_others_from_being_collected(
     assert "'a'" not in msg and "'c'" not in msg
     for endpoint in ("a", "c"):  # collected and committed despite the failure
         assert p.cursors.get("fake", endpoint).value == "30"
+
+
+def test_a_failing_backfill_hands_back_what_it_landed(make_poller) -> None:
+    start = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    p = make_poller(events(600, start), time_budget_seconds=20, safety_margin_seconds=0)
+    p.seconds_per_call = 5.0
+    with pytest.raises(BackfillIncomplete) as ei:
+        p.run(window=(start, start + timedelta(hours=10)))
+    report = failed_report(ei.value)
+    assert report is not None and report.result.events > 0
+
+
+class HungPoller(ListPoller):
+    """The ListPoller behind a real HTTP call to a vendor that never answers."""
+
+    def call_api(self, auth_token, endpoint, cursor=None, start_time=None, end_time=None):
+        self.request("GET", f"https://vendor.test/{endpoint}")
+        return super().call_api(auth_token, endpoint, cursor, start_time, end_time)
+
+
+@pytest.mark.parametrize(
+    ("budget", "queued"),
+    [(240, 2), (90, 0)],
+    ids=["backlog_cuts_the_budget_to_a_quarter", "a_90_s_budget"],
+)
+def test_a_hung_vendor_turns_the_run_red_even_when_its_share_is_short(
+    tmp_path: Path, budget: int, queued: int
+) -> None:
+    """Three endpoints sharing a reduced or short budget each get less than the 30 s
+    read timeout; a vendor that never answers must still fail the run."""
+    clock = FakeClock()
+
+    def never_answers(request: httpx.Request) -> httpx.Response:
+        clock.now += request.extensions["timeout"]["read"]
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    def sleep(s: float) -> None:
+        clock.now += s
+
+    writer = LakeWriter(
+        LocalLake(tmp_path / "lake", tmp_path / "tmp"), SqliteDedupeStore(tmp_path / "s.db")
+    )
+    p = HungPoller(
+        PollerConfig(
+            source="fake",
+            base_url="https://vendor.test",
+            endpoints=("a", "b", "c"),
+            time_budget_seconds=budget,
+        ),
+        http=HttpClient(transport=httpx.MockTransport(never_answers), sleep=sleep, clock=clock),
+        secrets=None,  # type: ignore[arg-type]
+        cursors=SqliteCursorStore(tmp_path / "s.db"),
+        writer=writer,
+        clock=clock,
+    )
+    p.events, p.calls = [], []
+    try:
+        with pytest.raises(EndpointsFailed) as ei:
+            p.run(depth_probe=lambda: queued)
+    finally:
+        writer.close()
+    assert set(ei.value.failures) == {"a", "b", "c"}
+    assert "timed out (ReadTimeout)" in str(ei.value)

@@ -302,9 +302,13 @@ def test_a_trickling_answer_is_cut_off_at_the_total_timeout() -> None:
         sleep=clock.sleep,
         clock=clock.time,
     )
-    with pytest.raises(VendorError, match="timed out"):
+    with pytest.raises(VendorError, match="timed out") as ei:
         c.request("okta", "logs", "GET", "https://x/a")
     assert clock.now - t0 <= 60.0 + 5.0
+    # a 200 did arrive: the message says the body was still coming, not "no response"
+    msg = str(ei.value)
+    assert "the response body was still arriving after" in msg
+    assert "no HTTP response" not in msg and "HTTP 200" in msg
 
 
 def test_a_trickling_answer_stops_at_the_run_deadline() -> None:
@@ -317,7 +321,7 @@ def test_a_trickling_answer_stops_at_the_run_deadline() -> None:
         clock=clock.time,
     )
     with pytest.raises(BudgetExhausted) as ei:  # nothing failed: the budget simply ended
-        c.request("okta", "logs", "GET", "https://x/a", deadline=t0 + 20)
+        c.request("okta", "logs", "GET", "https://x/a", deadline=t0 + 20, answered=True)
     assert ei.value.reason == "budget"
     assert clock.now - t0 <= 21.0
 
@@ -371,3 +375,149 @@ def test_a_real_server_trickling_its_body_is_cut_off() -> None:
         c.close()
         t.join(timeout=5)
         srv.close()
+
+
+# ---------------------------------------------------------------- a hung vendor is not green
+
+
+def hung(clock: Clock) -> HttpClient:
+    """A vendor that accepts the connection and never answers: each read waits its
+    whole timeout, then times out."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        clock.now += request.extensions["timeout"]["read"]
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    return HttpClient(transport=httpx.MockTransport(handler), sleep=clock.sleep, clock=clock.time)
+
+
+def test_a_vendor_that_never_answers_within_a_short_share_is_an_outage() -> None:
+    """An endpoint's share of a reduced or short budget (15 s) is below the 30 s read
+    timeout: the timeout is cut to the share. With no answer from the endpoint yet in
+    this run, that is a hung vendor and the run must fail, not stop quietly."""
+    clock = Clock()
+    c = hung(clock)
+    with pytest.raises(VendorError) as ei:
+        c.request("onepassword", "auditevents", "POST", "https://x/a", deadline=clock.now + 15)
+    assert not isinstance(ei.value, BudgetExhausted)
+    msg = str(ei.value)
+    assert "'auditevents'" in msg and "timed out (ReadTimeout)" in msg
+    assert "none from this endpoint has yet in this run" in msg
+
+
+def test_a_timeout_cut_by_the_deadline_after_pages_came_back_is_a_clean_stop() -> None:
+    clock = Clock()
+    c = hung(clock)
+    with pytest.raises(BudgetExhausted) as ei:
+        c.request(
+            "onepassword",
+            "auditevents",
+            "POST",
+            "https://x/a",
+            deadline=clock.now + 15,
+            answered=True,
+        )
+    assert ei.value.reason == "budget"
+
+
+# ---------------------------------------------------------------- throttled is not down
+
+
+def test_a_throttle_storm_with_short_waits_ends_the_poll_cleanly() -> None:
+    """Six 429s asking for 1 s each never cross the deadline; the vendor is answering,
+    so the poll stops as rate limited instead of failing the run as an outage."""
+    clock = Clock()
+    c = client([httpx.Response(429, headers={"Retry-After": "1"})] * 6, clock)
+    with pytest.raises(BudgetExhausted) as ei:
+        c.request("slack", "logs", "GET", "https://x/a", deadline=clock.now + 225)
+    assert ei.value.reason == "rate_limited"
+    assert "'slack'" in str(ei.value) and "HTTP 429" in str(ei.value)
+    assert c.throttled == 6 and len(clock.slept) == 5
+
+
+def test_an_outage_ending_the_attempts_still_fails_after_a_throttle() -> None:
+    clock = Clock()
+    c = client(
+        [httpx.Response(429, headers={"Retry-After": "1"})] * 5 + [httpx.Response(502)], clock
+    )
+    with pytest.raises(VendorError) as ei:
+        c.request("slack", "logs", "GET", "https://x/a", deadline=clock.now + 225)
+    assert not isinstance(ei.value, BudgetExhausted) and ei.value.status == 502
+
+
+# ---------------------------------------------------------------- a body that cannot be read
+
+
+def corrupt() -> httpx.Response:
+    """A 200 whose gzip body is damaged, decoded only as it is read (as off the wire)."""
+    return httpx.Response(
+        200,
+        headers={"Content-Encoding": "gzip"},
+        stream=httpx.ByteStream(b"\x1f\x8b\x08\x00garbage-not-gzip"),
+    )
+
+
+def test_a_corrupt_gzip_body_is_retried_then_fails_naming_source_and_endpoint() -> None:
+    clock = Clock()
+    sent: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(1)
+        return corrupt()
+
+    c = HttpClient(
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(max_attempts=3),
+        sleep=clock.sleep,
+        clock=clock.time,
+    )
+    with pytest.raises(VendorError) as ei:
+        c.request("onepassword", "auditevents", "POST", "https://x/a")
+    msg = str(ei.value)
+    assert "'onepassword'" in msg and "'auditevents'" in msg
+    assert "could not be decoded" in msg and "gave up after 3 attempts" in msg
+    assert len(sent) == 3
+
+
+def test_a_corrupt_body_that_heals_on_retry_is_read() -> None:
+    clock = Clock()
+    c = client(
+        [
+            corrupt(),
+            httpx.Response(200, json={"ok": True}),
+        ],
+        clock,
+    )
+    assert c.request("okta", "logs", "GET", "https://x/a").json() == {"ok": True}
+
+
+def test_endless_redirects_are_a_vendor_error() -> None:
+    clock = Clock()
+    c = HttpClient(
+        transport=httpx.MockTransport(
+            lambda r: httpx.Response(302, headers={"Location": "https://x/loop"})
+        ),
+        retry=RetryPolicy(max_attempts=2),
+        sleep=clock.sleep,
+        clock=clock.time,
+    )
+    with pytest.raises(VendorError, match="TooManyRedirects") as ei:
+        c.request("okta", "logs", "GET", "https://x/a", follow_redirects=True)
+    assert "'logs'" in str(ei.value)
+
+
+# ---------------------------------------------------------------- slow but steady pages
+
+
+def test_a_slow_but_steady_page_gets_through_with_the_default_limit() -> None:
+    """A 2-minute page arriving a chunk a second never stalls; it must not be cut and
+    re-fetched on every attempt (the source would stay stuck on it)."""
+    clock = Clock()
+    body = Trickle(clock, n=120, every=1.0)
+    c = HttpClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, stream=body)),
+        sleep=clock.sleep,
+        clock=clock.time,
+    )
+    resp = c.request("okta", "logs", "GET", "https://x/a", deadline=clock.now + 225)
+    assert len(resp.content) == 120 and c.retries == 0
