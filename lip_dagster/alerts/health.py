@@ -18,21 +18,27 @@ kept in the alert sensor's cursor), which keeps each tick's reads small.
 
 from __future__ import annotations
 
+import binascii
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 
-# Neither is re-exported by dagster (1.13): the execution status of an asset check
-# row, and the partition filter of the check-history query.
-from dagster._core.event_api import PartitionKeyFilter
+# Not re-exported by dagster (1.13): the execution status of an asset check row, and
+# the SQL table and helpers for reading a check's executions oldest first (its public
+# history query only goes newest first).
+import sqlalchemy as db
+from dagster._core.event_api import EventLogCursor
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecord,
     AssetCheckExecutionRecordStatus,
 )
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+from dagster._core.storage.sqlalchemy_compat import db_fetch_mappings, db_select
 
 from lip_dagster.components.common import SOURCE_TAG
 from lip_dagster.errors import LipError
@@ -43,8 +49,9 @@ log = logging.getLogger(__name__)
 
 SCAN_PAGE = 500  # materializations per storage read
 SCAN_BUDGET = 5_000  # materializations the sensor reads per source per tick (~1 s on SQLite)
-FAILURE_WINDOW = 50  # newest failed executions of a content check read for new failures
-MAX_FAILING_PARTITIONS = 200  # failing hours remembered per content check
+CHECK_PAGE = 500  # check executions per storage read
+CHECK_BUDGET = 5_000  # executions of one content check the sensor reads per tick
+MAX_FAILING_PARTITIONS = 200  # failing hours listed per content check (the rest counted)
 
 # Checks about one partition's objects: a failure stays until that partition passes.
 # Every other check is about the source as a whole, so its newest result stands.
@@ -82,6 +89,8 @@ class SourceHealth:
     failing_checks: list[str] = field(default_factory=list)
     # content checks only: the hours whose latest finished execution failed
     failing_partitions: dict[str, list[str | None]] = field(default_factory=dict)
+    # content checks only: failing hours beyond those listed (kept small in the cursor)
+    unlisted_partitions: dict[str, int] = field(default_factory=dict)
     buffer_depth: int | None = None
     dlq_depth: int | None = None
     problems_reading: list[str] = field(default_factory=list)
@@ -109,23 +118,93 @@ class SourceMemory:
     fresh_at: float | None = None  # when the newest data landed
     newest_ts: float | None = None  # newest event time landed (never later than its landing)
     newest_event: str | None = None  # that event time as the materialization reported it
-    # content check -> {"failing": [partition...], "seen": [failed execution ids]}
-    checks: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    # content check -> {"after": newest execution id read, "failing": [partition...],
+    # "unlisted": failing hours not in the list}
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> SourceMemory:
+    def from_dict(cls, raw: Any, source: str = "?") -> SourceMemory:
         """A cursor written by an older version, or damaged, starts over (a first
-        read), never fails the tick."""
+        read from storage), never fails the tick: every field is checked for its type
+        here, so nothing malformed reaches a storage query."""
         if not raw:
             return cls()
         try:
-            return cls(**raw)
-        except TypeError:
-            log.warning("alert sensor: unreadable source memory in the cursor; reading anew")
+            return cls._parse(raw)
+        except MemoryUnreadable as exc:
+            log.warning(
+                "alert sensor: %s: unreadable source memory in the cursor (%s); reading "
+                "anew from storage",
+                source,
+                exc,
+            )
             return cls()
+
+    @classmethod
+    def _parse(cls, raw: Any) -> SourceMemory:
+        if not isinstance(raw, dict):
+            raise MemoryUnreadable(f"a {type(raw).__name__}, not an object")
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        if unknown:
+            raise MemoryUnreadable(f"unknown fields {sorted(unknown)}")
+        mem = cls(
+            after=_opt(raw.get("after"), int, "after"),
+            scan=_opt(raw.get("scan"), str, "scan"),
+            scan_top=_opt(raw.get("scan_top"), int, "scan_top"),
+            fresh_at=_opt(raw.get("fresh_at"), float, "fresh_at"),
+            newest_ts=_opt(raw.get("newest_ts"), float, "newest_ts"),
+            newest_event=_opt(raw.get("newest_event"), str, "newest_event"),
+        )
+        if (mem.scan is None) != (mem.scan_top is None):
+            raise MemoryUnreadable("scan and scan_top must be set together")
+        if mem.scan is not None and mem.after is not None:
+            raise MemoryUnreadable("a first read in progress with a read position")
+        if mem.scan is not None:
+            try:
+                EventLogCursor.parse(mem.scan)
+            except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+                raise MemoryUnreadable(f"scan is not a storage cursor ({exc})") from exc
+        checks = raw.get("checks", {})
+        if not isinstance(checks, dict):
+            raise MemoryUnreadable("checks is not an object")
+        for name, check in checks.items():
+            mem.checks[name] = _check_memory(name, check)
+        return mem
+
+
+class MemoryUnreadable(LipError):
+    """A source memory in the alert sensor's cursor that cannot be used as is."""
+
+
+def _opt(value: Any, kind: type, name: str) -> Any:
+    """``value`` if it is None or of ``kind`` (an int stands for a float), else raise."""
+    if value is None:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise MemoryUnreadable(f"{name} is a {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _check_memory(name: str, raw: Any) -> dict[str, Any]:
+    """One content check's memory; an older shape without a read position (``after``)
+    is read again from storage."""
+    if not isinstance(raw, dict):
+        raise MemoryUnreadable(f"checks.{name} is not an object")
+    after = _opt(raw.get("after"), int, f"checks.{name}.after")
+    failing = raw.get("failing", [])
+    if not isinstance(failing, list) or not all(p is None or isinstance(p, str) for p in failing):
+        raise MemoryUnreadable(f"checks.{name}.failing is not a list of partition keys")
+    unlisted = _opt(raw.get("unlisted", 0), int, f"checks.{name}.unlisted")
+    if unlisted is None or unlisted < 0:
+        raise MemoryUnreadable(f"checks.{name}.unlisted is not a count")
+    if after is None:
+        return {}
+    return {"after": after, "failing": failing, "unlisted": unlisted}
 
 
 def _window(value: Any) -> timedelta | None:
@@ -282,16 +361,6 @@ def _last_finished_run(instance: dg.DagsterInstance, spec: SourceSpec) -> dg.Run
     return max(found, key=_finished_at, default=None)
 
 
-def _last_result(
-    instance: dg.DagsterInstance, key: dg.AssetCheckKey, partition: str | None
-) -> AssetCheckExecutionRecord | None:
-    """The newest *finished* execution of a check on one partition."""
-    found = instance.event_log_storage.get_asset_check_execution_history(
-        key, limit=1, status=_FINISHED_CHECK, partition_filter=PartitionKeyFilter(key=partition)
-    )
-    return found[0] if found else None
-
-
 def _source_wide_failures(instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]) -> list[str]:
     """Checks about the source as a whole (its AWS resources, dead letters, coverage):
     the newest finished execution on any hour is the answer. A PLANNED record (a run
@@ -312,62 +381,186 @@ def _source_wide_failures(instance: dg.DagsterInstance, keys: list[dg.AssetCheck
     return failing
 
 
-def _failed_executions(
-    instance: dg.DagsterInstance, key: dg.AssetCheckKey, everything: bool
+def _executions_after(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey, after: int, limit: int
 ) -> list[AssetCheckExecutionRecord]:
-    """Failed executions of a check, newest first: the newest ``FAILURE_WINDOW``, or
-    all of them (a first read; failures are few next to executions)."""
+    """Executions of a check with a storage id above ``after``, oldest first, at most
+    ``limit``. Dagster's history query only goes newest first, and a content check's
+    verdict for an hour depends on the order of its results, so SQL storage (SQLite,
+    Postgres) is asked directly; any other storage is read newest first down to
+    ``after`` and reversed (not bounded, but correct)."""
     storage = instance.event_log_storage
-    found = list(
-        storage.get_asset_check_execution_history(key, limit=FAILURE_WINDOW, status={_FAILED})
-    )
-    while everything and len(found) % FAILURE_WINDOW == 0 and found:
-        page = storage.get_asset_check_execution_history(
-            key, limit=FAILURE_WINDOW, cursor=found[-1].id, status={_FAILED}
+    if isinstance(storage, SqlEventLogStorage):
+        table = AssetCheckExecutionsTable
+        query = (
+            db_select(
+                [
+                    table.c.id,
+                    table.c.run_id,
+                    table.c.execution_status,
+                    table.c.evaluation_event,
+                    table.c.create_timestamp,
+                    table.c.partition,
+                ]
+            )
+            .where(
+                db.and_(
+                    table.c.asset_key == key.asset_key.to_string(),
+                    table.c.check_name == key.name,
+                    table.c.id > after,
+                )
+            )
+            .order_by(table.c.id.asc())
+            .limit(limit)
         )
+        with storage.index_connection() as conn:
+            rows = db_fetch_mappings(conn, query)
+        return [AssetCheckExecutionRecord.from_db_row(row, key=key) for row in rows]
+    found: list[AssetCheckExecutionRecord] = []
+    cursor: int | None = None
+    while True:
+        page = storage.get_asset_check_execution_history(key, limit=CHECK_PAGE, cursor=cursor)
+        found += [r for r in page if r.id > after]
+        if len(page) < CHECK_PAGE or page[-1].id <= after:
+            return found[::-1]
+        cursor = page[-1].id
+
+
+def _first_failure_id(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> int | None:
+    """The storage id of the oldest failed execution of a check, or None if it never
+    failed: no hour can be failing before it, so a read from scratch starts there
+    instead of at the check's first execution."""
+    storage = instance.event_log_storage
+    oldest: int | None = None
+    cursor: int | None = None
+    while True:
+        page = storage.get_asset_check_execution_history(
+            key, limit=CHECK_PAGE, cursor=cursor, status={_FAILED}
+        )
+        if page:
+            oldest = cursor = page[-1].id
+        if len(page) < CHECK_PAGE:
+            return oldest
+
+
+def _listed(value: Any) -> list[str] | None:
+    """A list of partition keys from check metadata (a MetadataValue or plain value),
+    or None when the evaluation did not report one."""
+    raw = getattr(value, "value", value)
+    if isinstance(raw, list | tuple) and all(isinstance(p, str) for p in raw):
+        return list(raw)
+    return None
+
+
+def _verdicts(record: AssetCheckExecutionRecord) -> dict[str | None, bool]:
+    """What one finished content-check execution says about each hour (True: failing).
+
+    The check reports once per run on the launched partition while covering every hour
+    the run wrote, naming them in ``partitions_checked`` and the broken ones in
+    ``failing_partitions``. Without that metadata the result is about its own hour."""
+    failed = record.status == _FAILED
+    evaluation = record.event.dagster_event.event_specific_data if record.event else None
+    metadata = getattr(evaluation, "metadata", None) or {}
+    checked = _listed(metadata.get("partitions_checked"))
+    failing = _listed(metadata.get("failing_partitions")) if failed else None
+    out: dict[str | None, bool] = {}
+    if checked is not None:
+        out.update(dict.fromkeys(checked, False))
+    if failing is not None:
+        out.update(dict.fromkeys(failing, True))
+    elif failed:
+        out[record.partition] = True
+    elif checked is None:
+        out[record.partition] = False
+    return out
+
+
+def _replay(
+    records: list[AssetCheckExecutionRecord], failing: dict[str | None, None]
+) -> tuple[int, int]:
+    """Apply finished executions, oldest first, to the set of failing hours (in
+    place); returns (hours newly failing, hours cleared that were failing)."""
+    added = cleared = 0
+    for record in records:
+        if record.status not in _FINISHED_CHECK:
+            continue  # PLANNED: a run still going, or one that failed before its checks
+        for partition, is_failing in _verdicts(record).items():
+            if is_failing and partition not in failing:
+                failing[partition] = None
+                added += 1
+            elif not is_failing and partition in failing:
+                del failing[partition]
+                cleared += 1
+    return added, cleared
+
+
+def _read_all(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey
+) -> tuple[dict[str | None, None], int]:
+    """Every failing hour of a content check from storage (a first read, ``lip
+    status``, or a memory that no longer lists every failing hour); returns them and
+    the newest storage id read."""
+    failing: dict[str | None, None] = {}
+    first = _first_failure_id(instance, key)
+    if first is None:
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])
+        record = latest.get(key)
+        return failing, (record.id if record is not None else 0)
+    after = first - 1
+    while True:
+        page = _executions_after(instance, key, after, CHECK_PAGE)
         if not page:
-            break
-        found += page
-    return found
+            return failing, after
+        _replay(page, failing)
+        after = page[-1].id
 
 
 def _failing_partitions(
-    instance: dg.DagsterInstance, key: dg.AssetCheckKey, memory: dict[str, list[Any]]
-) -> list[str | None]:
-    """Hours whose newest finished execution of a content check failed. A pass on
-    another hour says nothing about a broken object in this one, so an hour stays
-    failing until it passes itself (its objects fixed and the hour run again).
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey, memory: dict[str, Any]
+) -> tuple[list[str | None], int]:
+    """Hours a content check fails on, and how many more fail than are listed.
 
-    Candidates are the hours remembered as failing plus those of failures not seen
-    before (by execution id, so a run planned early that failed late is still new);
-    each is confirmed by its own newest finished result. With a memory only the newest
-    ``FAILURE_WINDOW`` failures can be new; without one (``lip status``, a first tick)
-    every failure ever recorded is a candidate, each hour confirmed once.
+    A pass on another hour says nothing about a broken object in this one, so an hour
+    stays failing until a later result covers it and finds it clean: a run's check
+    names every hour it covered and the broken ones. ``memory`` (updated in place)
+    holds the newest execution read (``after``) and the failing hours; each call reads
+    only newer executions, in order, at most ``CHECK_BUDGET`` (the next call goes on).
+
+    The memory lists at most ``MAX_FAILING_PARTITIONS`` hours and counts the rest
+    (``unlisted``), so it stays small in the cursor. An unlisted hour that is cleared
+    cannot be told from a listed one, so once every listed hour is cleared while some
+    are still counted, everything is read again from storage: the incident stays open
+    until that read finds no hour failing.
     """
-    seen = set(memory.get("seen", []))
-    candidates: dict[str | None, None] = dict.fromkeys(memory.get("failing", []))
-    failures = _failed_executions(instance, key, everything="seen" not in memory)
-    for record in failures:
-        if record.id not in seen:
-            candidates[record.partition] = None
-    failing = []
-    for partition in candidates:
-        last = _last_result(instance, key, partition)
-        if last is not None and last.status == _FAILED:
-            failing.append(partition)
-    failing.sort(key=lambda p: p or "")
-    if len(failing) > MAX_FAILING_PARTITIONS:
+    after = memory.get("after")
+    failing: dict[str | None, None] = dict.fromkeys(memory.get("failing", []))
+    unlisted = int(memory.get("unlisted", 0))
+    if after is None or (not failing and unlisted):
+        failing, after = _read_all(instance, key)
+        unlisted = 0
+    else:
+        read = 0
+        while read < CHECK_BUDGET:
+            page = _executions_after(instance, key, after, min(CHECK_PAGE, CHECK_BUDGET - read))
+            if not page:
+                break
+            _replay(page, failing)
+            after = page[-1].id
+            read += len(page)
+    hours = sorted(failing, key=lambda p: p or "")
+    if len(hours) > MAX_FAILING_PARTITIONS:
         log.warning(
-            "%s: %s fails on %d hours; remembering the newest %d",
+            "%s: %s fails on %d hours; listing the newest %d, counting the rest",
             key.asset_key.to_user_string(),
             key.name,
-            len(failing),
+            len(hours) + unlisted,
             MAX_FAILING_PARTITIONS,
         )
-        failing = failing[-MAX_FAILING_PARTITIONS:]
-    memory["failing"] = failing
-    memory["seen"] = sorted(r.id for r in failures[:FAILURE_WINDOW])
-    return failing
+        unlisted += len(hours) - MAX_FAILING_PARTITIONS
+        hours = hours[-MAX_FAILING_PARTITIONS:]
+    memory.clear()
+    memory.update({"after": after, "failing": hours, "unlisted": unlisted})
+    return hours, unlisted
 
 
 def source_health(
@@ -418,10 +611,14 @@ def source_health(
         del mem.checks[name]
     for key in spec.check_keys:
         if key.name in content:
-            partitions = _failing_partitions(instance, key, mem.checks.setdefault(key.name, {}))
-            if partitions:
+            partitions, unlisted = _failing_partitions(
+                instance, key, mem.checks.setdefault(key.name, {})
+            )
+            if partitions or unlisted:
                 h.failing_checks.append(key.name)
                 h.failing_partitions[key.name] = partitions
+                if unlisted:
+                    h.unlisted_partitions[key.name] = unlisted
         elif key.name in failing:
             h.failing_checks.append(key.name)
     if lip is not None and spec.pattern == "webhook":

@@ -10,12 +10,15 @@ between ticks (``health.SourceMemory``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 
 from lip_dagster.alerts.health import SourceHealth
+
+log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 12
 MAX_OUTBOX = 500
@@ -64,15 +67,60 @@ class AlertState:
 
     @classmethod
     def loads(cls, raw: str | None) -> AlertState:
+        """The cursor as the last tick stored it. A damaged part is dropped and logged,
+        never raised: a tick that fails here would stop all alerting. A dropped
+        incident opens again (one repeated page) if its problem is still there; a
+        dropped source memory is read again from storage."""
         if not raw:
             return cls()
-        d = orjson.loads(raw)
-        return cls(
-            open=d.get("open", {}),
-            outbox=[Delivery(**x) for x in d.get("outbox", [])],
-            dropped=int(d.get("dropped", 0)),
-            memory=d.get("memory", {}),
-        )
+        try:
+            d = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            log.error("alert sensor: cursor is not JSON (%s); starting with no incidents", exc)
+            return cls()
+        if not isinstance(d, dict):
+            log.error("alert sensor: cursor is a %s, not an object; starting over", type(d))
+            return cls()
+        state = cls()
+        incidents = d.get("open", {})
+        for key, info in incidents.items() if isinstance(incidents, dict) else []:
+            if isinstance(info, dict) and all(
+                isinstance(info.get(f), str) for f in ("message", "source", "kind", "severity")
+            ):
+                state.open[key] = info
+            else:
+                log.error("alert sensor: dropping unreadable open incident %s in the cursor", key)
+        outbox = d.get("outbox", [])
+        for entry in outbox if isinstance(outbox, list) else []:
+            try:
+                delivery = Delivery(**entry)
+                _check_delivery(delivery)
+            except (TypeError, ValueError) as exc:
+                log.error("alert sensor: dropping unreadable queued notification (%s)", exc)
+                continue
+            state.outbox.append(delivery)
+        dropped = d.get("dropped", 0)
+        state.dropped = dropped if isinstance(dropped, int) and not isinstance(dropped, bool) else 0
+        memory = d.get("memory", {})
+        if isinstance(memory, dict):
+            state.memory = {str(k): v for k, v in memory.items()}
+        else:
+            log.error("alert sensor: source memories in the cursor unreadable; reading anew")
+        return state
+
+
+def _check_delivery(d: Delivery) -> None:
+    """Raise ValueError if a queued notification read from the cursor has a field of
+    the wrong type (it would fail the tick when sent or backed off)."""
+    for name in ("event", "key", "kind", "source", "severity", "message", "notifier", "last_error"):
+        if not isinstance(getattr(d, name), str):
+            raise ValueError(f"{d.key!r}: {name} is not text")
+    for name in ("at", "next_at"):
+        value = getattr(d, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{d.key!r}: {name} is not a time")
+    if isinstance(d.attempts, bool) or not isinstance(d.attempts, int):
+        raise ValueError(f"{d.key!r}: attempts is not a count")
 
 
 def _fmt_age(seconds: float) -> str:
@@ -112,9 +160,11 @@ def problems_of(h: SourceHealth, now: float) -> list[Problem]:
         # one incident per check, however many hours fail it, so a broken writer pages
         # once, not once an hour; the hours are named in the message
         partitions = h.failing_partitions.get(check)
-        if partitions:
-            shown = ", ".join(p or "(unpartitioned)" for p in partitions[:5])
-            more = f" and {len(partitions) - 5} more" if len(partitions) > 5 else ""
+        unlisted = h.unlisted_partitions.get(check, 0)
+        if partitions or unlisted:
+            shown = ", ".join(p or "(unpartitioned)" for p in (partitions or [])[:5]) or "hours"
+            extra = max(len(partitions or []) - 5, 0) + unlisted
+            more = f" and {extra} more" if extra else ""
             message = (
                 f"{h.source}: asset check {check} failed on {shown}{more}; its metadata "
                 "says what is wrong and how to fix it. It resolves when each of these hours "

@@ -141,8 +141,20 @@ def build_alert_sensor(minimum_interval_seconds: int = 60) -> dg.SensorDefinitio
         problems = []
         memory: dict[str, dict[str, Any]] = {}
         for spec in declared_sources(context.repository_def):
-            mem = SourceMemory.from_dict(state.memory.get(spec.name))
-            health = source_health(context.instance, spec, lip, now, mem, SCAN_BUDGET)
+            mem = SourceMemory.from_dict(state.memory.get(spec.name), spec.name)
+            try:
+                health = source_health(context.instance, spec, lip, now, mem, SCAN_BUDGET)
+            except Exception as exc:  # noqa: BLE001 - logged; the source is read again below
+                # a memory that passed validation can still mislead a storage query; one
+                # source's memory must not stop alerting for every source, so it is
+                # dropped and the source read anew (an error then is not the memory's)
+                context.log.error(
+                    f"{spec.name}: reading health with the remembered state failed "
+                    f"({type(exc).__name__} at {_where(exc)}); forgetting it and reading "
+                    "again from storage"
+                )
+                mem = SourceMemory()
+                health = source_health(context.instance, spec, lip, now, mem, SCAN_BUDGET)
             memory[spec.name] = mem.as_dict()  # a source no longer declared is forgotten
             for note in health.problems_reading:
                 context.log.warning(f"{spec.name}: {note}")
