@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -144,7 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.fn(args))
+        with warnings.catch_warnings():
+            if not args.verbose:
+                # Dagster warns, on every load of the definitions, about beta parameters
+                # it passes to itself: noise above `lip status` nobody can act on
+                import dagster
+
+                warnings.simplefilter("ignore", dagster.BetaWarning)
+            return int(args.fn(args))
     except LipError as exc:
         print(f"lip: error: {exc}", file=sys.stderr)
         return 1
