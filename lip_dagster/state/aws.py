@@ -1122,15 +1122,25 @@ class SqsBuffer(_AwsStore, Buffer):
                 break
             seen.update((m["MessageId"], m) for m in fresh)
         handles = [m["ReceiptHandle"] for m in seen.values()]
+        hidden = 0
         for chunk in _chunks(handles, 10):
             with _aws(what):
-                self._client.change_message_visibility_batch(
+                resp = self._client.change_message_visibility_batch(
                     QueueUrl=dlq_url,
                     Entries=[
                         {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
                         for i, h in enumerate(chunk)
                     ],
                 )
+            hidden += len(resp.get("Failed", []))
+        if hidden:
+            # a replay or another look within 30 s would not see them: say so
+            log.warning(
+                "%s: %d dead letters stay hidden for up to 30 s (SQS refused to make them "
+                "visible again)",
+                source,
+                hidden,
+            )
         return [self._message(m) for m in seen.values()]
 
     def redrive(self, source: str) -> int:

@@ -193,6 +193,43 @@ def test_a_message_received_too_often_goes_to_the_dead_letters(case_two_receives
     assert buffer.redrive(source) == 0
 
 
+def test_a_dead_letter_sqs_keeps_hidden_is_said_in_the_log(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peek hides dead letters while it pages, then shows them again; if SQS refuses
+    that, a replay in the next 30 s moves fewer than the check counted: the log says
+    why."""
+    source = f"t{uuid.uuid4().hex[:12]}"
+    buffer = SqsBuffer(
+        session=request.getfixturevalue("boto_session"),
+        endpoint_url=request.getfixturevalue("moto_endpoint"),
+        max_receives=1,
+        dlq_wait_seconds=0,
+    )
+    buffer.ensure(source)
+    buffer.send(source, [b"poison"])
+    assert len(buffer.receive(source, 10, 0)) == 1
+    assert buffer.receive(source, 10, 0) == []  # the second receive buries it
+    client = buffer._client
+    real = client.change_message_visibility_batch
+
+    def refused(**request: object) -> dict[str, object]:
+        entries = request["Entries"]
+        return {
+            "Successful": [],
+            "Failed": [{"Id": e["Id"], "Code": "InternalError"} for e in entries],  # type: ignore[attr-defined]
+        }
+
+    client.change_message_visibility_batch = refused
+    try:
+        with caplog.at_level("WARNING"):
+            assert [m.body for m in buffer.dead_letters(source)] == [b"poison"]
+    finally:
+        client.change_message_visibility_batch = real
+    assert "1 dead letters stay hidden for up to 30 s" in caplog.text
+    buffer.close()
+
+
 def test_redrive_moves_every_dead_letter(case_two_receives: Case) -> None:
     buffer, source = case_two_receives.buffer, case_two_receives.source
     bodies = [f"d{i}".encode() for i in range(13)]
