@@ -126,7 +126,7 @@ class SourceMemory:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: Any, source: str = "?") -> SourceMemory:
+    def from_dict(cls, raw: Any, source: str) -> SourceMemory:
         """A cursor written by an older version, or damaged, starts over (a first
         read from storage), never fails the tick: every field is checked for its type
         here, so nothing malformed reaches a storage query."""
@@ -506,13 +506,27 @@ def _read_all(
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])
         record = latest.get(key)
         return failing, (record.id if record is not None else 0)
-    after = first - 1
-    while True:
-        page = _executions_after(instance, key, after, CHECK_PAGE)
+    return failing, _replay_after(instance, key, failing, first - 1, None)
+
+
+def _replay_after(
+    instance: dg.DagsterInstance,
+    key: dg.AssetCheckKey,
+    failing: dict[str | None, None],
+    after: int,
+    budget: int | None,
+) -> int:
+    """Replay into ``failing`` the check's executions after storage id ``after``, in
+    order, at most ``budget`` of them (None: all); returns the newest id read."""
+    read = 0
+    while budget is None or read < budget:
+        limit = CHECK_PAGE if budget is None else min(CHECK_PAGE, budget - read)
+        page = _executions_after(instance, key, after, limit)
         if not page:
-            return failing, after
+            break
         _replay(page, failing)
-        after = page[-1].id
+        after, read = page[-1].id, read + len(page)
+    return after
 
 
 def _failing_partitions(
@@ -539,14 +553,7 @@ def _failing_partitions(
         failing, after = _read_all(instance, key)
         unlisted = 0
     else:
-        read = 0
-        while read < CHECK_BUDGET:
-            page = _executions_after(instance, key, after, min(CHECK_PAGE, CHECK_BUDGET - read))
-            if not page:
-                break
-            _replay(page, failing)
-            after = page[-1].id
-            read += len(page)
+        after = _replay_after(instance, key, failing, after, CHECK_BUDGET)
     hours = sorted(failing, key=lambda p: p or "")
     if len(hours) > MAX_FAILING_PARTITIONS:
         log.warning(

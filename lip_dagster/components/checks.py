@@ -168,7 +168,7 @@ def combined(outcomes: list[CheckOutcome]) -> CheckOutcome:
     if not failing:
         summary = f"{first.summary} (and {len(outcomes) - 1} more partitions written by this run)"
         return replace(first, summary=summary, metadata=meta)
-    bad = [str(o.metadata.get("partition", "")) for o in failing]
+    bad = [p for p, o in zip(partitions, outcomes, strict=True) if not o.passed]
     meta["failing_partitions"] = bad
     return replace(first, summary=f"{first.summary} [failing: {', '.join(bad)}]", metadata=meta)
 

@@ -76,7 +76,7 @@ def report_materializations(
     target), and return the target partition's result with the run's metadata."""
     now = datetime.now(UTC)
     target = context.partition_key if context.has_partition_key else None
-    outside = _log_hours(context, result, partitions_def, now, coverage, skip=target)
+    _, outside = _log_hours(context, result, partitions_def, now, coverage, skip=target)
     target_stats = result.hours.get(target) if target else None
     meta: dict[str, Any] = dict(hour_metadata(target_stats or HourStats(), now))
     meta.update(run_metadata)
@@ -110,9 +110,8 @@ def report_failed_run(
     skip = None if include_target else target
     summary = str(error).splitlines()[0] if str(error) else type(error).__name__
     extra = {"run_outcome": f"failed after landing: {summary[:300]}"}
-    logged: list[str] = []
-    _log_hours(context, result, partitions_def, now, coverage, skip=skip, extra=extra, out=logged)
-    return len(logged)
+    logged, _ = _log_hours(context, result, partitions_def, now, coverage, skip=skip, extra=extra)
+    return logged
 
 
 def _log_hours(
@@ -124,12 +123,12 @@ def _log_hours(
     *,
     skip: str | None,
     extra: Mapping[str, Any] | None = None,
-    out: list[str] | None = None,
-) -> int:
+) -> tuple[int, int]:
     """One ``AssetMaterialization`` per hour partition in ``result`` except ``skip``;
-    returns the events that fell outside the partitions (not logged)."""
+    returns how many were logged, and the events that fell outside the partitions (not
+    logged)."""
     valid = set(partitions_def.get_partition_keys(current_time=now))
-    outside = 0
+    logged = outside = 0
     for hour, stats in sorted(result.hours.items()):
         if hour == skip:
             continue
@@ -148,6 +147,5 @@ def _log_hours(
                 },
             )
         )
-        if out is not None:
-            out.append(hour)
-    return outside
+        logged += 1
+    return logged, outside

@@ -192,13 +192,12 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
                 run_meta[f"cursor_before/{ep}"] = _short(er.cursor_before)
                 run_meta[f"cursor_after/{ep}"] = _short(er.cursor_after)
                 run_meta[f"stopped/{ep}"] = er.stopped or "n/a"
-            head = polling_head(lip, name, endpoints)
             return common.report_materializations(
                 context,
                 report.result,
                 partitions,
                 run_meta,
-                coverage=lambda hour: hour_coverage(hour, head),
+                coverage=_coverage(lip, name, endpoints),
             )
 
         job = dg.define_asset_job(
@@ -259,8 +258,7 @@ def _record_landed_hours(
         return
     coverage: Callable[[str], str] | None
     try:
-        head = polling_head(lip, name, endpoints)
-        coverage = lambda hour: hour_coverage(hour, head)  # noqa: E731
+        coverage = _coverage(lip, name, endpoints)
     except Exception as head_exc:  # noqa: BLE001 - the landed hours are logged anyway
         context.log.warning(f"{name}: coverage unknown ({type(head_exc).__name__})")
         coverage = None
@@ -271,6 +269,12 @@ def _record_landed_hours(
         f"{name}: the run failed after landing {report.result.events} events; "
         f"{logged} hour partition(s) recorded as materialized"
     )
+
+
+def _coverage(lip: Backend, name: str, endpoints: tuple[str, ...]) -> Callable[[str], str]:
+    """Each hour's coverage (complete or open), from the endpoints' committed marks."""
+    head = polling_head(lip, name, endpoints)
+    return lambda hour: hour_coverage(hour, head)
 
 
 def _short(cursor: str | None) -> str:

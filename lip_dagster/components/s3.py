@@ -606,15 +606,14 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             lip: dg.ResourceParam[Backend],
         ) -> dg.MaterializeResult:
             keys = list(config.keys)
-            if fmt is None:
-                if context.run.tags.get(common.MODE_TAG) != common.MODE_POLL:
-                    pk = context.partition_key if context.has_partition_key else None
-                    raise dg.Failure(description=component.not_by_hour(pk), allow_retries=False)
-                context.log.info(f"{name}: lake-layout objects are registered by the sensor")
-                return dg.MaterializeResult(metadata={"mode": "registered by sensor"})
-            if not keys and context.run.tags.get(common.MODE_TAG) != common.MODE_POLL:
+            polling = context.run.tags.get(common.MODE_TAG) == common.MODE_POLL
+            if (fmt is None or not keys) and not polling:
+                # a backfill: vendor objects are not filed by event hour
                 pk = context.partition_key if context.has_partition_key else None
                 raise dg.Failure(description=component.not_by_hour(pk), allow_retries=False)
+            if fmt is None:
+                context.log.info(f"{name}: lake-layout objects are registered by the sensor")
+                return dg.MaterializeResult(metadata={"mode": "registered by sensor"})
             if keys:  # until it says otherwise, nothing of this run counts as landed
                 context.instance.add_run_tags(context.run.run_id, {NOT_READ_TAG: ALL_KEYS})
             report, meta = component.land(lip, keys)
@@ -764,6 +763,7 @@ def _parse_not_read(raw: str | None) -> dict[str, str] | None:
     try:
         d = orjson.loads(raw)
     except orjson.JSONDecodeError:
+        log.warning("unreadable %s tag %r: counting every key as not read", NOT_READ_TAG, raw[:100])
         return None
     return {str(k): str(v) for k, v in d.items()} if isinstance(d, dict) else None
 

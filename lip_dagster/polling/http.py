@@ -335,11 +335,9 @@ class HttpClient:
             except _UnreadableBody as exc:
                 failure = _Failure(exc.status, exc.detail, throttled=False)
                 wait = self.retry.backoff(attempt, self.rng)
-            except httpx.DecodingError as exc:
-                failure = _Failure(None, f"the response body could not be decoded ({exc})", False)
-                wait = self.retry.backoff(attempt, self.rng)
             except httpx.RequestError as exc:
-                # the rest of httpx's request errors (too many redirects, say): a failed
+                # the rest of httpx's request errors (too many redirects, say; a body
+                # that cannot be decoded is _UnreadableBody, from ``_send``): a failed
                 # attempt like any other, so it is retried and ends as a VendorError
                 failure = _Failure(None, f"request failed ({type(exc).__name__})", False)
                 wait = self.retry.backoff(attempt, self.rng)

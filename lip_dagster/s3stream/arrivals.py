@@ -188,10 +188,6 @@ class Discovery:
     ignored: int = 0
     problems: list[BadNotification] = field(default_factory=list)
 
-    @property
-    def receipts(self) -> list[str]:
-        return [m.receipt for m in self.messages]
-
     def modified(self, info: ObjectInfo) -> float:
         """When an object was written (when it was listed, if unknown)."""
         return _modified(info, self.listed_at or time.time())

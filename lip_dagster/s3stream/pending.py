@@ -118,6 +118,30 @@ class Batch:
     def base(self) -> str:
         return self.base_id
 
+    def next_run(
+        self,
+        now: float,
+        runs: list[str],
+        keys: list[str],
+        *,
+        attempt: int,
+        stalls: int = 0,
+        due: float | None = None,
+    ) -> Batch:
+        """The batch's next run (a new run key: Dagster skips one it has seen)."""
+        n = self.run_no + 1
+        return Batch(
+            id=batch_id("", {}, n, base=self.base),
+            keys=keys,
+            attempt=attempt,
+            requested_at=now,
+            runs=runs,
+            run_no=n,
+            stalls=stalls,
+            due=due,
+            base_id=self.base,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "id": self.id,
@@ -243,16 +267,13 @@ class SensorState:
             if outcome.not_read is None:  # not about any one object: no attempt used
                 stalls = batch.stalls + 1
                 wait = backoff(stalls)
-                retry = Batch(
-                    id=batch_id("", {}, batch.run_no + 1, base=batch.base),
-                    keys=list(batch.keys),
+                retry = batch.next_run(
+                    now,
+                    runs,
+                    list(batch.keys),
                     attempt=batch.attempt,
-                    requested_at=now,
-                    runs=runs,
-                    run_no=batch.run_no + 1,
                     stalls=stalls,
                     due=now + wait if wait > 0 else None,
-                    base_id=batch.base,
                 )
                 (out.retry if retry.due is None else out.backing_off).append(retry)
                 if retry.due is not None:
@@ -268,15 +289,7 @@ class SensorState:
                     reason = _give_up_reason(describe(key), code, runs, how_to_rerun)
                     out.given_up.append(GiveUp(key, reason, code, runs, batch.base))
                 continue
-            retry = Batch(
-                id=batch_id("", {}, batch.run_no + 1, base=batch.base),
-                keys=list(codes),
-                attempt=batch.attempt + 1,
-                requested_at=now,
-                runs=runs,
-                run_no=batch.run_no + 1,
-                base_id=batch.base,
-            )
+            retry = batch.next_run(now, runs, list(codes), attempt=batch.attempt + 1)
             out.retry.append(retry)
             kept.append(retry)
         self.batches = kept

@@ -57,6 +57,12 @@ def stub() -> Iterator[Stub]:
     s.close()
 
 
+def route_alerts_to(stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send the alert sensor's notices to the stub's generic webhook."""
+    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
+    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+
+
 def poll(
     d: dg.Definitions,
     instance: dg.DagsterInstance,

@@ -13,7 +13,14 @@ from lip_dagster.components.checks import source_checks
 from lip_dagster.components.common import hourly_partitions
 from lip_dagster.definitions import defs
 from lip_dagster.resources import Backend, backend_from_env
-from lip_dagster_tests.alerts.conftest import Stub, lip_status_exit_code, opened, resolved, tick
+from lip_dagster_tests.alerts.conftest import (
+    Stub,
+    lip_status_exit_code,
+    opened,
+    resolved,
+    route_alerts_to,
+    tick,
+)
 from lip_dagster_tests.alerts.test_check_incidents import evaluate
 from lip_dagster_tests.conftest import lip_home  # noqa: F401
 from lip_dagster_tests.sam.conftest import OKTA_IDENTITY, okta_events
@@ -39,8 +46,7 @@ def test_damaged_source_memory_still_pages(
 ) -> None:
     """A memory the sensor cannot use is read again from storage: the tick succeeds
     and a failing check still pages."""
-    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
-    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    route_alerts_to(stub, monkeypatch)
     d, instance = defs(), dg.DagsterInstance.ephemeral()
     evaluate(instance, "lake_content", "2026-03-01-09:00", passed=False)
     cursor = orjson.dumps(
@@ -55,8 +61,7 @@ def test_damaged_incidents_and_outbox_are_dropped_not_raised(
     stub: Stub,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
-    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    route_alerts_to(stub, monkeypatch)
     d, instance = defs(), dg.DagsterInstance.ephemeral()
     evaluate(instance, "lake_content", "2026-03-01-09:00", passed=False)
     cursor = orjson.dumps(
@@ -106,8 +111,7 @@ def test_failure_in_another_hour_stays_open_until_that_hour_is_clean(
 ) -> None:
     """The page names the broken hour, the next clean poll of the launched hour does
     not resolve it, and ``lip status`` agrees."""
-    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
-    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    route_alerts_to(stub, monkeypatch)
     d = dg.Definitions(
         assets=[okta],
         asset_checks=source_checks("okta", okta.key, PARTITIONS),
@@ -144,8 +148,7 @@ def test_many_failing_hours_keep_the_incident_open(
 ) -> None:
     """Repairing the hours the page lists does not resolve it while others fail; it
     resolves once every hour passes."""
-    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
-    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    route_alerts_to(stub, monkeypatch)
     d, instance = defs(), dg.DagsterInstance.ephemeral()
     cursor = tick(d, instance, None).cursor
     bad = _hours(n_fail)

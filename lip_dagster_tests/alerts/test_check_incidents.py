@@ -17,7 +17,7 @@ from lip_dagster.definitions import defs
 from lip_dagster.errors import VendorAuthError
 from lip_dagster.simulator import VendorSimulator
 
-from .conftest import Stub, lip_status_exit_code, opened, poll, resolved, tick
+from .conftest import Stub, lip_status_exit_code, opened, poll, resolved, route_alerts_to, tick
 
 
 def evaluate(instance: dg.DagsterInstance, check: str, partition: str, passed: bool) -> None:
@@ -37,8 +37,7 @@ def evaluate(instance: dg.DagsterInstance, check: str, partition: str, passed: b
 def test_a_failing_hour_stays_open_until_that_hour_passes(
     lip_home: Path, stub: Stub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
-    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    route_alerts_to(stub, monkeypatch)
     d, instance = defs(), dg.DagsterInstance.ephemeral()
     now = datetime.now(UTC)
     broken, current = (
@@ -71,8 +70,7 @@ def test_a_failing_hour_stays_open_until_that_hour_passes(
 def test_a_run_that_fails_before_its_checks_neither_resolves_nor_repages(
     demo_world: VendorSimulator, stub: Stub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
-    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    route_alerts_to(stub, monkeypatch)
     d, instance = defs(), dg.DagsterInstance.ephemeral()
     lake = d.resources["lip"].lake
     hour_path = datetime.now(UTC).strftime("year=%Y/month=%m/day=%d/hour=%H")

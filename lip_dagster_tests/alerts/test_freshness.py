@@ -16,14 +16,20 @@ from lip_dagster.alerts import health
 from lip_dagster.alerts import sensor as alert_sensor
 from lip_dagster.definitions import defs
 
-from .conftest import Stub, lip_status_exit_code, opened, resolved, tick
+from .conftest import Stub, lip_status_exit_code, opened, resolved, route_alerts_to, tick
 
 
 @pytest.fixture
 def alerting(lip_home: Path, stub: Stub, monkeypatch: pytest.MonkeyPatch) -> dg.Definitions:
-    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
-    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    route_alerts_to(stub, monkeypatch)
     return defs()
+
+
+def landed_now(instance: dg.DagsterInstance) -> datetime:
+    """The source's one live landing (40 events) at t0; returns t0."""
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    materialize(instance, t0, 40, newest=t0 - timedelta(seconds=30))
+    return t0
 
 
 def hour(at: datetime) -> str:
@@ -63,8 +69,7 @@ def test_a_source_that_lands_nothing_for_a_day_keeps_its_page_open(
     alerting: dg.Definitions, stub: Stub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d, instance = alerting, dg.DagsterInstance.ephemeral()
-    t0 = datetime.now(UTC).replace(microsecond=0)
-    materialize(instance, t0, 40, newest=t0 - timedelta(seconds=30))
+    t0 = landed_now(instance)
     cursor = tick_at(d, instance, None, t0 + timedelta(minutes=1), monkeypatch)
     # the landing step breaks: every 5-minute poll is green and materializes events=0
     for i in range(1, 301):  # 25 hours of polls
@@ -86,8 +91,7 @@ def test_a_backfill_of_old_hours_does_not_make_a_dead_source_fresh(
     alerting: dg.Definitions, stub: Stub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d, instance = alerting, dg.DagsterInstance.ephemeral()
-    t0 = datetime.now(UTC).replace(microsecond=0)
-    materialize(instance, t0, 40, newest=t0 - timedelta(seconds=30))
+    t0 = landed_now(instance)
     # live collection dies; at minute 40 the on-call backfills a day of last week
     for h in range(24):
         materialize(
@@ -116,8 +120,7 @@ def test_each_tick_reads_a_bounded_number_of_records_and_forgets_no_landing(
     monkeypatch.setattr(health, "SCAN_PAGE", 10)
     monkeypatch.setattr(alert_sensor, "SCAN_BUDGET", 30)
     d, instance = alerting, dg.DagsterInstance.ephemeral()
-    t0 = datetime.now(UTC).replace(microsecond=0)
-    materialize(instance, t0, 40, newest=t0 - timedelta(seconds=30))
+    t0 = landed_now(instance)
     for i in range(1, 101):
         materialize(instance, t0 + timedelta(minutes=i), 0)
     read: list[int] = []

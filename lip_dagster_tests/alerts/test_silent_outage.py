@@ -14,14 +14,13 @@ from lip_dagster.definitions import defs
 from lip_dagster.lake.writer import LakeWriter, WriteResult
 from lip_dagster.simulator import VendorSimulator
 
-from .conftest import Stub, poll, tick
+from .conftest import Stub, poll, route_alerts_to, tick
 
 
 def test_silent_outage_pages_within_one_window_and_resolves(
     demo_world: VendorSimulator, stub: Stub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
-    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    route_alerts_to(stub, monkeypatch)
     d = defs()
     instance = dg.DagsterInstance.ephemeral()
     assert poll(d, instance, "okta").success  # data lands
@@ -68,8 +67,7 @@ def test_a_failed_run_and_a_failed_check_alert_once_each(
 ) -> None:
     from lip_dagster.lake.backends import LocalLake
 
-    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
-    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    route_alerts_to(stub, monkeypatch)
     d = defs()
     instance = dg.DagsterInstance.ephemeral()
     now = datetime.now(UTC)
@@ -97,8 +95,7 @@ def test_a_failed_run_launched_from_the_asset_graph_alerts(
 ) -> None:
     """A backfill or "Materialize" from the UI runs an implicit asset job that does not
     carry the source's tags; its failure must page like any other."""
-    monkeypatch.setenv("LIP_ALERT_NOTIFIERS", "webhook")
-    monkeypatch.setenv("LIP_SECRET_ALERTS_WEBHOOK_URL", stub.url + "/alerts")
+    route_alerts_to(stub, monkeypatch)
     # the vendor rejects the token: every page of the run fails
     monkeypatch.setenv("LIP_SECRET_SLACK_TOKEN", "xoxp-revoked")
     d = defs()

@@ -91,13 +91,18 @@ def test_a_wait_past_the_deadline_stops_instead_of_sleeping() -> None:
     assert clock.slept == []
 
 
+def few_left(remaining: int, reset_at: float) -> dict[str, str]:
+    """Okta's rate-limit headers: ``remaining`` of 100 calls left until ``reset_at``."""
+    return {
+        "X-Rate-Limit-Limit": "100",
+        "X-Rate-Limit-Remaining": str(remaining),
+        "X-Rate-Limit-Reset": str(int(reset_at)),
+    }
+
+
 def test_slows_down_when_few_calls_are_left() -> None:
     clock = Clock()
-    headers = {
-        "X-Rate-Limit-Limit": "100",
-        "X-Rate-Limit-Remaining": "2",
-        "X-Rate-Limit-Reset": str(int(clock.now + 30)),
-    }
+    headers = few_left(2, reset_at=clock.now + 30)
     c = client([httpx.Response(200, headers=headers), httpx.Response(200)], clock)
     c.request("okta", "logs", "GET", "https://x/a")
     assert clock.slept == []  # the page is handed back at once
@@ -171,11 +176,7 @@ def test_the_slow_down_before_the_limit_is_not_cut_short() -> None:
     our own 60 s backoff cap."""
     clock = Clock()
     t0 = clock.now
-    low = {
-        "X-Rate-Limit-Limit": "100",
-        "X-Rate-Limit-Remaining": "2",
-        "X-Rate-Limit-Reset": str(int(t0 + 200)),
-    }
+    low = few_left(2, reset_at=t0 + 200)
     c, times = sent_at(clock, [httpx.Response(200, headers=low), httpx.Response(200)])
     c.request("okta", "logs", "GET", "https://x/a", deadline=t0 + 225)
     c.request("okta", "logs", "GET", "https://x/a", deadline=t0 + 225)
@@ -185,11 +186,7 @@ def test_the_slow_down_before_the_limit_is_not_cut_short() -> None:
 def test_a_slow_down_past_the_deadline_keeps_the_page_and_stops_before_the_next_call() -> None:
     clock = Clock()
     t0 = clock.now
-    low = {
-        "X-Rate-Limit-Limit": "100",
-        "X-Rate-Limit-Remaining": "1",
-        "X-Rate-Limit-Reset": str(int(t0 + 200)),
-    }
+    low = few_left(1, reset_at=t0 + 200)
     c, times = sent_at(clock, [httpx.Response(200, headers=low, json=[{"uuid": "a"}])])
     page = c.request("okta", "logs", "GET", "https://x/a", deadline=t0 + 100)
     assert page.json() == [{"uuid": "a"}]  # the page fetched is not thrown away

@@ -98,6 +98,22 @@ def test_a_lake_outage_quarantines_nothing_and_everything_lands_after_it(
     assert tick.run_requests == [] and w.queued() == 0 and quarantined(w) == []
 
 
+def quarantined_naming(w: World, name: str) -> int:
+    """Quarantine items whose reason names ``name`` (a vendor key)."""
+    return len([r for r, _ in quarantined(w) if name in r["reason"]])
+
+
+def one_object(
+    aws_env: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, name: str, n: int, seed: int
+) -> tuple[World, str]:
+    """A source given up on after one failed run, holding one trail file of ``n``
+    records; returns it and the file's key."""
+    w = World(aws_env, tmp_path, monkeypatch, queue=True, max_batch_runs=1)
+    k = key(name)
+    w.put(k, trail_file(cloudtrail_records(n, seed=seed)))
+    return w, k
+
+
 def test_a_damaged_object_is_one_quarantine_item_across_step_retries(
     aws_env: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -110,15 +126,13 @@ def test_a_damaged_object_is_one_quarantine_item_across_step_retries(
     deny_reads(w, denied)  # fails the run, so its step is retried
     (req,) = w.tick(None).run_requests
     assert not w.execute(req).success
-    assert len([r for r, _ in quarantined(w) if bad in r["reason"]]) == 1
+    assert quarantined_naming(w, bad) == 1
 
 
 def test_a_give_up_is_one_quarantine_item_when_the_tick_then_fails(
     aws_env: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    w = World(aws_env, tmp_path, monkeypatch, queue=True, max_batch_runs=1)
-    k = key("TWICE")
-    w.put(k, trail_file(cloudtrail_records(3, seed=9)))
+    w, k = one_object(aws_env, tmp_path, monkeypatch, "TWICE", 3, seed=9)
     deny_reads(w, k)
     first = w.tick(None)
     assert not w.execute(first.run_requests[0]).success
@@ -131,15 +145,13 @@ def test_a_give_up_is_one_quarantine_item_when_the_tick_then_fails(
         with pytest.raises(StateError):
             w.tick(first.cursor)  # gives the key up, then fails: the cursor is not saved
     w.tick(first.cursor)  # evaluated again from the same cursor
-    assert len([r for r, _ in quarantined(w) if k in r["reason"]]) == 1
+    assert quarantined_naming(w, k) == 1
 
 
 def test_a_key_given_up_after_network_errors_says_what_the_error_was(
     aws_env: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    w = World(aws_env, tmp_path, monkeypatch, queue=True, max_batch_runs=1)
-    k = key("NETW")
-    w.put(k, trail_file(cloudtrail_records(2, seed=60)))
+    w, k = one_object(aws_env, tmp_path, monkeypatch, "NETW", 2, seed=60)
     first = w.tick(None)
     real = objmod.S3ObjectSource._get
 

@@ -22,17 +22,19 @@ from lip_dagster_tests.sam.conftest import OKTA_IDENTITY, PARTITION, Stack, okta
 PARTITIONS = hourly_partitions("2026-03-01-00:00")
 
 
-def okta_asset(bad_object: bool = False) -> dg.AssetsDefinition:
+def okta_asset(bad_object: bool = False, broken_hour_before: bool = False) -> dg.AssetsDefinition:
+    """Lands four events at 10:00. ``bad_object``: plus an object without envelopes in
+    10:00. ``broken_hour_before``: plus three events at 09:55 and an object that is not
+    gzip in 09:00, an hour the run reports as materialized too."""
+
     @dg.asset(name="okta", partitions_def=PARTITIONS, tags={"lip/pattern": "polling"})
     def _asset(context: dg.AssetExecutionContext, lip: dg.ResourceParam[Backend]) -> None:
+        events = okta_events(4, datetime(2026, 3, 1, 10, 0, tzinfo=UTC))
+        if broken_hour_before:
+            events += okta_events(3, datetime(2026, 3, 1, 9, 55, tzinfo=UTC))
         writer = lip.writer()
         try:
-            writer.write(
-                "okta",
-                okta_events(4, datetime(2026, 3, 1, 10, 0, tzinfo=UTC)),
-                OKTA_IDENTITY,
-                "polling",
-            )
+            writer.write("okta", events, OKTA_IDENTITY, "polling")
         finally:
             writer.close()
         if bad_object:
@@ -40,6 +42,15 @@ def okta_asset(bad_object: bool = False) -> dg.AssetsDefinition:
                 "source=okta/year=2026/month=03/day=01/hour=10/"
                 "20260301T100000Z_00000000-0000-5000-8000-00000000000b.ndjson.gz",
                 gzip.compress(b'{"no": "envelope"}\n'),
+            )
+        if broken_hour_before:
+            lip.lake.put(
+                "source=okta/year=2026/month=03/day=01/hour=09/"
+                "20260301T095900Z_00000000-0000-5000-8000-00000000000d.ndjson.gz",
+                b"not gzip at all",
+            )
+            context.log_event(
+                dg.AssetMaterialization(asset_key="okta", partition="2026-03-01-09:00")
             )
 
     return _asset
@@ -147,29 +158,9 @@ def test_content_checks_cover_every_hour_the_run_wrote(lip_home: object) -> None
     at the hour boundary): a broken object there fails the run's content check,
     naming that hour, though the launched hour is clean."""
     backend = backend_from_env()
-
-    @dg.asset(name="okta", partitions_def=PARTITIONS, tags={"lip/pattern": "polling"})
-    def _asset(context: dg.AssetExecutionContext, lip: dg.ResourceParam[Backend]) -> None:
-        writer = lip.writer()
-        try:
-            writer.write(
-                "okta",
-                okta_events(4, datetime(2026, 3, 1, 10, 0, tzinfo=UTC))
-                + okta_events(3, datetime(2026, 3, 1, 9, 55, tzinfo=UTC)),
-                OKTA_IDENTITY,
-                "polling",
-            )
-        finally:
-            writer.close()
-        lip.lake.put(
-            "source=okta/year=2026/month=03/day=01/hour=09/"
-            "20260301T095900Z_00000000-0000-5000-8000-00000000000d.ndjson.gz",
-            b"not gzip at all",
-        )
-        context.log_event(dg.AssetMaterialization(asset_key="okta", partition="2026-03-01-09:00"))
-
+    asset = okta_asset(broken_hour_before=True)
     result = dg.materialize(
-        [_asset, *source_checks("okta", _asset.key, PARTITIONS)],
+        [asset, *source_checks("okta", asset.key, PARTITIONS)],
         partition_key=PARTITION,
         resources={"lip": backend},
         raise_on_error=False,
