@@ -77,6 +77,13 @@ _WAL_SWITCH = threading.Lock()
 _CHUNK = 500
 _CACHE_KIB = 32 * 1024
 _WAL_CHECKPOINT_PAGES = 10_000
+# The receiver's buffer copies its WAL into the database on a thread of its own once
+# this many bytes were appended (see ``_Checkpointer``), well before a commit would
+# reach ``_WAL_CHECKPOINT_PAGES`` and checkpoint in the committing thread.
+_BACKGROUND_CHECKPOINT_BYTES = 4 * 1024 * 1024
+# Passes one wake-up makes at most: each copies only the frames added since the last,
+# so a few passes catch up with any write rate this process can reach.
+_CHECKPOINT_PASSES = 8
 
 
 # ------------------------------------------------------------------ shared connection
@@ -267,6 +274,85 @@ class _Database:
 
 
 _datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
+class _Checkpointer:
+    """Copies a database's WAL into the database file on a thread of its own.
+
+    SQLite's automatic checkpoint runs inside the commit that crosses its threshold,
+    on the committing thread: for the webhook receiver that is one group's commit,
+    and every request waiting behind it, stalled for as long as tens of megabytes take
+    to copy and sync (measured with 100-event deliveries at 16 connections: p99 76-84
+    ms with it, 48 ms without). Here the copy is a ``PASSIVE`` checkpoint, which never
+    waits for and never blocks the writer: commits go on appending meanwhile, and each
+    further pass copies only what they added, until the WAL is fully copied and the
+    next commit starts it over from the beginning. The automatic checkpoint stays on
+    as the backstop should this thread fall behind or fail.
+
+    Durability is SQLite's own: a checkpoint syncs the WAL before copying and the
+    database after, and the WAL is only reused once everything in it was copied.
+    """
+
+    def __init__(self, db: _Database) -> None:
+        self._db = db
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def poke(self) -> None:
+        """Ask for a checkpoint soon; returns at once."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._thread is None or not self._thread.is_alive():  # first call, or forked
+                self._thread = threading.Thread(
+                    target=self._run, name="lip-wal-checkpoint", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                return
+            self.checkpoint()
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database, in a few passes if writers keep adding to
+        it; True once it was all copied. A failure is logged, not raised: the commits'
+        own automatic checkpoint takes over."""
+        for _ in range(_CHECKPOINT_PASSES):
+            try:
+                _busy, in_wal, copied = (
+                    self._db.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                )
+            except (sqlite3.Error, StateError) as err:
+                log.warning(
+                    "SQLite state database %r: background WAL checkpoint failed (%s); "
+                    "commits checkpoint it themselves",
+                    str(self._db.path),
+                    err,
+                )
+                return False
+            if copied >= in_wal:
+                return True
+        return False
+
+    def close(self) -> None:
+        """Stop the thread (after the pass under way); a later ``poke`` starts a new
+        one, as the store's connections reopen after its ``close``."""
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+        with self._lock:
+            self._closed = False
+            self._wake.clear()
 
 
 def _alive(ref: weakref.ref[threading.Thread]) -> bool:
@@ -916,6 +1002,8 @@ class SqliteBuffer(Buffer):
             else None
         )
         self._wal_inode: int | None = None
+        self._checkpointer = _Checkpointer(self._db)
+        self._appended = 0  # bytes appended since the last background checkpoint
         # computed once: the flush runs for every group the receiver commits
         self._wal_path = f"{self._db.path}-wal"
         self._wal_dir = str(self._db.path.parent)
@@ -935,6 +1023,10 @@ class SqliteBuffer(Buffer):
         if self._deferred is None:  # synchronous=NORMAL was asked for: a plain send
             return super().append(source, bodies)
         self._insert(self._deferred, source, bodies)
+        self._appended += sum(len(b) for b in bodies)
+        if self._appended >= _BACKGROUND_CHECKPOINT_BYTES:
+            self._appended = 0
+            self._checkpointer.poke()
         return self._flush_wal
 
     def _flush_wal(self) -> None:
@@ -1129,6 +1221,7 @@ class SqliteBuffer(Buffer):
         return moved
 
     def close(self) -> None:
+        self._checkpointer.close()
         self._db.close()
         if self._deferred is not None:
             self._deferred.close()

@@ -337,3 +337,43 @@ def test_sqlite_a_failed_flush_names_the_buffer(
     with pytest.raises(StateError, match=r"state\.db.*flushing its WAL to disk failed"):
         flush()
     buffer.close()
+
+
+def test_sqlite_appends_are_checkpointed_off_the_committing_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver's commits must not stall copying the WAL into the database: once
+    enough was appended, a thread of the buffer's own copies it (the database file
+    grows long before SQLite's automatic checkpoint, at 10,000 pages, would run), and
+    every message is still there to receive."""
+    monkeypatch.setattr(sqlite_module, "_BACKGROUND_CHECKPOINT_BYTES", 64 * 1024)
+    buffer = SqliteBuffer(tmp_path / "state.db")
+    bodies = [os.urandom(16 * 1024) for _ in range(40)]  # incompressible: 640 KiB
+    for body in bodies:
+        buffer.append("okta", [body])()
+    database = tmp_path / "state.db"
+    deadline = time.monotonic() + 30
+    while database.stat().st_size < 600 * 1024 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert database.stat().st_size >= 600 * 1024, "the WAL was never copied into the database"
+    assert sorted(m.body for m in buffer.receive("okta", 100, 30)) == sorted(bodies)
+    buffer.close()
+
+
+def test_sqlite_a_failed_background_checkpoint_is_logged_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint that cannot run leaves the work to the commits' own automatic
+    checkpoint; the receiver keeps answering."""
+    buffer = SqliteBuffer(tmp_path / "state.db")
+    buffer.append("okta", [b"one"])()
+
+    def unavailable() -> None:
+        raise StateError("SQLite state database 'state.db': disk I/O error")
+
+    monkeypatch.setattr(buffer._db, "connection", unavailable)
+    assert buffer._checkpointer.checkpoint() is False
+    assert "background WAL checkpoint failed" in caplog.text
+    monkeypatch.undo()
+    assert [m.body for m in buffer.receive("okta", 10, 30)] == [b"one"]
+    buffer.close()
