@@ -40,7 +40,7 @@ from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.sqlalchemy_compat import db_fetch_mappings, db_select
 
-from lip_dagster.components.common import SOURCE_TAG
+from lip_dagster.components.common import LAKE_OBJECTS_KEY, SOURCE_TAG
 from lip_dagster.errors import LipError
 from lip_dagster.resources import Backend
 from lip_dagster.sam.checks import CONTENT_CHECKS
@@ -246,6 +246,15 @@ def _time(text: str) -> float | None:
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
+def _count(mat: dg.AssetMaterialization, name: str) -> int:
+    """A count in materialization metadata; 0 if absent or not a number."""
+    entry = mat.metadata.get(name)
+    try:
+        return int(entry.value) if entry is not None else 0  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
+
+
 def _landed(record: dg.EventLogRecord) -> tuple[float, str] | None:
     """For a materialization that landed events: the newest event time it landed and
     that time as reported. The time is never later than the landing itself, so one
@@ -254,12 +263,7 @@ def _landed(record: dg.EventLogRecord) -> tuple[float, str] | None:
     mat = record.asset_materialization
     if mat is None:
         return None
-    events = mat.metadata.get("events")
-    try:
-        landed = int(events.value) if events is not None else 0  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        landed = 0
-    if landed <= 0:
+    if _count(mat, "events") <= 0 and _count(mat, LAKE_OBJECTS_KEY) <= 0:
         return None
     newest = mat.metadata.get("newest_event")
     text = str(newest.value) if newest is not None else ""

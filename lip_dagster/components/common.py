@@ -48,6 +48,12 @@ def source_tags(name: str, pattern: str) -> dict[str, str]:
     return {SOURCE_TAG: name, "lip/pattern": pattern}
 
 
+LAKE_OBJECTS_KEY = "lake_objects"
+"""Materialization metadata of a lake-layout source's registration: objects the
+producer wrote (their event count is unknown without reading them). The alert
+sensor counts such a materialization as a landing, as it counts ``events``."""
+
+
 def iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None
 

@@ -537,9 +537,15 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
         last = partition_start(hour_of(now)) + timedelta(hours=1)
         events = []
         for info, hour in plan.register:
-            if not first <= partition_start(hour) <= last:
+            start = partition_start(hour)
+            if not first <= start <= last:
                 log.warning("%s: %s is outside the partitions, not registered", self.name, info.key)
                 continue
+            # Unread, the object's events are known only to be no newer than the end of
+            # its hour and than the object itself: enough for freshness on data, so a
+            # producer that stops writing pages like any other dead source, and one
+            # writing last week's hours does not look fresh.
+            newest = min(start + timedelta(hours=1), info.last_modified or now, now)
             events.append(
                 dg.AssetMaterialization(
                     asset_key=asset_key,
@@ -549,6 +555,8 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
                         "object": finder.objects.describe(info.key),
                         "bytes_gzip": info.size if info.size is not None else "unknown",
                         "registered_at": common.iso(now) or "",
+                        common.LAKE_OBJECTS_KEY: 1,
+                        "newest_event": common.iso(newest) or "",
                     },
                 )
             )

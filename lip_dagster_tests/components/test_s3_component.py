@@ -188,6 +188,47 @@ def test_lake_layout_objects_are_registered_without_a_run(home: Path, monkeypatc
     assert again.asset_events == []  # a key seen again is not registered again
 
 
+def test_a_lake_layout_source_that_stops_writing_pages_like_any_other(
+    home: Path, monkeypatch
+) -> None:
+    """Registered objects are landings for the alert sensor's freshness on data: a
+    producer writing into the lake layout is fresh while it writes, and its page opens
+    once it stops, like any collected source."""
+    from lip_dagster.alerts import health
+    from lip_dagster.components.s3 import S3Source
+
+    monkeypatch.setenv("T_BUCKET", "unused-on-embedded")
+    component = S3Source(name="partner", lake_layout=True, bucket_env="T_BUCKET")
+    lip = EmbeddedBackend(Settings.from_env())
+    built = dg.Definitions.merge(
+        component.build_defs(dg.ComponentTree.for_test().load_context),
+        dg.Definitions(resources={"lip": lip}),
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    spec = next(s for s in health.declared_sources(built.get_repository_def()))
+    assert spec.name == "partner" and spec.fail_window is not None
+    written = datetime.now(UTC)
+    key = object_key("partner", hour_of(written), written, str(uuid.uuid4()))
+    write_object(
+        home / "landing" / "partner",
+        key,
+        compress(b'{"a":1,"_lip":{"source":"partner","id":"1"}}\n'),
+    )
+    result = built.resolve_sensor_def("partner_arrivals").evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources={"lip": lip}, definitions=built)
+    )
+    for event in result.asset_events:
+        if isinstance(event, dg.AssetMaterialization):
+            instance.report_runless_asset_event(event)
+
+    now = written.timestamp() + 60
+    assert health.source_health(instance, spec, lip, now=now).freshness == "pass"
+    later = now + spec.fail_window.total_seconds() + 3600
+    stale = health.source_health(instance, spec, lip, now=later)
+    assert stale.freshness == "fail"
+    assert stale.last_landed_at is not None
+
+
 def test_missing_bucket_variable_names_itself_when_a_tick_needs_it(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
