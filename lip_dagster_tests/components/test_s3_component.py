@@ -47,6 +47,23 @@ def now_hour() -> str:
     return hour_of(datetime.now(UTC))
 
 
+def lake_layout_partner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[EmbeddedBackend, dg.Definitions]:
+    """A producer ``partner`` writing lake objects into its landing directory, as one
+    S3Source block declares it, with the embedded backend."""
+    from lip_dagster.components.s3 import S3Source
+
+    monkeypatch.setenv("T_BUCKET", "unused-on-embedded")
+    component = S3Source(name="partner", lake_layout=True, bucket_env="T_BUCKET")
+    lip = EmbeddedBackend(Settings.from_env())
+    built = dg.Definitions.merge(
+        component.build_defs(dg.ComponentTree.for_test().load_context),
+        dg.Definitions(resources={"lip": lip}),
+    )
+    return lip, built
+
+
 def test_definitions_hold_the_three_s3_sources(home: Path) -> None:
     d = defs()
     graph = d.resolve_asset_graph()
@@ -153,15 +170,7 @@ def test_a_bad_object_turns_the_check_red_and_the_run_goes_on(home: Path) -> Non
 
 
 def test_lake_layout_objects_are_registered_without_a_run(home: Path, monkeypatch) -> None:
-    from lip_dagster.components.s3 import S3Source
-
-    monkeypatch.setenv("T_BUCKET", "unused-on-embedded")
-    component = S3Source(name="partner", lake_layout=True, bucket_env="T_BUCKET")
-    lip = EmbeddedBackend(Settings.from_env())
-    built = dg.Definitions.merge(
-        component.build_defs(dg.ComponentTree.for_test().load_context),
-        dg.Definitions(resources={"lip": lip}),
-    )
+    lip, built = lake_layout_partner(monkeypatch)
     sensor = built.resolve_sensor_def("partner_arrivals")
     root = home / "landing" / "partner"
     hour = now_hour()
@@ -195,15 +204,8 @@ def test_a_lake_layout_source_that_stops_writing_pages_like_any_other(
     producer writing into the lake layout is fresh while it writes, and its page opens
     once it stops, like any collected source."""
     from lip_dagster.alerts import health
-    from lip_dagster.components.s3 import S3Source
 
-    monkeypatch.setenv("T_BUCKET", "unused-on-embedded")
-    component = S3Source(name="partner", lake_layout=True, bucket_env="T_BUCKET")
-    lip = EmbeddedBackend(Settings.from_env())
-    built = dg.Definitions.merge(
-        component.build_defs(dg.ComponentTree.for_test().load_context),
-        dg.Definitions(resources={"lip": lip}),
-    )
+    lip, built = lake_layout_partner(monkeypatch)
     instance = dg.DagsterInstance.ephemeral()
     spec = next(s for s in health.declared_sources(built.get_repository_def()))
     assert spec.name == "partner" and spec.fail_window is not None
@@ -407,14 +409,7 @@ def test_a_backfill_of_an_hour_fails_saying_how_s3_sources_are_collected(
 def test_a_backfill_of_a_lake_layout_source_fails_instead_of_turning_green(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lip_dagster.components.s3 import S3Source
-
-    monkeypatch.setenv("T_BUCKET", "unused-on-embedded")
-    component = S3Source(name="partner", lake_layout=True, bucket_env="T_BUCKET")
-    built = dg.Definitions.merge(
-        component.build_defs(dg.ComponentTree.for_test().load_context),
-        dg.Definitions(resources={"lip": EmbeddedBackend(Settings.from_env())}),
-    )
+    _, built = lake_layout_partner(monkeypatch)
     instance = dg.DagsterInstance.ephemeral()
     run = ui_backfill(built, "partner", instance)
     assert not run.success
