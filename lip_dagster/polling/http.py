@@ -88,6 +88,18 @@ class WholeRequestTimeout(httpx.ReadTimeout):
         self.status = status
 
 
+def _stop_unless_retryable(
+    source: str, endpoint: str, status: int, detail: str, throttle_statuses: frozenset[int]
+) -> None:
+    """Raise for an answer no retry can change: 401/403 (unless this vendor throttles
+    with them) as ``VendorAuthError``, other statuses outside ``RETRY_STATUSES`` as
+    ``VendorError``."""
+    if status in (401, 403) and status not in throttle_statuses:
+        raise VendorAuthError(source, endpoint, status, detail)
+    if status not in RETRY_STATUSES and status not in throttle_statuses:
+        raise VendorError(source, endpoint, status, detail)
+
+
 class _UnreadableBody(Exception):
     """The answer arrived but its body could not be read (a corrupt gzip, say)."""
 
@@ -333,7 +345,13 @@ class HttpClient:
                 failure = _Failure(None, f"connection failed ({type(exc).__name__})", False)
                 wait = self.retry.backoff(attempt, self.rng)
             except _UnreadableBody as exc:
-                failure = _Failure(exc.status, exc.detail, throttled=False)
+                # what the status says counts, read or not: a 401 is a refusal even
+                # when its error page arrives garbled, and a 404 is never worth a retry
+                if exc.status not in ok_statuses:
+                    _stop_unless_retryable(
+                        source, endpoint, exc.status, exc.detail, throttle_statuses
+                    )
+                failure = _Failure(exc.status, exc.detail, exc.status in throttle_statuses)
                 wait = self.retry.backoff(attempt, self.rng)
             except httpx.RequestError as exc:
                 # the rest of httpx's request errors (too many redirects, say; a body
@@ -347,10 +365,7 @@ class HttpClient:
                     self._note_pace(resp, url)
                     return resp
                 detail = _error_summary(resp)
-                if status in (401, 403) and status not in throttle_statuses:
-                    raise VendorAuthError(source, endpoint, status, detail)
-                if status not in RETRY_STATUSES and status not in throttle_statuses:
-                    raise VendorError(source, endpoint, status, detail)
+                _stop_unless_retryable(source, endpoint, status, detail, throttle_statuses)
                 throttled = status in throttle_statuses
                 if throttled:
                     self.throttled += 1

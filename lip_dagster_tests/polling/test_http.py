@@ -445,13 +445,41 @@ def test_an_outage_ending_the_attempts_still_fails_after_a_throttle() -> None:
 # ---------------------------------------------------------------- a body that cannot be read
 
 
-def corrupt() -> httpx.Response:
-    """A 200 whose gzip body is damaged, decoded only as it is read (as off the wire)."""
+def corrupt(status: int = 200) -> httpx.Response:
+    """An answer whose gzip body is damaged, decoded only as it is read (as off the
+    wire)."""
     return httpx.Response(
-        200,
+        status,
         headers={"Content-Encoding": "gzip"},
         stream=httpx.ByteStream(b"\x1f\x8b\x08\x00garbage-not-gzip"),
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(401, VendorAuthError), (403, VendorAuthError), (404, VendorError)]
+)
+def test_a_refusal_with_a_garbled_body_is_not_retried(status: int, error: type) -> None:
+    """The status decides, read or not: a revoked token whose error page arrives
+    garbled fails at once as a refusal (the on-call fixes the credential), instead of
+    being retried as if the vendor were down."""
+    clock = Clock()
+    sent: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(1)
+        return corrupt(status)
+
+    c = HttpClient(
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(max_attempts=4),
+        sleep=clock.sleep,
+        clock=clock.time,
+    )
+    with pytest.raises(error) as ei:
+        c.request("okta", "logs", "GET", "https://x/a")
+    assert type(ei.value) is error and ei.value.status == status
+    assert "could not be decoded" in str(ei.value)
+    assert len(sent) == 1
 
 
 def test_a_corrupt_gzip_body_is_retried_then_fails_naming_source_and_endpoint() -> None:
