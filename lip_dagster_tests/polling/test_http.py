@@ -463,45 +463,23 @@ def test_a_refusal_with_a_garbled_body_is_not_retried(status: int, error: type) 
     garbled fails at once as a refusal (the on-call fixes the credential), instead of
     being retried as if the vendor were down."""
     clock = Clock()
-    sent: list[int] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(1)
-        return corrupt(status)
-
-    c = HttpClient(
-        transport=httpx.MockTransport(handler),
-        retry=RetryPolicy(max_attempts=4),
-        sleep=clock.sleep,
-        clock=clock.time,
-    )
+    c = client([corrupt(status)], clock, retry=RetryPolicy(max_attempts=4))
     with pytest.raises(error) as ei:
         c.request("okta", "logs", "GET", "https://x/a")
     assert type(ei.value) is error and ei.value.status == status
     assert "could not be decoded" in str(ei.value)
-    assert len(sent) == 1
+    assert clock.slept == []  # no retry
 
 
 def test_a_corrupt_gzip_body_is_retried_then_fails_naming_source_and_endpoint() -> None:
     clock = Clock()
-    sent: list[int] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(1)
-        return corrupt()
-
-    c = HttpClient(
-        transport=httpx.MockTransport(handler),
-        retry=RetryPolicy(max_attempts=3),
-        sleep=clock.sleep,
-        clock=clock.time,
-    )
+    c = client([corrupt() for _ in range(3)], clock, retry=RetryPolicy(max_attempts=3))
     with pytest.raises(VendorError) as ei:
         c.request("onepassword", "auditevents", "POST", "https://x/a")
     msg = str(ei.value)
     assert "'onepassword'" in msg and "'auditevents'" in msg
     assert "could not be decoded" in msg and "gave up after 3 attempts" in msg
-    assert len(sent) == 3
+    assert len(clock.slept) == 2  # three attempts
 
 
 def test_a_corrupt_body_that_heals_on_retry_is_read() -> None:
