@@ -119,7 +119,16 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
     )
     start_date: str = "2026-01-01-00:00"
     sensor_seconds: int = 60
-    keys_per_run: int = 20
+    keys_per_run: int = Field(
+        default=20,
+        description="objects per transcoding run; more when a tick finds more than "
+        "keys_per_run x max_runs_per_tick",
+    )
+    max_runs_per_tick: int = Field(
+        default=2,
+        description="runs one tick requests for new objects at most: a source's runs go "
+        "one at a time, so a backlog lands in a few large runs, not many small ones",
+    )
     max_keys_per_tick: int = Field(
         default=500,
         description="objects taken per tick, and at most this many waiting for their runs",
@@ -190,6 +199,15 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             f"launch the job {self.name}_transcode with run config "
             f"`ops: {{{self.name}: {{config: {{keys: [<object key>, ...]}}}}}}`"
         )
+
+    def run_size(self, found: int) -> int:
+        """Objects per run for ``found`` new objects: ``keys_per_run``, or more, so a
+        tick requests at most ``max_runs_per_tick`` runs. A source's runs go one at a
+        time (the ``lip/source`` limit) and each pays its launch (on ECS a task start,
+        tens of seconds), so a backlog of 500 objects in 25 runs of 20 took 25 launches
+        to clear and an organization trail fell further behind every hour; in 2 runs of
+        250 it takes two. An object that cannot be read still fails only itself."""
+        return max(self.keys_per_run, -(-found // self.max_runs_per_tick))
 
     def not_by_hour(self, partition: str | None) -> str:
         """Why a run without keys and without ``lip/mode=poll`` does nothing honest."""
@@ -400,7 +418,8 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
                     stable_id=quarantine_id(self.name, key, versions.get(key, ""), "rejected"),
                 )
                 quarantined += 1
-            for keys in batches([info.key for info in plan.transcode], self.keys_per_run):
+            found = [info.key for info in plan.transcode]
+            for keys in batches(found, self.run_size(len(found))):
                 batch = Batch(
                     id=batch_id(self.name, {k: versions[k] for k in keys}),
                     keys=keys,
@@ -581,13 +600,14 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
         fmt = self.vendor_format()  # unknown formats and options fail at load
         if (
             self.keys_per_run < 1
+            or self.max_runs_per_tick < 1
             or self.max_keys_per_tick < 1
             or self.max_batch_runs < 1
             or self.settle_seconds < 0
         ):
             raise ConfigError(
-                f"source {name!r}: keys_per_run, max_keys_per_tick and max_batch_runs must "
-                "be >= 1, settle_seconds >= 0"
+                f"source {name!r}: keys_per_run, max_runs_per_tick, max_keys_per_tick and "
+                "max_batch_runs must be >= 1, settle_seconds >= 0"
             )
         partitions = common.hourly_partitions(self.start_date)
         tags = common.source_tags(name, PATTERN)

@@ -325,6 +325,43 @@ def launch(built: dg.Definitions, instance, req: dg.RunRequest) -> dg.ExecuteInP
     )
 
 
+def test_a_backlog_lands_in_a_few_large_runs_not_many_small_ones(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source's runs go one at a time and each pays its launch: an organization
+    trail's 120 new objects must not wait for six launches in a row."""
+    root = home / "landing" / "cloudtrail"
+    when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    stamp = when.strftime("%Y%m%dT%H%MZ")
+    for i in range(120):
+        account = f"{100000000000 + i}"
+        key = (
+            f"AWSLogs/o-abc123/{account}/CloudTrail/us-east-1/{when:%Y/%m/%d}/"
+            f"{account}_CloudTrail_us-east-1_{stamp}_{i:016d}.json.gz"
+        )
+        write_object(root, key, trail_file(cloudtrail_records(2, when, seed=i)))
+    _, built, lip, instance = small_source(home, monkeypatch, keys_per_run=20)
+    first = tick(built, lip, instance)
+    sizes = [len(r.run_config["ops"]["cloudtrail"]["config"]["keys"]) for r in first.run_requests]
+    assert sizes == [60, 60]
+    for req in first.run_requests:
+        assert launch(built, instance, req).success
+    assert len(set(lake_ids(home, "cloudtrail"))) == 240
+    assert tick(built, lip, instance, first.cursor).run_requests == []
+
+
+def test_a_trickle_keeps_runs_of_keys_per_run(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = home / "landing" / "cloudtrail"
+    when = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for i in range(30):
+        key = f"AWSLogs/111122223333/CloudTrail/us-east-1/{when:%Y/%m/%d}/t{i:03d}.json.gz"
+        write_object(root, key, trail_file(cloudtrail_records(1, when, seed=i)))
+    _, built, lip, instance = small_source(home, monkeypatch, keys_per_run=20)
+    first = tick(built, lip, instance)
+    sizes = [len(r.run_config["ops"]["cloudtrail"]["config"]["keys"]) for r in first.run_requests]
+    assert sizes == [20, 10]
+
+
 def test_a_run_that_fails_past_its_retries_loses_nothing(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
