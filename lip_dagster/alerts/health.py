@@ -87,6 +87,9 @@ class SourceHealth:
     last_run_id: str | None = None
     last_run_at: float | None = None
     failing_checks: list[str] = field(default_factory=list)
+    # of failing_checks, those whose failure Dagster records at WARN severity
+    # (coverage): they page at warn, as they show in the UI
+    warning_checks: list[str] = field(default_factory=list)
     # content checks only: the hours whose latest finished execution failed
     failing_partitions: dict[str, list[str | None]] = field(default_factory=dict)
     # content checks only: failing hours beyond those listed (kept small in the cursor)
@@ -365,24 +368,33 @@ def _last_finished_run(instance: dg.DagsterInstance, spec: SourceSpec) -> dg.Run
     return max(found, key=_finished_at, default=None)
 
 
-def _source_wide_failures(instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]) -> list[str]:
+def _source_wide_failures(
+    instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]
+) -> dict[str, bool]:
     """Checks about the source as a whole (its AWS resources, dead letters, coverage):
     the newest finished execution on any hour is the answer. A PLANNED record (a run
     still going, or one that failed before its checks ran) says nothing, so the result
-    before it stands."""
+    before it stands. Returns the failing checks, each with whether its failure is at
+    WARN severity."""
     if not keys:
-        return []
+        return {}
     storage = instance.event_log_storage
     latest = storage.get_latest_asset_check_execution_by_key(keys)
-    failing = []
+    failing: dict[str, bool] = {}
     for key in keys:
         record = latest.get(key)
         if record is not None and record.status not in _FINISHED_CHECK:
             found = storage.get_asset_check_execution_history(key, limit=1, status=_FINISHED_CHECK)
             record = found[0] if found else None
         if record is not None and record.status == _FAILED:
-            failing.append(key.name)
+            failing[key.name] = _at_warn(record)
     return failing
+
+
+def _at_warn(record: AssetCheckExecutionRecord) -> bool:
+    """Whether a failed execution was recorded at WARN severity (ERROR if unknown)."""
+    evaluation = record.event.dagster_event.event_specific_data if record.event else None
+    return getattr(evaluation, "severity", None) == dg.AssetCheckSeverity.WARN
 
 
 def _executions_after(
@@ -615,9 +627,7 @@ def source_health(
         h.last_run_id = rec.dagster_run.run_id
         h.last_run_at = _finished_at(rec)
     content = {k.name for k in spec.check_keys if k.name in CONTENT_CHECK_NAMES}
-    failing = set(
-        _source_wide_failures(instance, [k for k in spec.check_keys if k.name not in content])
-    )
+    failing = _source_wide_failures(instance, [k for k in spec.check_keys if k.name not in content])
     for name in set(mem.checks) - content:  # a check no longer declared
         del mem.checks[name]
     for key in spec.check_keys:
@@ -632,6 +642,8 @@ def source_health(
                     h.unlisted_partitions[key.name] = unlisted
         elif key.name in failing:
             h.failing_checks.append(key.name)
+            if failing[key.name]:
+                h.warning_checks.append(key.name)
     if lip is not None and spec.pattern == "webhook":
         try:
             depth = lip.buffer.depth(spec.name)

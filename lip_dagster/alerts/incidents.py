@@ -175,7 +175,8 @@ def problems_of(h: SourceHealth, now: float) -> list[Problem]:
                 f"{h.source}: asset check {check} failed; its metadata says what is wrong "
                 "and how to fix it."
             )
-        out.append(Problem(f"check|{h.source}:{check}", "check", h.source, "fail", message))
+        severity = "warn" if check in h.warning_checks else "fail"
+        out.append(Problem(f"check|{h.source}:{check}", "check", h.source, severity, message))
     if h.dlq_depth:
         out.append(
             Problem(

@@ -110,11 +110,11 @@ def source_checks(
         ) -> Iterator[dg.AssetCheckResult]:
             wanted = {c.name for c in content}
             encryption = "sam_object_encryption" in wanted
-            found: dict[str, list[CheckOutcome]] = {}
+            found: dict[str, list[tuple[str, CheckOutcome]]] = {}
             for partition in partitions_written(context, asset_key):
                 for outcome in content_outcomes(lip, source, partition, encryption=encryption):
                     if outcome.name in wanted:
-                        found.setdefault(outcome.name, []).append(outcome)
+                        found.setdefault(outcome.name, []).append((partition, outcome))
             for outcomes in found.values():
                 yield check_result(combined(outcomes), asset_key)
 
@@ -155,15 +155,20 @@ def partitions_written(context: dg.AssetCheckExecutionContext, asset_key: dg.Ass
     return [own, *sorted(written - {own})]
 
 
-def combined(outcomes: list[CheckOutcome]) -> CheckOutcome:
-    """One check's outcomes over several partitions as one result (a check reports
-    once per run): the first failure, naming every failing partition, or the run's
-    own partition's pass with the others counted."""
+def combined(checked: list[tuple[str, CheckOutcome]]) -> CheckOutcome:
+    """One check's outcomes over several partitions (each with the partition it
+    checked) as one result (a check reports once per run): the first failure, naming
+    every failing partition, or the run's own partition's pass with the others
+    counted. The partitions come from the caller, not from each outcome's metadata:
+    an outcome about something other than the objects (the source's KMS key missing)
+    names no partition, and an hour recorded as "" never passes again, so its
+    incident would never resolve."""
+    partitions = [p for p, _ in checked]
+    outcomes = [o for _, o in checked]
     failing = [o for o in outcomes if not o.passed]
     first = failing[0] if failing else outcomes[0]
     if len(outcomes) == 1:
         return first
-    partitions = [str(o.metadata.get("partition", "")) for o in outcomes]
     meta = {**first.metadata, "partitions_checked": partitions}
     if not failing:
         summary = f"{first.summary} (and {len(outcomes) - 1} more partitions written by this run)"
@@ -191,10 +196,10 @@ def content_check(
     def _check(
         context: dg.AssetCheckExecutionContext, lip: dg.ResourceParam[Backend]
     ) -> dg.AssetCheckResult:
-        outcomes = [
-            content_outcomes(lip, source, partition, encryption=False)[0]
+        checked = [
+            (partition, content_outcomes(lip, source, partition, encryption=False)[0])
             for partition in partitions_written(context, asset_key)
         ]
-        return check_result(combined(outcomes))
+        return check_result(combined(checked))
 
     return _check

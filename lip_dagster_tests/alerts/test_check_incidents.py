@@ -20,13 +20,23 @@ from lip_dagster.simulator import VendorSimulator
 from .conftest import Stub, lip_status_exit_code, opened, poll, resolved, route_alerts_to, tick
 
 
-def evaluate(instance: dg.DagsterInstance, check: str, partition: str, passed: bool) -> None:
+def evaluate(
+    instance: dg.DagsterInstance,
+    check: str,
+    partition: str,
+    passed: bool,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> None:
     """A check result on one hour of okta, as a run of its own reports it."""
     instance.report_dagster_event(
         dg.DagsterEvent(
             event_type_value=dg.DagsterEventType.ASSET_CHECK_EVALUATION.value,
             event_specific_data=dg.AssetCheckEvaluation(
-                asset_key=dg.AssetKey("okta"), check_name=check, passed=passed, partition=partition
+                asset_key=dg.AssetKey("okta"),
+                check_name=check,
+                passed=passed,
+                partition=partition,
+                severity=severity,
             ),
             job_name="okta_poll",
         ),
@@ -65,6 +75,23 @@ def test_a_failing_hour_stays_open_until_that_hour_passes(
     assert lip_status_exit_code(d, instance, monkeypatch) == 0
     page = next(b for _, b in stub.received if b["incident"] == "check|okta:lake_content")
     assert f"failed on {broken}" in page["message"]  # the page says which hour to repair
+
+
+def test_a_check_dagster_shows_as_a_warning_pages_as_a_warning(
+    lip_home: Path, stub: Stub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """coverage fails at WARN in Dagster (hours not yet read in full): its page is a
+    warning, and `lip status` does not call the source failing for it alone."""
+    route_alerts_to(stub, monkeypatch)
+    d, instance = defs(), dg.DagsterInstance.ephemeral()
+    hour = datetime.now(UTC).strftime("%Y-%m-%d-%H:00")
+    evaluate(instance, "coverage", hour, passed=False, severity=dg.AssetCheckSeverity.WARN)
+    tick(d, instance, None)
+    page = next(b for _, b in stub.received if b["incident"] == "check|okta:coverage")
+    assert page["severity"] == "warn"
+    assert lip_status_exit_code(d, instance, monkeypatch) == 0
+    evaluate(instance, "sam_kms_key_state", hour, passed=False)
+    assert lip_status_exit_code(d, instance, monkeypatch) == 2
 
 
 def test_a_run_that_fails_before_its_checks_neither_resolves_nor_repages(

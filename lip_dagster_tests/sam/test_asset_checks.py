@@ -172,6 +172,21 @@ def test_content_checks_cover_every_hour_the_run_wrote(lip_home: object) -> None
     assert "not valid gzip" in (ev.description or "")
 
 
+def test_a_failure_about_no_object_names_the_hours_it_failed() -> None:
+    """The encryption check fails without looking at objects when the source's KMS key
+    is gone; its result names no partition. The hours must still be named: an hour
+    recorded as "" never passes again, and its page would never resolve."""
+    from lip_dagster.components.checks import combined
+    from lip_dagster.sam.checks import CheckOutcome
+
+    gone = CheckOutcome(
+        "sam_object_encryption", "okta", False, "KMS key alias/lip-okta does not exist", "fix"
+    )
+    result = combined([(PARTITION, gone), ("2026-03-01-09:00", gone)])
+    assert result.metadata["failing_partitions"] == [PARTITION, "2026-03-01-09:00"]
+    assert result.metadata["partitions_checked"] == [PARTITION, "2026-03-01-09:00"]
+
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_content_check_alone_still_works(lip_home: object, gz: bool) -> None:
     backend = backend_from_env()
