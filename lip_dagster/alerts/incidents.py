@@ -152,8 +152,9 @@ def problems_of(h: SourceHealth, now: float) -> list[Problem]:
                 "run",
                 h.source,
                 "fail",
-                f"{h.source}: the latest run {h.last_run_id} failed; its error names the "
-                "endpoint and HTTP status (Dagster UI, Runs).",
+                f"{h.source}: the latest run {h.last_run_id} failed; its error says what "
+                "failed (for a polling source, the endpoint and HTTP status): Dagster UI, "
+                "Runs, or `lip status --json`.",
             )
         )
     for check in h.failing_checks:

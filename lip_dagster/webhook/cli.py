@@ -10,6 +10,7 @@ lip webhook replay SOURCE                 move SOURCE's dead-lettered messages b
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from lip_dagster.errors import LipError
@@ -37,6 +38,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for note in backend.ensure_source(name):
             print(f"  {name}: {note}")
     app = app_for_backend(backend, specs)
+    # Why a delivery was refused (401 after a secret changed on one side, 415 from a
+    # vendor set to XML) is the first thing on-call needs, and the vendor's own UI
+    # rarely says: the receiver's refusals are logged at INFO, above the command
+    # line's default of WARNING. Never a header or a body, only source, status, reason.
+    receiver_log = logging.getLogger("lip_dagster.webhook.receiver")
+    if receiver_log.getEffectiveLevel() > logging.INFO:
+        receiver_log.setLevel(logging.INFO)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
     for name, spec in specs.items():
         print(f"  {name:<14} {spec.vendor:<16} POST http://{shown}:{args.port}/webhooks/{name}")

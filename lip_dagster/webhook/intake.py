@@ -321,7 +321,7 @@ class Intake:
             if self._failed is None:
                 # After a failed fsync the kernel may have dropped the pages it could
                 # not write: nothing committed can be called durable, so this process
-                # stops accepting (503, the vendor retries) until it is restarted.
+                # stops accepting (503: a vendor that retries sends it again) until it is restarted.
                 self._failed = (source, err)
                 log.error(
                     "webhook %s: the buffer could not be flushed to disk; refusing every "
