@@ -4,6 +4,7 @@ isolated LIP_HOME per test."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from lip_dagster.config import Settings
 from lip_dagster.demo import demo_env, write_secrets
 from lip_dagster.simulator import SimConfig, VendorSimulator
 from lip_dagster.simulator.processes import free_port
+from lip_dagster.state.aws import DynamoDedupeStore
+from lip_dagster.state.base import DedupeStore
+from lip_dagster.state.sqlite import SqliteDedupeStore
 
 AWS_REGION = "us-east-1"
 
@@ -70,6 +74,27 @@ def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def boto_session(aws_env: str) -> boto3.session.Session:
     return boto3.session.Session(region_name=AWS_REGION)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def dedupe_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[DedupeStore, str]]:
+    """A dedupe store of each backend (DynamoDB on the moto server), and a source name
+    of its own."""
+    source = f"t{uuid.uuid4().hex[:12]}"
+    dedupe: DedupeStore
+    if request.param == "sqlite":
+        dedupe = SqliteDedupeStore(tmp_path / "state.db")
+    else:
+        dynamo = DynamoDedupeStore(
+            session=request.getfixturevalue("boto_session"),
+            endpoint_url=request.getfixturevalue("moto_endpoint"),
+        )
+        dynamo.ensure(source)
+        dedupe = dynamo
+    yield dedupe, source
+    dedupe.close()
 
 
 @pytest.fixture

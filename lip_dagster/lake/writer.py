@@ -4,9 +4,11 @@ For a batch (a page) of events: give each its id and hour, add ``_lip``, group b
 hour, cut objects at a bound, and for each object with key K (DESIGN §4):
 
 1. claim each id as ``pending(K)`` in the dedupe store, dropping ids already landed
-   elsewhere (or pending under an object that exists: an earlier crash landed them,
-   so they are marked landed there); an id pending under an object that does not
-   exist moves to K only after that was checked;
+   in an object that is in the lake (or pending under an object that exists: an
+   earlier crash landed them, so they are marked landed there); an id pending, or
+   landed, under an object that does not exist moves to K only after that was
+   checked (a landed object is gone only if someone removed it: its events land
+   again);
 2. put object K holding the ids kept;
 3. mark them ``landed(K)``.
 
@@ -64,6 +66,7 @@ from lip_dagster.state.base import (
     DedupeStore,
     IdState,
     KeyResolution,
+    MovableStatus,
 )
 
 log = logging.getLogger(__name__)
@@ -592,19 +595,16 @@ class LakeWriter:
         """The part of a claimed chunk still to land, given the ids' prior states,
         and whether it must land under another key than ``key``."""
         keep: list[int] = []
+        landed_in: dict[str | None, list[int]] = {}
         landed_elsewhere: dict[str, list[DedupeKey]] = {}
         orphaned: dict[str | None, list[int]] = {}
         exists: dict[str, bool] = {}
-        key_holds_landed = False
         for i, k in enumerate(chunk.keys):
             st = prior.get(k)
             if st is None:
                 keep.append(i)
             elif st.status == "landed":
-                # in the lake already, this very object included: a page that
-                # overlaps the last one must not put (and report) it again
-                stats.duplicates += 1
-                key_holds_landed = key_holds_landed or st.object_key == key
+                landed_in.setdefault(st.object_key, []).append(i)
             elif st.object_key == key:
                 keep.append(i)  # pending here: this object is being retried
             elif (
@@ -619,18 +619,34 @@ class LakeWriter:
                 # pending under an object that is not in the lake (or, as just
                 # read, does not hold it): moved here only now that we looked
                 orphaned.setdefault(st.object_key, []).append(i)
+        # Landed ids are duplicates while the object holding them is in the lake,
+        # this very object included: a page that overlaps the last one must not put
+        # (and report) it again. One look per object, and only for pages that
+        # repeat ids. An object that is gone (moved out of the lake by hand, say)
+        # took its events with it: they land again, here. (An id landed under no
+        # known object cannot be looked for, and stays a duplicate.)
+        lost: dict[str, list[int]] = {}
+        key_holds_landed = False
+        for other, idxs in landed_in.items():
+            if other is None or self._exists(other, exists):
+                stats.duplicates += len(idxs)
+                key_holds_landed = key_holds_landed or other == key
+            else:
+                lost[other] = idxs
         for other_key, keys in landed_elsewhere.items():
             self.dedupe.mark_landed(source, keys, other_key)
         for other, idxs in orphaned.items():
-            wanted = [chunk.keys[i] for i in idxs]
-            moved = self.dedupe.reclaim(source, wanted, other, key)
-            if len(moved) != len(wanted):
-                raise LakeWriteError(
-                    f"source {source!r}: {len(wanted) - len(moved)} id(s) changed state while "
-                    f"this run claimed them for {key} (is another run landing this source?); "
-                    "nothing was put, and the next run retries them"
-                )
-            keep += idxs
+            keep += self._move(source, chunk, idxs, other, key, "pending")
+        for gone, idxs in lost.items():
+            log.warning(
+                "source %r: %d event(s) marked landed in %s, which is no longer in the "
+                "lake; landing them again in %s",
+                source,
+                len(idxs),
+                gone,
+                key,
+            )
+            keep += self._move(source, chunk, idxs, gone, key, "landed")
         keep.sort()
         kept = _pick(chunk, keep)
         if not key_holds_landed or not kept.keys or not self._exists(key, exists):
@@ -650,6 +666,28 @@ class LakeWriter:
         rest = _pick(kept, [i for i, h in enumerate(held) if not h])
         return rest, bool(rest.keys)
 
+    def _move(
+        self,
+        source: str,
+        chunk: _Chunk,
+        idxs: list[int],
+        from_key: str | None,
+        key: str,
+        status: MovableStatus,
+    ) -> list[int]:
+        """Move the ids at ``idxs`` from ``status(from_key)`` to ``pending(key)``, all
+        of them or fail the write: one that changed state since the claim read it
+        was taken by someone else."""
+        wanted = [chunk.keys[i] for i in idxs]
+        moved = self.dedupe.reclaim(source, wanted, from_key, key, from_status=status)
+        if len(moved) != len(wanted):
+            raise LakeWriteError(
+                f"source {source!r}: {len(wanted) - len(moved)} id(s) changed state while "
+                f"this run claimed them for {key} (is another run landing this source?); "
+                "nothing was put, and the next run retries them"
+            )
+        return idxs
+
     def _ids_in(self, key: str) -> set[tuple[bool, str]]:
         """What object ``key`` holds, as ``_held`` of each event's dedupe key: an
         object is one hour's events, so an id and whether its hour is the arrival
@@ -664,8 +702,18 @@ class LakeWriter:
             ) from exc
 
     def _exists(self, key: str, cache: dict[str, bool]) -> bool:
+        """Whether object ``key`` is in the lake, asked once per ``cache``. A lake
+        that cannot tell fails the write: taken as "absent", the events in that
+        object would land a second time."""
         if key not in cache:
-            cache[key] = self.lake.exists(key)
+            try:
+                cache[key] = self.lake.exists(key)
+            except LipError:
+                raise
+            except OSError as exc:
+                raise LakeWriteError(
+                    f"could not check whether lake object {key} exists: {exc}"
+                ) from exc
         return cache[key]
 
     def _put_and_mark(self, source: str, key: str, data: bytes, keys: list[DedupeKey]) -> None:

@@ -54,6 +54,7 @@ from lip_dagster.state.base import (
     DedupeKey,
     DedupeStore,
     IdState,
+    MovableStatus,
     SecretStore,
 )
 
@@ -629,17 +630,37 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
         return report
 
     def reclaim(
-        self, source: str, keys: Sequence[DedupeKey], from_key: str | None, object_key: str
+        self,
+        source: str,
+        keys: Sequence[DedupeKey],
+        from_key: str | None,
+        object_key: str,
+        *,
+        from_status: MovableStatus = "pending",
     ) -> list[DedupeKey]:
+        """As ``DedupeStore.reclaim``: one conditional update per id, on the status
+        and the object key it was read with (an absent item fails the condition and
+        is not created)."""
+        if from_status not in ("pending", "landed"):
+            raise StateError(f"reclaim moves pending or landed ids, not {from_status!r} ones")
         table = self.table_name(source)
         unique = list(dict.fromkeys(keys))
         expires = self._expires()
-        if from_key is None:
-            condition = "#s = :pending AND attribute_not_exists(#k)"
-            values: dict[str, Any] = {}
+        values: dict[str, Any] = {
+            ":pending": {"S": "pending"},
+            ":key": {"S": object_key},
+            ":exp": {"N": expires},
+        }
+        if from_status == "pending":
+            condition = "#s = :pending"
         else:
-            condition = "#s = :pending AND #k = :from"
-            values = {":from": {"S": from_key}}
+            condition = "#s = :from_status"
+            values[":from_status"] = {"S": from_status}
+        if from_key is None:
+            condition += " AND attribute_not_exists(#k)"
+        else:
+            condition += " AND #k = :from"
+            values[":from"] = {"S": from_key}
 
         def move(key: DedupeKey) -> bool:
             return _conditionally(
@@ -647,15 +668,10 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
                 self._client.update_item,
                 TableName=table,
                 Key={"id": {"S": self._id(key)}},
-                UpdateExpression="SET #k = :key, #e = :exp",
+                UpdateExpression="SET #s = :pending, #k = :key, #e = :exp",
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#s": "status", "#k": "object_key", "#e": "expires_at"},
-                ExpressionAttributeValues={
-                    ":pending": {"S": "pending"},
-                    ":key": {"S": object_key},
-                    ":exp": {"N": expires},
-                    **values,
-                },
+                ExpressionAttributeValues=values,
             )
 
         return [k for k, ok in zip(unique, self._run(move, unique), strict=True) if ok]

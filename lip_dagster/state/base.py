@@ -68,6 +68,8 @@ class CursorStore(ABC):
 # ----------------------------------------------------------------------------- dedupe
 
 IdStatus = Literal["accepted", "pending", "landed"]
+MovableStatus = Literal["pending", "landed"]
+"""The states ``DedupeStore.reclaim`` moves an id from."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,8 @@ class DedupeStore(ABC):
         """Make every key that is absent or ``accepted`` ``pending(object_key)``.
 
         Returns the state of the keys the caller must look at, which this call left
-        as they were: those ``landed`` (drop them) and those ``pending`` under a
+        as they were: those ``landed`` (drop them while their object is in the lake;
+        if it is gone, ``reclaim`` them from ``landed``) and those ``pending`` under a
         different object key K' (if K' is in the lake, an earlier run landed them
         and crashed before marking: mark them ``landed(K')``; if not, ``reclaim``
         them). Keys absent from the result are now ``pending(object_key)``.
@@ -151,12 +154,24 @@ class DedupeStore(ABC):
 
     @abstractmethod
     def reclaim(
-        self, source: str, keys: Sequence[DedupeKey], from_key: str | None, object_key: str
+        self,
+        source: str,
+        keys: Sequence[DedupeKey],
+        from_key: str | None,
+        object_key: str,
+        *,
+        from_status: MovableStatus = "pending",
     ) -> list[DedupeKey]:
         """Move keys still ``pending(from_key)`` to ``pending(object_key)``, once the
         caller has seen that object ``from_key`` is not in the lake (or does not
         hold them). Compare-and-set per key: returns the keys moved; a key that
-        changed state meanwhile is left alone and not returned."""
+        changed state meanwhile is left alone and not returned.
+
+        With ``from_status="landed"`` the keys moved are those still
+        ``landed(from_key)``, however the store recorded that (per id, or through a
+        mark of the whole object): the caller saw that object ``from_key`` is no
+        longer in the lake (removed by hand, say), so its events must land again.
+        ``from_key`` may equal ``object_key``: the object is written again."""
 
     @abstractmethod
     def mark_landed(self, source: str, keys: Sequence[DedupeKey], object_key: str) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -53,6 +54,7 @@ from lip_dagster.state.base import (
     IdState,
     IdStatus,
     KeyResolution,
+    MovableStatus,
 )
 
 __all__ = [
@@ -801,8 +803,20 @@ class SqliteDedupeStore(DedupeStore):
         return report
 
     def reclaim(
-        self, source: str, keys: Sequence[DedupeKey], from_key: str | None, object_key: str
+        self,
+        source: str,
+        keys: Sequence[DedupeKey],
+        from_key: str | None,
+        object_key: str,
+        *,
+        from_status: MovableStatus = "pending",
     ) -> list[DedupeKey]:
+        """As ``DedupeStore.reclaim``. The stored state compared is the one an id
+        reads as, so an id landed through its object's whole mark moves too; its
+        row then points at ``object_key`` and no longer at that mark."""
+        if from_status not in ("pending", "landed"):
+            raise StateError(f"reclaim moves pending or landed ids, not {from_status!r} ones")
+        wanted = _STATUS_CODE[from_status]
         unique = self._unique(source, keys)
         if not unique:
             return []
@@ -810,8 +824,16 @@ class SqliteDedupeStore(DedupeStore):
         moved: list[DedupeKey] = []
         with self._write_lock, self._db.write(f"reclaiming ids of source {source!r}") as conn:
             oid, _ = self._object_id(conn, object_key, unique, expires)
+            mark = conn.execute(
+                "SELECT claim_expires FROM lip_dedupe_landed WHERE object_id = ?", (oid,)
+            ).fetchone()
+            if mark is not None and mark[0] == expires:
+                # A row reads landed when it is pending under a marked object with the
+                # mark's expires_at: a moved row must read pending until it is marked
+                # itself (the same instant twice: a coarse or a test clock).
+                expires = math.nextafter(expires, math.inf)
             for key, (status, _old_id, old_key) in self._states(conn, source, unique).items():
-                if status == _PENDING and old_key == from_key:
+                if status == wanted and old_key == from_key:
                     moved.append(key)
             conn.executemany(
                 "UPDATE lip_dedupe SET status = ?, object_id = ?, expires_at = ? "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,25 +26,8 @@ def keys(n: int, hour: str = H1) -> list[DedupeKey]:
     return [DedupeKey(hour, f"evt-{uuid.uuid4().hex}") for _ in range(n)]
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[DedupeStore, str]]:
-    source = f"t{uuid.uuid4().hex[:12]}"
-    dedupe: DedupeStore
-    if request.param == "sqlite":
-        dedupe = SqliteDedupeStore(tmp_path / "state.db")
-    else:
-        dynamo = DynamoDedupeStore(
-            session=request.getfixturevalue("boto_session"),
-            endpoint_url=request.getfixturevalue("moto_endpoint"),
-        )
-        dynamo.ensure(source)
-        dedupe = dynamo
-    yield dedupe, source
-    dedupe.close()
-
-
-def test_accept_tells_new_ids_from_duplicates(store: tuple[DedupeStore, str]) -> None:
-    dedupe, source = store
+def test_accept_tells_new_ids_from_duplicates(dedupe_store: tuple[DedupeStore, str]) -> None:
+    dedupe, source = dedupe_store
     a, b, c = keys(3)
     assert dedupe.accept(source, [a, b]) == [True, True]
     # A redelivery of b, and c twice in one request: only the first c is new.
@@ -57,18 +40,18 @@ def test_accept_tells_new_ids_from_duplicates(store: tuple[DedupeStore, str]) ->
 
 
 def test_the_same_event_id_in_another_hour_or_source_is_another_id(
-    store: tuple[DedupeStore, str],
+    dedupe_store: tuple[DedupeStore, str],
 ) -> None:
-    dedupe, source = store
+    dedupe, source = dedupe_store
     assert dedupe.accept(source, [DedupeKey(H1, "e1")]) == [True]
     assert dedupe.accept(source, [DedupeKey(H2, "e1")]) == [True]
     assert dedupe.accept(source, [DedupeKey(H1, "e1")]) == [False]
 
 
 def test_a_clean_claim_reports_nothing_and_leaves_ids_pending(
-    store: tuple[DedupeStore, str],
+    dedupe_store: tuple[DedupeStore, str],
 ) -> None:
-    dedupe, source = store
+    dedupe, source = dedupe_store
     fresh = keys(3)
     accepted = keys(2)
     dedupe.accept(source, accepted)
@@ -79,9 +62,9 @@ def test_a_clean_claim_reports_nothing_and_leaves_ids_pending(
 
 
 def test_claiming_again_under_the_same_object_key_is_idempotent(
-    store: tuple[DedupeStore, str],
+    dedupe_store: tuple[DedupeStore, str],
 ) -> None:
-    dedupe, source = store
+    dedupe, source = dedupe_store
     batch = keys(4)
     assert dedupe.claim(source, batch, K1) == {}
     assert dedupe.claim(source, batch, K1) == {}
@@ -89,11 +72,11 @@ def test_claiming_again_under_the_same_object_key_is_idempotent(
 
 
 def test_a_claim_reports_ids_pending_under_another_object_and_leaves_them_there(
-    store: tuple[DedupeStore, str],
+    dedupe_store: tuple[DedupeStore, str],
 ) -> None:
     """The writer must look for K1 before they move: if K1 is in the lake, they are
     in it."""
-    dedupe, source = store
+    dedupe, source = dedupe_store
     old, new = keys(2), keys(2)
     dedupe.claim(source, old, K1)
     assert dedupe.claim(source, old + new, K2) == {k: IdState("pending", K1) for k in old}
@@ -104,9 +87,9 @@ def test_a_claim_reports_ids_pending_under_another_object_and_leaves_them_there(
 
 
 def test_reclaim_moves_only_ids_still_pending_under_the_object_named(
-    store: tuple[DedupeStore, str],
+    dedupe_store: tuple[DedupeStore, str],
 ) -> None:
-    dedupe, source = store
+    dedupe, source = dedupe_store
     stay, landed, other = keys(3), keys(2), keys(2)
     dedupe.claim(source, stay + landed, K1)
     dedupe.mark_landed(source, landed, K1)
@@ -123,8 +106,53 @@ def test_reclaim_moves_only_ids_still_pending_under_the_object_named(
     assert dedupe.get(source, stay) == {k: IdState("landed", K2) for k in stay}
 
 
-def test_landed_ids_are_reported_and_never_reclaimed(store: tuple[DedupeStore, str]) -> None:
-    dedupe, source = store
+def test_reclaim_from_landed_moves_only_ids_still_landed_under_the_object_named(
+    dedupe_store: tuple[DedupeStore, str],
+) -> None:
+    """The writer found object K1 gone from the lake: the ids marked landed there
+    move to the object it is writing, compare-and-set on landed(K1)."""
+    dedupe, source = dedupe_store
+    gone, pending, elsewhere, unknown = keys(3), keys(2), keys(2), keys(1)
+    dedupe.claim(source, gone + pending, K1)
+    dedupe.mark_landed(source, gone, K1)
+    dedupe.mark_landed(source, elsewhere, "elsewhere")
+    moved = dedupe.reclaim(
+        source, gone + pending + elsewhere + unknown, K1, K2, from_status="landed"
+    )
+    assert sorted(moved) == sorted(gone)
+    assert dedupe.get(source, gone + pending + elsewhere + unknown) == {
+        **{k: IdState("pending", K2) for k in gone},
+        **{k: IdState("pending", K1) for k in pending},
+        **{k: IdState("landed", "elsewhere") for k in elsewhere},
+    }
+    # stale: they are no longer landed(K1), so nothing moves, whoever asks
+    assert dedupe.reclaim(source, gone, K1, K2, from_status="landed") == []
+    assert dedupe.reclaim(source, gone, K1, "K3", from_status="landed") == []
+    assert dedupe.get(source, gone) == {k: IdState("pending", K2) for k in gone}
+    dedupe.mark_landed(source, gone, K2)
+    assert dedupe.get(source, gone) == {k: IdState("landed", K2) for k in gone}
+    assert dedupe.claim(source, gone, K1) == {k: IdState("landed", K2) for k in gone}
+    # and pending(K1) ids are not landed ones
+    assert dedupe.reclaim(source, pending, K1, K2, from_status="landed") == []
+
+
+def test_reclaim_from_landed_into_the_same_object_reads_pending_until_marked(
+    dedupe_store: tuple[DedupeStore, str],
+) -> None:
+    """A page re-run after its object was removed names that object again."""
+    dedupe, source = dedupe_store
+    batch = keys(4)
+    dedupe.claim(source, batch, K1)
+    dedupe.mark_landed(source, batch, K1)
+    assert sorted(dedupe.reclaim(source, batch, K1, K1, from_status="landed")) == sorted(batch)
+    assert dedupe.get(source, batch) == {k: IdState("pending", K1) for k in batch}
+    assert dedupe.claim(source, batch, K1) == {}  # pending here: the object's retry
+    dedupe.mark_landed(source, batch, K1)
+    assert dedupe.get(source, batch) == {k: IdState("landed", K1) for k in batch}
+
+
+def test_landed_ids_are_reported_and_never_reclaimed(dedupe_store: tuple[DedupeStore, str]) -> None:
+    dedupe, source = dedupe_store
     landed, other = keys(3), keys(2)
     dedupe.claim(source, landed, K1)
     dedupe.mark_landed(source, landed, K1)
@@ -139,18 +167,18 @@ def test_landed_ids_are_reported_and_never_reclaimed(store: tuple[DedupeStore, s
 
 
 def test_mark_landed_without_a_claim_still_records_the_ids(
-    store: tuple[DedupeStore, str],
+    dedupe_store: tuple[DedupeStore, str],
 ) -> None:
-    dedupe, source = store
+    dedupe, source = dedupe_store
     batch = keys(2)
     dedupe.mark_landed(source, batch, K1)
     assert dedupe.get(source, batch) == {k: IdState("landed", K1) for k in batch}
 
 
 def test_get_omits_unknown_ids_and_empty_calls_do_nothing(
-    store: tuple[DedupeStore, str],
+    dedupe_store: tuple[DedupeStore, str],
 ) -> None:
-    dedupe, source = store
+    dedupe, source = dedupe_store
     known, unknown = keys(1), keys(2)
     dedupe.accept(source, known)
     assert dedupe.get(source, known + unknown) == {known[0]: IdState("accepted")}
@@ -160,8 +188,10 @@ def test_get_omits_unknown_ids_and_empty_calls_do_nothing(
     assert dedupe.get(source, []) == {}
 
 
-def test_sources_do_not_see_each_other(store: tuple[DedupeStore, str], tmp_path: Path) -> None:
-    dedupe, source = store
+def test_sources_do_not_see_each_other(
+    dedupe_store: tuple[DedupeStore, str], tmp_path: Path
+) -> None:
+    dedupe, source = dedupe_store
     other = f"t{uuid.uuid4().hex[:12]}"
     ensure = getattr(dedupe, "ensure", None)
     if ensure is not None:
@@ -172,10 +202,10 @@ def test_sources_do_not_see_each_other(store: tuple[DedupeStore, str], tmp_path:
     assert dedupe.accept(other, [key]) == [True]
 
 
-def test_a_page_spanning_hours_and_batch_limits(store: tuple[DedupeStore, str]) -> None:
+def test_a_page_spanning_hours_and_batch_limits(dedupe_store: tuple[DedupeStore, str]) -> None:
     # 130 ids over two hours: more than one DynamoDB BatchGetItem (100) and several
     # BatchWriteItem (25) chunks.
-    dedupe, source = store
+    dedupe, source = dedupe_store
     page = keys(70, H1) + keys(60, H2)
     dedupe.accept(source, page[:10])
     assert dedupe.claim(source, page, K1) == {}
@@ -192,9 +222,9 @@ def test_a_page_spanning_hours_and_batch_limits(store: tuple[DedupeStore, str]) 
 
 
 def test_two_writers_claiming_the_same_ids_each_id_goes_to_one(
-    store: tuple[DedupeStore, str],
+    dedupe_store: tuple[DedupeStore, str],
 ) -> None:
-    dedupe, source = store
+    dedupe, source = dedupe_store
     batch = keys(40)
     results: dict[str, dict[DedupeKey, IdState]] = {}
     barrier = threading.Barrier(2)
@@ -426,6 +456,55 @@ def test_an_id_claimed_into_an_object_after_its_mark_is_pending_not_landed(
     assert dedupe.get("okta", late) == {late[0]: IdState("pending", K1)}
     dedupe.mark_landed("okta", late, K1)
     assert dedupe.get("okta", batch + late) == {k: IdState("landed", K1) for k in batch + late}
+    dedupe.close()
+
+
+def marked_whole(dedupe: SqliteDedupeStore, source: str, batch: list[DedupeKey]) -> bool:
+    """Whether every id of ``batch`` reads landed only through its object's mark:
+    its own row still says pending, and that object has a whole-object mark."""
+    conn = dedupe._db.connection()
+    for key in batch:
+        status, object_id = conn.execute(
+            "SELECT status, object_id FROM lip_dedupe WHERE source = ? AND hour = ? "
+            "AND event_id = ?",
+            (source, key.bucket, key.event_id),
+        ).fetchone()
+        mark = conn.execute(
+            "SELECT 1 FROM lip_dedupe_landed WHERE object_id = ?", (object_id,)
+        ).fetchone()
+        if status != 1 or mark is None:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("to", [K2, K1], ids=["another object", "the same object"])
+def test_ids_landed_through_a_whole_object_mark_move_and_land_again(
+    tmp_path: Path, to: str
+) -> None:
+    """Ids landed through the mark of their object (not a row each) move like ids
+    marked one by one: to another object, or back into the same one (a re-run of
+    the page). They then read pending there, at the same instant of the clock too,
+    and landed once that object is marked; ids of the object not moved stay
+    landed."""
+    clock = FakeClock(datetime(2024, 5, 1, 10, 5, tzinfo=UTC).timestamp())
+    dedupe = SqliteDedupeStore(tmp_path / "state.db", clock=clock)
+    moving, staying = keys(5), keys(3)
+    assert dedupe.claim("okta", moving + staying, K1) == {}
+    dedupe.mark_landed("okta", moving + staying, K1)
+    assert marked_whole(dedupe, "okta", moving + staying)
+    assert dedupe.claim("okta", moving, to) == {k: IdState("landed", K1) for k in moving}
+    moved = dedupe.reclaim("okta", moving, K1, to, from_status="landed")
+    assert sorted(moved) == sorted(moving)
+    assert dedupe.get("okta", moving + staying) == {
+        **{k: IdState("pending", to) for k in moving},
+        **{k: IdState("landed", K1) for k in staying},
+    }
+    assert dedupe.reclaim("okta", moving, K1, to, from_status="landed") == []
+    dedupe.mark_landed("okta", moving, to)
+    assert dedupe.get("okta", moving + staying) == {
+        **{k: IdState("landed", to) for k in moving},
+        **{k: IdState("landed", K1) for k in staying},
+    }
     dedupe.close()
 
 
