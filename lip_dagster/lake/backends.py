@@ -6,6 +6,7 @@ pass lake-relative keys built by ``layout``.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
@@ -124,7 +125,18 @@ class LocalLake(LakeBackend):
             raise LakeWriteError(f"could not write lake object {key}: {exc.strerror}") from exc
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        """Absent only when the file is not there: a directory that cannot be read is
+        an error (``LakeReadError``), never "absent", or the writer would land the
+        events of an object it cannot see a second time. (``Path.is_file`` says False
+        for every ``OSError`` from Python 3.14.)"""
+        try:
+            return stat.S_ISREG(os.stat(self._path(key)).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise LakeReadError(
+                f"could not check whether lake object {key} exists: {exc.strerror}"
+            ) from exc
 
     def get(self, key: str) -> bytes:
         path = self._path(key)

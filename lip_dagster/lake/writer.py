@@ -708,9 +708,9 @@ class LakeWriter:
         if key not in cache:
             try:
                 cache[key] = self.lake.exists(key)
-            except LipError:
+            except LakeWriteError:
                 raise
-            except OSError as exc:
+            except (LakeReadError, OSError) as exc:
                 raise LakeWriteError(
                     f"could not check whether lake object {key} exists: {exc}"
                 ) from exc

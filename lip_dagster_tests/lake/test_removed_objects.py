@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lip_dagster.errors import LakeWriteError
+from lip_dagster.errors import LakeReadError, LakeWriteError
 from lip_dagster.lake.backends import LocalLake
 from lip_dagster.lake.writer import LakeWriter
 from lip_dagster.state.base import DedupeStore, IdState
@@ -195,3 +195,16 @@ def test_a_crash_while_landing_again_then_a_retry_lands_each_event_once(
     assert max(ids.values()) == 1, "an event landed twice"
     states = dedupe.get("okta", keys_of(page, dedupe))
     assert {s.status for s in states.values()} == {"landed"}
+
+
+def test_a_local_lake_that_cannot_look_says_so_instead_of_absent(tmp_path: Path) -> None:
+    """Only a missing file is "absent"; a path the system cannot resolve (here a
+    symlink loop where an hour directory should be) is an error."""
+    lake = LocalLake(tmp_path / "lake", tmp_path / "tmp")
+    hour_dir = lake.root / "source=okta/year=2026/month=03/day=01/hour=10"
+    hour_dir.parent.mkdir(parents=True)
+    hour_dir.symlink_to(hour_dir)
+    name = "20260301T100000Z_00000000-0000-5000-8000-000000000001.ndjson.gz"
+    with pytest.raises(LakeReadError, match="could not check whether lake object"):
+        lake.exists(f"source=okta/year=2026/month=03/day=01/hour=10/{name}")
+    assert lake.exists(f"source=okta/year=2026/month=03/day=01/hour=11/{name}") is False
