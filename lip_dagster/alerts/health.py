@@ -391,10 +391,14 @@ def _source_wide_failures(
     return failing
 
 
+def _evaluation(record: AssetCheckExecutionRecord) -> Any:
+    """The check evaluation a finished execution recorded, or None."""
+    return record.event.dagster_event.event_specific_data if record.event else None
+
+
 def _at_warn(record: AssetCheckExecutionRecord) -> bool:
     """Whether a failed execution was recorded at WARN severity (ERROR if unknown)."""
-    evaluation = record.event.dagster_event.event_specific_data if record.event else None
-    return getattr(evaluation, "severity", None) == dg.AssetCheckSeverity.WARN
+    return getattr(_evaluation(record), "severity", None) == dg.AssetCheckSeverity.WARN
 
 
 def _executions_after(
@@ -475,8 +479,7 @@ def _verdicts(record: AssetCheckExecutionRecord) -> dict[str | None, bool]:
     the run wrote, naming them in ``partitions_checked`` and the broken ones in
     ``failing_partitions``. Without that metadata the result is about its own hour."""
     failed = record.status == _FAILED
-    evaluation = record.event.dagster_event.event_specific_data if record.event else None
-    metadata = getattr(evaluation, "metadata", None) or {}
+    metadata = getattr(_evaluation(record), "metadata", None) or {}
     checked = _listed(metadata.get("partitions_checked"))
     failing = _listed(metadata.get("failing_partitions")) if failed else None
     out: dict[str | None, bool] = {}

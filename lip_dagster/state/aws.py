@@ -650,12 +650,9 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
             ":pending": {"S": "pending"},
             ":key": {"S": object_key},
             ":exp": {"N": expires},
+            ":from_status": {"S": from_status},
         }
-        if from_status == "pending":
-            condition = "#s = :pending"
-        else:
-            condition = "#s = :from_status"
-            values[":from_status"] = {"S": from_status}
+        condition = "#s = :from_status"
         if from_key is None:
             condition += " AND attribute_not_exists(#k)"
         else:
