@@ -29,6 +29,23 @@ from lip_dagster.state.sqlite import SqliteDedupeStore
 AWS_REGION = "us-east-1"
 
 
+def aws_settings(endpoint: str, home: Path, run: str) -> Settings:
+    """The AWS backend's settings against the local server, every name carrying
+    ``run`` so tests sharing the server never see each other's buckets and keys:
+    bucket ``lake-<run>-<source>``, key alias ``alias/lip-<run>-<source>``."""
+    return Settings.from_env(
+        {
+            "LIP_HOME": str(home),
+            "LIP_BACKEND": "aws",
+            "LIP_AWS_REGION": AWS_REGION,
+            "LIP_AWS_ENDPOINT_URL": endpoint,
+            "LIP_S3_BUCKET": f"lake-{run}-{{source}}",
+            "LIP_KMS_KEY": f"alias/lip-{run}-{{source}}",
+            "LIP_AWS_RESOURCE_PREFIX": f"lip-{run}-",
+        }
+    )
+
+
 class _AtomicDynamoDB:
     """DynamoDB applies each conditional write atomically; moto checks the condition
     and then writes, without a lock, so two concurrent requests can both pass the

@@ -15,13 +15,14 @@ Settings are read when a check runs, not at import, so a deployment value that i
 missing fails that check (saying which variable) instead of the whole code location.
 """
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import replace
 from typing import Any
 
 import dagster as dg
 
 from lip_dagster.errors import ConfigError
+from lip_dagster.lake.backends import LakeBackend
 from lip_dagster.resources import Backend
 from lip_dagster.sam.checks import (
     CONTENT_CHECKS,
@@ -86,11 +87,13 @@ def source_checks(
     partitions_def: dg.PartitionsDefinition,
     pattern: str = "polling",
     skip: Collection[str] = (),
+    lake: Callable[[Backend], LakeBackend] | None = None,
 ) -> list[dg.AssetChecksDefinition]:
     """Every SAM check of one source's asset. ``pattern`` (polling, webhook or s3)
     decides whether the dead-letter queue is checked; ``skip`` names checks a
     component already has its own version of (e.g. a webhook source's dead-letter
-    check that names its replay job)."""
+    check that names its replay job); ``lake`` gives where the content checks read
+    the source's objects when LIP does not write them (a lake-layout producer)."""
     unknown = set(skip) - {c.name for c in CONTENT_CHECKS + RESOURCE_CHECKS}
     if unknown:
         raise ConfigError(f"source {source!r}: no SAM check named {', '.join(sorted(unknown))}")
@@ -111,8 +114,12 @@ def source_checks(
             wanted = {c.name for c in content}
             encryption = "sam_object_encryption" in wanted
             found: dict[str, list[tuple[str, CheckOutcome]]] = {}
+            where = lake(lip) if lake is not None else None
             for partition in partitions_written(context, asset_key):
-                for outcome in content_outcomes(lip, source, partition, encryption=encryption):
+                outcomes = content_outcomes(
+                    lip, source, partition, encryption=encryption, lake=where
+                )
+                for outcome in outcomes:
                     if outcome.name in wanted:
                         found.setdefault(outcome.name, []).append((partition, outcome))
             for outcomes in found.values():

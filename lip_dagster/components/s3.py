@@ -52,6 +52,7 @@ from lip_dagster.s3stream.pending import (
     SensorState,
     batch_id,
 )
+from lip_dagster.s3stream.producer_lake import ProducerLake
 from lip_dagster.s3stream.transcode import (
     PAGE_EVENTS,
     ObjectOutcome,
@@ -60,6 +61,8 @@ from lip_dagster.s3stream.transcode import (
     TranscodeReport,
     quarantine_id,
 )
+from lip_dagster.sam.checks import CONTENT_CHECKS
+from lip_dagster.sam.sources import PRODUCER_METADATA, producer_metadata
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,8 @@ MAX_UNDELETED_MESSAGES = 1000
 delete them (each is retried every tick). Past this the tick fails, naming the
 permission: a cursor that grows every tick would end up too large to store."""
 QUARANTINE_CHECK = "quarantine_empty"
+CHECKS_TAG = "lip/checks"
+"""On a run of checks alone (a lake-layout hour's content checks): which."""
 RunLookup = Callable[[Sequence[str]], Mapping[str, RunOutcome]]
 
 
@@ -138,6 +143,11 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
         description="runs a batch of objects gets; what none of them landed goes to quarantine",
     )
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    content_check_minutes: float = Field(
+        default=10,
+        description="lake_layout only: an hour's content checks run when it first gets "
+        "objects, then at most once in this many minutes while more arrive",
+    )
     page_events: int = PAGE_EVENTS
     freshness_fail_minutes: int = 60
     freshness_warn_minutes: int | None = 30
@@ -408,7 +418,10 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             plan = plan_objects(self.name, new, finder.objects, fmt)
             skipped = len(plan.skipped)
             quarantined += self._quarantine_notifications(lip, disc)
-            events += self._register(plan, finder, asset_key, now)
+            registered = self._register(plan, finder, asset_key, now)
+            events += registered
+            for m in registered:
+                state.unchecked.setdefault(str(m.partition), t)
             for key, why in plan.rejected:
                 lip.quarantine.put(
                     self.name,
@@ -427,6 +440,7 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
                 )
                 state.batches.append(batch)
                 requests.append(self._run_request(batch, now))
+        requests += self._content_check_requests(state, asset_key, t)
         if quarantined:
             events.append(self._quarantine_evaluation(lip, asset_key))
         skip = None
@@ -581,6 +595,34 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             )
         return events
 
+    def _content_check_requests(
+        self, state: SensorState, asset_key: dg.AssetKey, t: float
+    ) -> list[dg.RunRequest]:
+        """A lake-layout producer's objects are registered without a run, so no run's
+        checks ever read them: for each hour that got objects, a run of the content
+        checks alone, which read the hour where the producer wrote it. At once for an
+        hour's first objects, then at most once per ``content_check_minutes`` while
+        more arrive (each run reads the whole hour again); an hour waiting for its
+        turn stays in the cursor until it gets one."""
+        window = self.content_check_minutes * 60
+        state.checked = {h: at for h, at in state.checked.items() if t - at < window}
+        due = sorted(h for h in state.unchecked if h not in state.checked)
+        checks = [dg.AssetCheckKey(asset_key, c.name) for c in CONTENT_CHECKS]
+        requests = []
+        for hour in due:
+            del state.unchecked[hour]
+            state.checked[hour] = t
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{self.name}-content-{hour}-{int(t)}",
+                    partition_key=hour,
+                    asset_selection=[],
+                    asset_check_keys=checks,
+                    tags={**common.source_tags(self.name, PATTERN), CHECKS_TAG: "content"},
+                )
+            )
+        return requests
+
     def _run_request(self, batch: Batch, now: datetime) -> dg.RunRequest:
         return dg.RunRequest(
             run_key=batch.id,
@@ -604,10 +646,11 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             or self.max_keys_per_tick < 1
             or self.max_batch_runs < 1
             or self.settle_seconds < 0
+            or self.content_check_minutes < 0
         ):
             raise ConfigError(
                 f"source {name!r}: keys_per_run, max_runs_per_tick, max_keys_per_tick and "
-                "max_batch_runs must be >= 1, settle_seconds >= 0"
+                "max_batch_runs must be >= 1, settle_seconds and content_check_minutes >= 0"
             )
         partitions = common.hourly_partitions(self.start_date)
         tags = common.source_tags(name, PATTERN)
@@ -626,7 +669,11 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             kinds={"s3", kind},
             tags={"lip/pattern": PATTERN},
             description=self.description or f"{kind} objects from the vendor's bucket",
-            metadata={"format": kind, "bucket_env": self.bucket_env},
+            metadata={
+                "format": kind,
+                "bucket_env": self.bucket_env,
+                **({PRODUCER_METADATA: producer_metadata(self.location())} if fmt is None else {}),
+            },
         )
         def _asset(
             context: dg.AssetExecutionContext,
@@ -704,7 +751,17 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             jobs=[job],
             sensors=[_sensor],
             asset_checks=[
-                *source_checks(name, _asset.key, partitions, "s3", skip=("sam_quarantine",)),
+                *source_checks(
+                    name,
+                    _asset.key,
+                    partitions,
+                    "s3",
+                    skip=("sam_quarantine",),
+                    # a producer's objects are checked where it wrote them
+                    lake=(lambda lip: ProducerLake(lip.object_source(component.location())))
+                    if fmt is None
+                    else None,
+                ),
                 quarantine_check(name, _asset.key),
             ],
         )

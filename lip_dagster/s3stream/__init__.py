@@ -7,6 +7,7 @@ pending        what the arrival sensor waits for before it acknowledges objects
 streams        streaming gunzip, NDJSON and JSON-array readers (bounded memory)
 formats        CloudTrail, GitHub audit-log streaming, Cloudflare Logpush
 transcode      vendor object -> lake objects through the one writer; quarantine
+producer_lake  a lake-layout producer's objects, read by the SAM content checks
 """
 
 from lip_dagster.s3stream.arrivals import ArrivalFinder, ListingState, plan_objects

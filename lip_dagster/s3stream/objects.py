@@ -148,9 +148,9 @@ class ObjectSource(ABC):
     bucket: str | None = None  # the S3 bucket, where there is one
 
     @abstractmethod
-    def list_all(self) -> Iterator[ObjectInfo]:
-        """Every object under the prefix, a page at a time (never all keys at once:
-        the caller keeps only the new ones)."""
+    def list_all(self, under: str = "") -> Iterator[ObjectInfo]:
+        """Every object under the prefix (and below it, under ``under``), a page at a
+        time (never all keys at once: the caller keeps only the new ones)."""
 
     @abstractmethod
     def head(self, key: str) -> ObjectInfo:
@@ -169,6 +169,11 @@ class ObjectSource(ABC):
     @abstractmethod
     def describe(self, key: str = "") -> str:
         """Where an object is, for logs, metadata and quarantine reasons."""
+
+    def kms_key(self, key: str) -> str | None:
+        """The KMS key the object is encrypted with; None where objects are not
+        encrypted that way (a landing directory)."""
+        return None
 
     def _missing(self, key: str) -> ObjectMissing:
         return ObjectMissing(f"object {self.describe(key)} does not exist", key=key)
@@ -198,17 +203,20 @@ class LocalObjectSource(ObjectSource):
             )
         return self.root / key
 
-    def list_all(self) -> Iterator[ObjectInfo]:
-        if not self.root.is_dir():
+    def list_all(self, under: str = "") -> Iterator[ObjectInfo]:
+        full = self.prefix + under
+        # walk only the deepest directory the key prefix names, not the whole tree
+        top = self.root / PurePosixPath(full).parent if "/" in full else self.root
+        if not top.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        for dirpath, dirnames, filenames in os.walk(top):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             rel = Path(dirpath).relative_to(self.root).as_posix()
             for f in filenames:
                 if f.startswith("."):
                     continue
                 key = f if rel == "." else f"{rel}/{f}"
-                if key.startswith(self.prefix):
+                if key.startswith(full):
                     try:
                         yield self._info(key)
                     except FileNotFoundError:
@@ -273,13 +281,14 @@ class S3ObjectSource(ObjectSource):
         self.bucket = bucket
         self.prefix = prefix
 
-    def list_all(self) -> Iterator[ObjectInfo]:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix, "MaxKeys": 1000}
+    def list_all(self, under: str = "") -> Iterator[ObjectInfo]:
+        full = self.prefix + under
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full, "MaxKeys": 1000}
         while True:
             try:
                 page = self.client.list_objects_v2(**kwargs)
             except (ClientError, BotoCoreError) as exc:
-                raise StateError(f"could not list s3://{self.bucket}/{self.prefix}: {exc}") from exc
+                raise StateError(f"could not list s3://{self.bucket}/{full}: {exc}") from exc
             for obj in page.get("Contents", []):
                 yield ObjectInfo(
                     key=obj["Key"],
@@ -291,21 +300,27 @@ class S3ObjectSource(ObjectSource):
                 return
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
-    def head(self, key: str) -> ObjectInfo:
+    def _head(self, key: str) -> dict[str, Any]:
         try:
-            h = self.client.head_object(Bucket=self.bucket, Key=key)
+            return dict(self.client.head_object(Bucket=self.bucket, Key=key))
         except ClientError as exc:
             if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 raise self._missing(key) from None
             raise self._error(key, exc, _code(exc)) from exc
         except BotoCoreError as exc:
             raise self._error(key, exc) from exc
+
+    def head(self, key: str) -> ObjectInfo:
+        h = self._head(key)
         return ObjectInfo(
             key=key,
             size=h.get("ContentLength"),
             last_modified=h.get("LastModified"),
             etag=str(h.get("ETag", "")).strip('"') or None,
         )
+
+    def kms_key(self, key: str) -> str | None:
+        return self._head(key).get("SSEKMSKeyId")
 
     def _get(self, key: str, offset: int = 0, etag: str | None = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}

@@ -219,12 +219,17 @@ class SensorState:
     ``listing``: listing only, everything found so far (what discovery skips).
     ``objects``: listing only, keys found and not yet committed to the stored listing
     state, with their ``LastModified``. ``messages``: notifications not deleted yet,
-    by message id. ``batches``: requested and not known to have landed."""
+    by message id. ``batches``: requested and not known to have landed.
+    ``unchecked``: lake-layout only, hours that got objects no content check was
+    requested for yet, with when the first came; ``checked``: when the last content
+    check of an hour was requested (kept while it holds back the next)."""
 
     listing: ListingState | None = None
     objects: dict[str, float] = field(default_factory=dict)
     messages: dict[str, Message] = field(default_factory=dict)
     batches: list[Batch] = field(default_factory=list)
+    unchecked: dict[str, float] = field(default_factory=dict)
+    checked: dict[str, float] = field(default_factory=dict)
 
     def pending_keys(self) -> set[str]:
         return {k for b in self.batches for k in b.keys}
@@ -304,6 +309,8 @@ class SensorState:
                 "objects": self.objects,
                 "messages": {m: msg.to_dict() for m, msg in self.messages.items()},
                 "batches": [b.to_dict() for b in self.batches],
+                "unchecked": self.unchecked,
+                "checked": self.checked,
             }
         ).decode()
 
@@ -339,6 +346,8 @@ class SensorState:
                 str(m): Message.from_dict(v) for m, v in (d.get("messages") or {}).items()
             }
             state.batches = [Batch.from_dict(b) for b in d.get("batches") or []]
+            state.unchecked = {str(h): float(t) for h, t in (d.get("unchecked") or {}).items()}
+            state.checked = {str(h): float(t) for h, t in (d.get("checked") or {}).items()}
             return state
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, KeyError):
             log.warning("ignoring an unreadable sensor cursor")

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lip_dagster.errors import LakeReadError, LipError
+from lip_dagster.lake.backends import LakeBackend
 from lip_dagster.resources import Backend
 from lip_dagster.sam import grants
 from lip_dagster.sam.content import ContentReport, verify_partition
@@ -675,10 +676,17 @@ def _key_judge(target: SamTarget) -> Callable[[str | None], str | None]:
 
 
 def content_outcomes(
-    backend: Backend, source: str, partition_key: str, *, encryption: bool = True
+    backend: Backend,
+    source: str,
+    partition_key: str,
+    *,
+    encryption: bool = True,
+    lake: LakeBackend | None = None,
 ) -> list[CheckOutcome]:
     """``lake_content`` and ``sam_object_encryption`` for one partition, from one pass
-    (``encryption=False``: the first only, without looking up each object's key)."""
+    (``encryption=False``: the first only, without looking up each object's key).
+    ``lake``: where the source's objects are, if not in LIP's lake (a lake-layout
+    producer's own bucket, ``s3stream.producer_lake``)."""
     target = aws_target(backend, source) if encryption else None
     judge = None
     enc_early: CheckOutcome | None = None
@@ -695,7 +703,7 @@ def content_outcomes(
                 "give LIP's role kms:DescribeKey on the source's key",
             )
     try:
-        rep = verify_partition(backend.lake, source, partition_key, judge_key=judge)
+        rep = verify_partition(lake or backend.lake, source, partition_key, judge_key=judge)
     except (LakeReadError, OSError) as err:
         detail = f"reading the partition failed: {err}"
         fix = "check that the lake exists and LIP may read it (`lip provision` on AWS)"
@@ -778,9 +786,14 @@ def _encryption_outcome(
 
 
 def run_checks(
-    backend: Backend, source: str, pattern: str, partition_key: str
+    backend: Backend,
+    source: str,
+    pattern: str,
+    partition_key: str,
+    lake: LakeBackend | None = None,
 ) -> list[CheckOutcome]:
-    """Every check of one source, in ``CHECKS`` order."""
+    """Every check of one source, in ``CHECKS`` order (``lake`` as in
+    ``content_outcomes``)."""
     by_name = {o.name: o for o in resource_outcomes(backend, source, pattern)}
-    by_name.update({o.name: o for o in content_outcomes(backend, source, partition_key)})
+    by_name.update({o.name: o for o in content_outcomes(backend, source, partition_key, lake=lake)})
     return [by_name[c.name] for c in CHECKS]

@@ -20,6 +20,7 @@ from lip_dagster.github import DEFAULT_API_URL, GitHubClient
 from lip_dagster.lake.backends import LakeBackend
 from lip_dagster.lake.layout import hour_of, partition_prefix, partition_start, source_prefix
 from lip_dagster.resources import Backend, backend_from_env
+from lip_dagster.s3stream.producer_lake import ProducerLake
 from lip_dagster.sam.checks import CheckOutcome, run_checks
 from lip_dagster.sam.issues import sync_issues
 from lip_dagster.sam.provision import (
@@ -206,9 +207,11 @@ def run_all(
     results: dict[str, list[CheckOutcome]] = {}
     partitions: dict[str, str] = {}
     for src in sources:
-        pk = partition or latest_partition(backend.lake, src.name, now)
+        # a lake-layout producer's objects are checked where it writes them
+        lake = ProducerLake(backend.object_source(src.producer)) if src.producer else None
+        pk = partition or latest_partition(lake or backend.lake, src.name, now)
         partitions[src.name] = pk
-        results[src.name] = run_checks(backend, src.name, src.pattern, pk)
+        results[src.name] = run_checks(backend, src.name, src.pattern, pk, lake)
     return results, partitions
 
 

@@ -4,7 +4,9 @@ knows how a source's asset says what it is.
 A source is an asset tagged ``lip/pattern`` (``polling``, ``webhook`` or ``s3``);
 its name is the asset key's last part. The secrets it reads are listed in the
 asset's metadata ``lip/secrets`` (a list of secret names), so provisioning can
-create their placeholders.
+create their placeholders. A lake-layout producer's asset says where its objects are
+in ``lip/producer_objects`` (the names of the variables that locate them), so the
+content checks read them there.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Any
 
 from lip_dagster.errors import LipError
 from lip_dagster.lake.layout import validate_source_name
+from lip_dagster.s3stream.objects import ObjectLocation
 
 __all__ = [
     "PATTERN_TAG",
+    "PRODUCER_METADATA",
     "SECRETS_METADATA",
     "DeclaredSource",
     "buffered",
@@ -27,6 +31,7 @@ __all__ = [
 
 PATTERN_TAG = "lip/pattern"
 SECRETS_METADATA = "lip/secrets"
+PRODUCER_METADATA = "lip/producer_objects"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class DeclaredSource:
     name: str
     pattern: str
     secrets: tuple[str, ...] = ()
+    producer: ObjectLocation | None = None  # a lake-layout producer's objects
 
     @property
     def buffered(self) -> bool:
@@ -54,6 +60,29 @@ def _secret_names(value: Any) -> tuple[str, ...]:
     return tuple(sorted({str(v) for v in raw if str(v)}))
 
 
+def producer_metadata(location: ObjectLocation) -> dict[str, str | None]:
+    """How a lake-layout source's asset records where its producer writes."""
+    return {
+        "bucket_env": location.bucket_env,
+        "prefix_env": location.prefix_env,
+        "prefix_default": location.prefix_default,
+        "landing_dir_env": location.landing_dir_env,
+    }
+
+
+def _producer(name: str, value: Any) -> ObjectLocation | None:
+    raw = getattr(value, "value", value)
+    if not isinstance(raw, dict):
+        return None
+    return ObjectLocation(
+        source=name,
+        bucket_env=raw.get("bucket_env"),
+        prefix_env=raw.get("prefix_env"),
+        prefix_default=raw.get("prefix_default") or "",
+        landing_dir_env=raw.get("landing_dir_env"),
+    )
+
+
 def declared_sources(definitions: Any = None) -> list[DeclaredSource]:
     """Every source in the definitions (loaded from ``defs/`` if not given), by name."""
     if definitions is None:
@@ -69,7 +98,12 @@ def declared_sources(definitions: Any = None) -> list[DeclaredSource]:
             continue
         name = validate_source_name(key.path[-1])
         found.append(
-            DeclaredSource(name, pattern, _secret_names(node.metadata.get(SECRETS_METADATA)))
+            DeclaredSource(
+                name,
+                pattern,
+                _secret_names(node.metadata.get(SECRETS_METADATA)),
+                _producer(name, node.metadata.get(PRODUCER_METADATA)),
+            )
         )
     return sorted(found, key=lambda s: s.name)
 

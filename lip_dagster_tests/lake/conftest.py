@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 import pytest
 
-from lip_dagster.config import Settings
 from lip_dagster.lake.backends import LocalLake
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.lake.identity_keys import event_key
@@ -18,6 +17,7 @@ from lip_dagster.lake.writer import LakeWriter
 from lip_dagster.resources import AwsBackend
 from lip_dagster.state.base import DedupeKey, DedupeStore
 from lip_dagster.state.sqlite import SqliteDedupeStore
+from lip_dagster_tests.conftest import aws_settings
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 OKTA = EventIdentity(id_fields=("uuid",), time_field="published")
@@ -78,18 +78,7 @@ def aws_backend(aws_env: str, tmp_path: Path) -> Iterator[tuple[AwsBackend, str,
     """The AWS backend against the local server: for ``okta`` and ``slack`` a bucket
     and a KMS key of their own, named per test; yields (backend, run id, key ids)."""
     run = uuid.uuid4().hex[:8]
-    settings = Settings.from_env(
-        {
-            "LIP_HOME": str(tmp_path),
-            "LIP_BACKEND": "aws",
-            "LIP_AWS_REGION": "us-east-1",
-            "LIP_AWS_ENDPOINT_URL": aws_env,
-            "LIP_S3_BUCKET": f"lake-{run}-{{source}}",
-            "LIP_KMS_KEY": f"alias/lip-{run}-{{source}}",
-            "LIP_AWS_RESOURCE_PREFIX": f"lip-{run}-",
-        }
-    )
-    b = AwsBackend(settings)
+    b = AwsBackend(aws_settings(aws_env, tmp_path, run))
     s3, kms = b.client("s3"), b.client("kms")
     keys = {}
     for source in ("okta", "slack"):
