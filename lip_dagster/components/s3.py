@@ -20,6 +20,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -201,6 +202,10 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             lip.quarantine,
             page_events=self.page_events,
         )
+
+    def producer_lake(self, lip: Backend) -> ProducerLake:
+        """A lake-layout producer's objects, where the content checks read them."""
+        return ProducerLake(partial(lip.object_source, self.location()))
 
     def how_to_rerun(self) -> str:
         """How a person lands particular vendor objects again (quarantine reasons and
@@ -757,10 +762,7 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
                     partitions,
                     "s3",
                     skip=("sam_quarantine",),
-                    # a producer's objects are checked where it wrote them
-                    lake=(lambda lip: ProducerLake(lip.object_source(component.location())))
-                    if fmt is None
-                    else None,
+                    lake=None if fmt is not None else component.producer_lake,
                 ),
                 quarantine_check(name, _asset.key),
             ],

@@ -10,9 +10,10 @@ S3 the source's own KMS key. It only reads: LIP never writes a producer's object
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import cached_property
 
-from lip_dagster.errors import LakeReadError, LakeWriteError, StateError
+from lip_dagster.errors import ConfigError, LakeReadError, LakeWriteError, StateError
 from lip_dagster.lake.backends import LakeBackend
 from lip_dagster.lake.layout import source_prefix
 from lip_dagster.s3stream.objects import ObjectMissing, ObjectSource
@@ -21,13 +22,25 @@ __all__ = ["ProducerLake"]
 
 
 class ProducerLake(LakeBackend):
-    """Lake keys are the producer's keys without its prefix."""
+    """Lake keys are the producer's keys without its prefix.
 
-    def __init__(self, objects: ObjectSource) -> None:
-        self.objects = objects
+    ``locate`` finds the producer's objects when they are first read, so a setting
+    missing where the check runs (the variable naming the bucket) is reported by
+    the check that needed it, as a failed read naming the variable, not as a crash
+    of everything around it."""
+
+    def __init__(self, locate: Callable[[], ObjectSource]) -> None:
+        self._locate = locate
+
+    @cached_property
+    def objects(self) -> ObjectSource:
+        try:
+            return self._locate()
+        except ConfigError as exc:
+            raise LakeReadError(f"cannot find the producer's objects: {exc}") from exc
 
     def __repr__(self) -> str:
-        return f"ProducerLake({self.objects.describe()!r})"
+        return f"ProducerLake({self.describe()!r})"
 
     def _key(self, key: str) -> str:
         return self.objects.prefix + key
@@ -69,4 +82,7 @@ class ProducerLake(LakeBackend):
             raise LakeReadError(str(exc)) from exc
 
     def describe(self) -> str:
-        return self.objects.describe()
+        try:
+            return self.objects.describe()
+        except LakeReadError:
+            return "a lake-layout producer's objects (location not configured)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from lip_dagster.errors import LakeReadError, LipError
@@ -208,7 +209,8 @@ def run_all(
     partitions: dict[str, str] = {}
     for src in sources:
         # a lake-layout producer's objects are checked where it writes them
-        lake = ProducerLake(backend.object_source(src.producer)) if src.producer else None
+        where = src.producer
+        lake = ProducerLake(partial(backend.object_source, where)) if where else None
         pk = partition or latest_partition(lake or backend.lake, src.name, now)
         partitions[src.name] = pk
         results[src.name] = run_checks(backend, src.name, src.pattern, pk, lake)

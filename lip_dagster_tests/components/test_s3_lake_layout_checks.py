@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +209,7 @@ def test_on_aws_the_producer_bucket_is_read_under_its_prefix_with_its_kms_keys(
     monkeypatch.setenv("P_BUCKET", bucket)
     monkeypatch.setenv("P_PREFIX", "out/")
     location = ObjectLocation("partner", bucket_env="P_BUCKET", prefix_env="P_PREFIX")
-    lake = ProducerLake(backend.object_source(location))
+    lake = ProducerLake(lambda: backend.object_source(location))
     content, encryption = content_outcomes(backend, "partner", hour, lake=lake)
     assert content.passed, content.summary
     assert content.metadata["objects"] == 2 and content.metadata["events"] == 25
@@ -234,3 +235,15 @@ def test_lip_check_reads_a_producer_where_it_writes(home: Path) -> None:
     assert partitions["partner"] == hour_of(start)  # the newest hour the producer wrote
     content = next(o for o in results["partner"] if o.name == "lake_content")
     assert content.passed and content.metadata["events"] == 12
+
+
+def test_a_producer_location_not_configured_fails_the_check_naming_the_variable(
+    aws: tuple[AwsBackend, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend, _, _ = aws
+    monkeypatch.delenv("P_NOT_SET", raising=False)
+    location = ObjectLocation("partner", bucket_env="P_NOT_SET")
+    lake = ProducerLake(partial(backend.object_source, location))
+    content, _ = content_outcomes(backend, "partner", "2026-03-01-10:00", lake=lake)
+    assert not content.passed
+    assert "P_NOT_SET" in content.summary
