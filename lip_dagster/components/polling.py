@@ -200,9 +200,7 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
                 coverage=_coverage(lip, name, endpoints),
             )
 
-        job = dg.define_asset_job(
-            f"{name}_poll", selection=[_asset.key], partitions_def=partitions, tags=tags
-        )
+        job = dg.define_asset_job(f"{name}_poll", selection=[_asset.key], tags=tags)
 
         @dg.schedule(
             name=f"{name}_every_{self.poll_minutes}m",

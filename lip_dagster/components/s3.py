@@ -725,9 +725,7 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
                 )
             return common.report_materializations(context, report.result, partitions, run_meta)
 
-        job = dg.define_asset_job(
-            f"{name}_transcode", selection=[_asset.key], partitions_def=partitions, tags=tags
-        )
+        job = dg.define_asset_job(f"{name}_transcode", selection=[_asset.key], tags=tags)
 
         @dg.sensor(
             name=f"{name}_arrivals",

@@ -126,9 +126,7 @@ class WebhookSource(dg.Component, WebhookSourceSpec, dg.Resolvable):
                 raise report.error
             return common.report_materializations(context, report.result, partitions, run_meta)
 
-        job = dg.define_asset_job(
-            f"{name}_drain", selection=[_asset.key], partitions_def=partitions, tags=tags
-        )
+        job = dg.define_asset_job(f"{name}_drain", selection=[_asset.key], tags=tags)
 
         @dg.sensor(
             name=f"{name}_arrivals",
