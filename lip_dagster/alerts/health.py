@@ -86,6 +86,8 @@ class SourceHealth:
     last_run_status: str | None = None
     last_run_id: str | None = None
     last_run_at: float | None = None
+    # the last run failed only because blocking checks failed: those checks page
+    last_run_failed_by_checks: bool = False
     failing_checks: list[str] = field(default_factory=list)
     # of failing_checks, those whose failure Dagster records at WARN severity
     # (coverage): they page at warn, as they show in the UI
@@ -368,6 +370,23 @@ def _last_finished_run(instance: dg.DagsterInstance, spec: SourceSpec) -> dg.Run
     return max(found, key=_finished_at, default=None)
 
 
+_CHECK_FAILED = "DagsterAssetCheckFailedError"
+
+
+def _failed_only_by_checks(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether every step of the run that failed did so because a blocking asset
+    check failed. That check's own incident says what is wrong and when it is fixed;
+    a run incident on top would page twice for one bad object, and point on-call at
+    the collection, which worked. A run that failed any other way (an endpoint, a
+    launch, a crash) has a failure of another kind, or none recorded."""
+    failures = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    errors: list[str | None] = []
+    for e in failures:
+        data = e.dagster_event.step_failure_data if e.dagster_event else None
+        errors.append(data.error.cls_name if data and data.error else None)
+    return bool(errors) and all(cls == _CHECK_FAILED for cls in errors)
+
+
 def _source_wide_failures(
     instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]
 ) -> dict[str, bool]:
@@ -629,6 +648,8 @@ def source_health(
         h.last_run_status = rec.dagster_run.status.value
         h.last_run_id = rec.dagster_run.run_id
         h.last_run_at = _finished_at(rec)
+        if rec.dagster_run.status == dg.DagsterRunStatus.FAILURE:
+            h.last_run_failed_by_checks = _failed_only_by_checks(instance, h.last_run_id)
     content = {k.name for k in spec.check_keys if k.name in CONTENT_CHECK_NAMES}
     failing = _source_wide_failures(instance, [k for k in spec.check_keys if k.name not in content])
     for name in set(mem.checks) - content:  # a check no longer declared

@@ -145,7 +145,7 @@ def problems_of(h: SourceHealth, now: float) -> list[Problem]:
                 "lake_content check; backfill the gap once it lands again.",
             )
         )
-    if h.last_run_status == "FAILURE":
+    if h.last_run_status == "FAILURE" and not h.last_run_failed_by_checks:
         out.append(
             Problem(
                 f"run|{h.source}",

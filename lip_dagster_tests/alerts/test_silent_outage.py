@@ -62,9 +62,12 @@ def test_silent_outage_pages_within_one_window_and_resolves(
     assert sorted(b["severity"] for b in resolved) == ["fail", "warn"]
 
 
-def test_a_failed_run_and_a_failed_check_alert_once_each(
+def test_a_run_failed_by_its_blocking_check_pages_once_as_that_check(
     demo_world: VendorSimulator, stub: Stub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The collection worked and the check found the hour broken: one page, the
+    check's, which names the hour and resolves when it passes, not a second one
+    sending on-call to the collection."""
     from lip_dagster.lake.backends import LocalLake
 
     route_alerts_to(stub, monkeypatch)
@@ -85,8 +88,8 @@ def test_a_failed_run_and_a_failed_check_alert_once_each(
     cursor = None
     for _ in range(3):
         cursor = tick(d, instance, cursor).cursor
-    kinds = sorted(b["kind"] for _, b in stub.received if b["event"] == "open")
-    assert kinds == ["check", "run"]
+    opened = [b["incident"] for _, b in stub.received if b["event"] == "open"]
+    assert opened == ["check|slack:lake_content"]
     assert isinstance(lake, LocalLake)
 
 

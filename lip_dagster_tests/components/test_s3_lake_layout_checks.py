@@ -77,7 +77,11 @@ def partner(**options: Any) -> tuple[S3Source, EmbeddedBackend, dg.Definitions]:
 
 
 def run_checks(
-    built: dg.Definitions, request: dg.RunRequest, *, passes: bool
+    built: dg.Definitions,
+    request: dg.RunRequest,
+    *,
+    passes: bool,
+    instance: dg.DagsterInstance | None = None,
 ) -> dict[str, dg.AssetCheckEvaluation]:
     """Run what the sensor asked for, as the daemon would: the checks alone. The
     content check is blocking, so a failing one fails the run, as it fails the run
@@ -88,7 +92,7 @@ def run_checks(
     result = job.execute_in_process(
         partition_key=request.partition_key,
         tags=request.tags,
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
     assert result.success is passes
@@ -247,3 +251,29 @@ def test_a_producer_location_not_configured_fails_the_check_naming_the_variable(
     content, _ = content_outcomes(backend, "partner", "2026-03-01-10:00", lake=lake)
     assert not content.passed
     assert "P_NOT_SET" in content.summary
+
+
+def test_a_bad_hour_pages_once_as_its_check_not_again_as_a_failed_run(home: Path) -> None:
+    """The check run fails because its blocking check did: the check's incident names
+    the hour and resolves when it passes; a run incident too would page twice for one
+    bad object and send on-call to a collection that worked."""
+    from lip_dagster.alerts.health import declared_sources, source_health
+    from lip_dagster.alerts.incidents import problems_of
+
+    _, lip, built = partner()
+    now = datetime.now(UTC)
+    hour = hour_of(now)
+    broken = object_key("partner", hour, now, str(uuid.uuid4()))
+    write_object(home / "landing" / "partner", broken, b"not gzip")
+    instance = dg.DagsterInstance.ephemeral()
+    result = built.resolve_sensor_def("partner_arrivals").evaluate_tick(
+        dg.build_sensor_context(instance=instance, definitions=built, resources={"lip": lip})
+    )
+    run_checks(built, result.run_requests[0], passes=False, instance=instance)
+
+    (spec,) = declared_sources(built.get_repository_def())
+    health = source_health(instance, spec, lip)
+    assert health.last_run_status == "FAILURE" and health.last_run_failed_by_checks
+    keys = [p.key for p in problems_of(health, now.timestamp())]
+    assert "check|partner:lake_content" in keys
+    assert "run|partner" not in keys
