@@ -93,23 +93,33 @@ def boto_session(aws_env: str) -> boto3.session.Session:
     return boto3.session.Session(region_name=AWS_REGION)
 
 
+def store_of_backend(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sqlite: Callable[[Path], Any],
+    dynamo: Callable[..., Any],
+) -> tuple[Any, str]:
+    """The store of the backend ``request.param`` names (``sqlite``: in ``tmp_path``;
+    ``dynamodb``: on the moto server, its table created), and a source name of its
+    own. A fixture parametrized over both backends yields it and closes it."""
+    source = f"t{uuid.uuid4().hex[:12]}"
+    if request.param == "sqlite":
+        return sqlite(tmp_path / "state.db"), source
+    store = dynamo(
+        session=request.getfixturevalue("boto_session"),
+        endpoint_url=request.getfixturevalue("moto_endpoint"),
+    )
+    store.ensure(source)
+    return store, source
+
+
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def dedupe_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[DedupeStore, str]]:
     """A dedupe store of each backend (DynamoDB on the moto server), and a source name
     of its own."""
-    source = f"t{uuid.uuid4().hex[:12]}"
-    dedupe: DedupeStore
-    if request.param == "sqlite":
-        dedupe = SqliteDedupeStore(tmp_path / "state.db")
-    else:
-        dynamo = DynamoDedupeStore(
-            session=request.getfixturevalue("boto_session"),
-            endpoint_url=request.getfixturevalue("moto_endpoint"),
-        )
-        dynamo.ensure(source)
-        dedupe = dynamo
+    dedupe, source = store_of_backend(request, tmp_path, SqliteDedupeStore, DynamoDedupeStore)
     yield dedupe, source
     dedupe.close()
 

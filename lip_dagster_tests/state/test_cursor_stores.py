@@ -15,6 +15,7 @@ from lip_dagster.errors import CursorConflict, InvalidSourceName, LipError, Stat
 from lip_dagster.state.aws import DynamoCursorStore
 from lip_dagster.state.base import CursorStore
 from lip_dagster.state.sqlite import SqliteCursorStore
+from lip_dagster_tests.conftest import store_of_backend
 
 
 def new_source() -> str:
@@ -23,17 +24,7 @@ def new_source() -> str:
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[CursorStore, str]]:
-    source = new_source()
-    cursor_store: CursorStore
-    if request.param == "sqlite":
-        cursor_store = SqliteCursorStore(tmp_path / "state.db")
-    else:
-        dynamo = DynamoCursorStore(
-            session=request.getfixturevalue("boto_session"),
-            endpoint_url=request.getfixturevalue("moto_endpoint"),
-        )
-        dynamo.ensure(source)
-        cursor_store = dynamo
+    cursor_store, source = store_of_backend(request, tmp_path, SqliteCursorStore, DynamoCursorStore)
     yield cursor_store, source
     cursor_store.close()
 
