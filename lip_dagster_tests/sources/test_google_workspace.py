@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
@@ -17,13 +18,14 @@ from lip_dagster.lake.layout import hour_of
 from .conftest import Harness
 
 
+def activity_id(event: dict) -> str:
+    """The id LIP gives a Google activity (VENDORS.md §4)."""
+    parts = ("time", "uniqueQualifier", "applicationName", "customerId")
+    return "|".join(str(event["id"][k]) for k in parts)
+
+
 def sim_ids(h: Harness, app: str) -> set[str]:
-    return {
-        "|".join(
-            str(e["id"][k]) for k in ("time", "uniqueQualifier", "applicationName", "customerId")
-        )
-        for e in h.sim.events("google_workspace", app)
-    }
+    return {activity_id(e) for e in h.sim.events("google_workspace", app)}
 
 
 def test_every_application_lands_with_string_int64_identity(harness: Harness) -> None:
@@ -50,6 +52,39 @@ def test_overlap_rereads_are_dropped_as_duplicates(harness: Harness) -> None:
         "google_workspace", endpoints=("login",), options={"overlap_minutes": "600"}
     ).run()
     assert again.result.events == 0 and again.result.duplicates > 0
+
+
+def _late_ids(harness: Harness, app: str, minutes_late: float) -> set[str]:
+    """Activities Google publishes now, stamped ``minutes_late`` minutes ago."""
+    when = datetime.now(UTC) - timedelta(minutes=minutes_late)
+    late = harness.sim.add_events("google", app, 3, when, when + timedelta(seconds=30))
+    return {activity_id(e) for e in late}
+
+
+def test_each_application_rereads_its_own_overlap(harness: Harness) -> None:
+    """Token activity published 90 minutes late is still read (its overlap is two
+    hours); login activity as late is past login's 30 minutes, until the tenant
+    widens that one application's overlap."""
+    apps = ("login", "token")
+    harness.poller("google_workspace", initial_lookback_hours=4, endpoints=apps).run()
+    late_token = _late_ids(harness, "token", 90)
+    late_login = _late_ids(harness, "login", 90)
+    harness.poller("google_workspace", endpoints=apps).run()
+    landed = set(harness.lake_ids("google_workspace"))
+    assert late_token <= landed
+    assert not late_login & landed
+    harness.poller(
+        "google_workspace", endpoints=apps, options={"overlap_minutes_login": "120"}
+    ).run()
+    assert late_login <= set(harness.lake_ids("google_workspace"))
+
+
+@pytest.mark.parametrize("value", ["thirty", "-5", "nan", "20000"])
+def test_a_bad_overlap_names_the_option(harness: Harness, value: str) -> None:
+    with pytest.raises(ConfigError, match="overlap_minutes_token"):
+        harness.poller(
+            "google_workspace", endpoints=("token",), options={"overlap_minutes_token": value}
+        ).run()
 
 
 def test_503_overload_then_success(harness: Harness) -> None:
