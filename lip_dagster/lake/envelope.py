@@ -55,7 +55,8 @@ def parse_timestamp(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     s = value.strip()
-    if s.lstrip("-").replace(".", "", 1).isdigit():
+    # ASCII only: str.isdigit() is also true of "²" or "①", which float() refuses
+    if s.isascii() and s.lstrip("-").replace(".", "", 1).isdigit():
         return _from_epoch(float(s))
     try:
         dt = datetime.fromisoformat(s)

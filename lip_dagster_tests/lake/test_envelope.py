@@ -45,6 +45,9 @@ def test_vendor_timestamps_parse_to_utc(raw: object, expected: datetime) -> None
         "2024-13-45T99:00:00Z",
         "0001-01-01T00:00:00+01:00",  # before year 1 once in UTC
         "9999-12-31T23:59:59.123456789-01:00",  # after year 9999 once in UTC
+        "²",  # digits to str.isdigit(), not to float()
+        "-①",
+        "1²",
     ],
 )
 def test_unusable_timestamps_are_none(raw: object) -> None:

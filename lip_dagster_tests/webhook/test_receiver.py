@@ -97,6 +97,23 @@ def test_okta_delivery_is_buffered_with_its_arrival_time(
     assert backend.dedupe.get("okta_hooks", [key])[key].status == "accepted"
 
 
+@pytest.mark.parametrize("published", ["yesterday", "²", "-①"])
+def test_an_event_with_an_unusable_time_is_buffered_and_filed_by_arrival(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, published: str
+) -> None:
+    """Not a 500 (which Okta retries once, then drops): the event is kept, and its
+    key is the untimed one, so it lands in its arrival hour."""
+    event = {
+        **fixture("okta/event_hook_delivery.json")["data"]["events"][0],
+        "published": published,
+    }
+    r = post(client, sim.okta_delivery([event]))
+    assert r.status_code == 204 and r.headers["x-lip-accepted"] == "1"
+    assert buffered(backend, "okta_hooks") == [event]
+    key = event_key(event, OKTA_EVENT_IDENTITY, backend.dedupe.key_resolution).dedupe_key
+    assert key.bucket == UNTIMED_HOUR
+
+
 def test_a_duplicate_delivery_is_acknowledged_and_not_buffered_again(
     client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
 ) -> None:
