@@ -1112,6 +1112,7 @@ class SqsBuffer(_AwsStore, Buffer):
         dlq = self._attributes(dlq_url, counts)
         return BufferDepth(
             messages=sum(int(main.get(c, "0")) for c in counts),
+            in_flight=int(main.get("ApproximateNumberOfMessagesNotVisible", "0")),
             oldest_age_seconds=None,
             # In-flight dead letters count too: a peek or a redrive in progress must not
             # make the DLQ look empty to its asset check.

@@ -217,6 +217,16 @@ class BufferDepth:
     messages: int
     oldest_age_seconds: float | None
     dead_letters: int
+    in_flight: int = 0
+    """Of ``messages``, those a drain has received and that stay hidden until their
+    visibility timeout: no drain can receive them now. After a failed drain the
+    whole batch is in flight; a drain requested then would find nothing, succeed,
+    and make a failing source look healthy."""
+
+    @property
+    def ready(self) -> int:
+        """Messages a drain could receive now."""
+        return max(0, self.messages - self.in_flight)
 
 
 def _already_durable() -> None:

@@ -1173,14 +1173,22 @@ class SqliteBuffer(Buffer):
     def depth(self, source: str) -> BufferDepth:
         validate_source_name(source)
         with self._db.read(f"measuring the buffer of source {source!r}") as conn:
-            count, oldest = conn.execute(
-                "SELECT count(*), min(sent_at) FROM lip_buffer WHERE source = ?", (source,)
+            now = self._clock()
+            count, hidden, oldest = conn.execute(
+                "SELECT count(*), coalesce(sum(visible_at > ?), 0), min(sent_at) "
+                "FROM lip_buffer WHERE source = ?",
+                (now, source),
             ).fetchone()
             (dead,) = conn.execute(
                 "SELECT count(*) FROM lip_buffer_dead WHERE source = ?", (source,)
             ).fetchone()
-        age = None if oldest is None else max(0.0, self._clock() - float(oldest))
-        return BufferDepth(messages=int(count), oldest_age_seconds=age, dead_letters=int(dead))
+        age = None if oldest is None else max(0.0, now - float(oldest))
+        return BufferDepth(
+            messages=int(count),
+            oldest_age_seconds=age,
+            dead_letters=int(dead),
+            in_flight=int(hidden),
+        )
 
     def dead_letters(self, source: str, max_messages: int = 10) -> list[BufferMessage]:
         """Oldest dead letters first. Their ``receipt`` is a fresh token that deletes

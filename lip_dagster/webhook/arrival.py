@@ -11,6 +11,10 @@ None), so the sensor keeps in its cursor when it first saw the buffer non-empty
 and uses that as the age; after requesting a drain it restarts that clock from the
 request, because whatever arrived before the drain started is that drain's work.
 
+Only messages a drain could receive now count (``BufferDepth.ready``): a failed
+drain's batch stays hidden for its visibility timeout, and the drain that follows
+it once visible is the retry.
+
 A buffer that cannot be measured is treated as due (fail open on monitoring): a
 drain is requested at most once per ``flush_age_seconds`` until it can be measured
 again.
@@ -87,14 +91,17 @@ def decide(
             and now - state.last_request < thresholds.flush_age_seconds
         )
         reason = None if recent else "unmeasured"
-    elif depth.messages <= 0:
+    elif depth.ready <= 0:
+        # Empty, or only messages a drain holds (a failed drain's batch until its
+        # visibility timeout): a drain now would receive nothing and succeed, and
+        # its success would read as a recovery while the source still fails.
         since = None
-        reason = "heartbeat" if heartbeat_due else None
+        reason = "heartbeat" if heartbeat_due and depth.in_flight == 0 else None
     else:
         if since is None:
             since = now
         age = depth.oldest_age_seconds if depth.oldest_age_seconds is not None else now - since
-        if depth.messages >= thresholds.flush_messages:
+        if depth.ready >= thresholds.flush_messages:
             reason = "size"
         elif age >= thresholds.flush_age_seconds:
             reason = "age"

@@ -56,12 +56,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     from lip_dagster.resources import backend_from_env
 
     backend = backend_from_env()
-    print(f"{'SOURCE':<14} {'BUFFERED':>9} {'OLDEST':>9} {'DEAD':>6} {'QUARANTINED':>12}")
+    # IN FLIGHT: received by a drain and hidden until its visibility timeout (all of
+    # BUFFERED in flight and no drain running: the last drain failed)
+    print(
+        f"{'SOURCE':<14} {'BUFFERED':>9} {'IN FLIGHT':>9} {'OLDEST':>9} {'DEAD':>6} "
+        f"{'QUARANTINED':>12}"
+    )
     for name in _declared():
         depth = backend.buffer.depth(name)
         age = "-" if depth.oldest_age_seconds is None else f"{depth.oldest_age_seconds:.0f}s"
         quarantined = backend.quarantine.count(name)
-        print(f"{name:<14} {depth.messages:>9} {age:>9} {depth.dead_letters:>6} {quarantined:>12}")
+        print(
+            f"{name:<14} {depth.messages:>9} {depth.in_flight:>9} {age:>9} "
+            f"{depth.dead_letters:>6} {quarantined:>12}"
+        )
     return 0
 
 

@@ -268,6 +268,19 @@ def test_sqlite_a_stale_receipt_deletes_nothing(tmp_path: Path) -> None:
     assert buffer.depth("okta").messages == 0
 
 
+def test_depth_tells_received_messages_from_ready_ones(case: Case) -> None:
+    """What the arrival sensor drains on: a failed drain's batch is in flight, not
+    ready, until its visibility timeout runs out."""
+    case.buffer.send(case.source, [b"a", b"b", b"c"])
+    got = case.buffer.receive(case.source, 2, case.short_visibility)
+    assert len(got) == 2
+    d = case.buffer.depth(case.source)
+    assert (d.messages, d.in_flight, d.ready) == (3, 2, 1)
+    time.sleep(case.short_visibility + 0.2)
+    d = case.buffer.depth(case.source)
+    assert (d.messages, d.in_flight, d.ready) == (3, 0, 3)
+
+
 def test_sqlite_depth_reports_the_age_of_the_oldest_message(tmp_path: Path) -> None:
     clock_now = [1_000_000.0]
     buffer = SqliteBuffer(tmp_path / "state.db", clock=lambda: clock_now[0])

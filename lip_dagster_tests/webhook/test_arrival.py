@@ -11,8 +11,10 @@ NOW = 1_780_000_000.0
 RECENT = ArrivalState(None, NOW - 10)  # a drain was requested 10 s ago
 
 
-def depth(messages: int, age: float | None) -> BufferDepth:
-    return BufferDepth(messages=messages, oldest_age_seconds=age, dead_letters=0)
+def depth(messages: int, age: float | None, in_flight: int = 0) -> BufferDepth:
+    return BufferDepth(
+        messages=messages, oldest_age_seconds=age, dead_letters=0, in_flight=in_flight
+    )
 
 
 def test_size_threshold_requests_a_drain_at_once() -> None:
@@ -66,3 +68,19 @@ def test_cursor_round_trips_and_garbage_starts_fresh() -> None:
     assert ArrivalState.from_cursor(s.to_cursor()) == s
     for junk in (None, "", "{", "[]", '{"nonempty_since": "yesterday"}'):
         assert ArrivalState.from_cursor(junk).last_request is None
+
+
+def test_a_failed_drains_hidden_batch_requests_nothing_until_it_is_visible_again() -> None:
+    """A drain requested while the batch is hidden would receive nothing and succeed,
+    and the source's run alert would resolve in the middle of the outage."""
+    failed = ArrivalState(NOW - 400, NOW - 45)
+    hidden = depth(800, 400.0, in_flight=800)
+    assert decide(hidden, failed, NOW, T, drain_active=False)[0] is None
+    # not even the heartbeat, long after the last request
+    long_ago = ArrivalState(NOW - 4000, NOW - 3600)
+    assert decide(hidden, long_ago, NOW, T, drain_active=False)[0] is None
+    # part of it visible again: that part is drained, by size only if it is enough
+    assert decide(depth(800, 700.0, in_flight=400), failed, NOW, T, drain_active=False)[0] == "age"
+    reason = decide(depth(800, 10.0, in_flight=400), RECENT, NOW, T, drain_active=False)[0]
+    assert reason is None  # 400 ready, below the 500 size threshold, and young
+    assert decide(depth(800, 400.0), failed, NOW, T, drain_active=False)[0] == "size"

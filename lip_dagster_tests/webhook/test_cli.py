@@ -31,11 +31,16 @@ def test_status_shows_depth_and_dead_letters_then_replay_clears_them(
     args = parse("webhook", "status")
     assert args.fn(args) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("jamf"))
-    assert row.split()[1:4] == ["0", "-", "1"]
+    assert row.split()[1:5] == ["0", "0", "-", "1"]  # buffered, in flight, oldest, dead
     args = parse("webhook", "replay", "jamf")
     assert args.fn(args) == 0
     assert "1 dead-lettered messages moved back" in capsys.readouterr().out
     assert buffer.depth("jamf").messages == 1 and buffer.depth("jamf").dead_letters == 0
+    buffer.receive("jamf", 10, 300)  # a drain holds it
+    args = parse("webhook", "status")
+    assert args.fn(args) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("jamf"))
+    assert row.split()[1:3] == ["1", "1"]
 
 
 def test_replay_of_an_undeclared_source_names_the_problem(lip_home: Path) -> None:

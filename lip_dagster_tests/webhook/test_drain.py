@@ -24,6 +24,7 @@ from lip_dagster.resources import EmbeddedBackend
 from lip_dagster.simulator.webhooks import Delivery, WebhookSimulator
 from lip_dagster.state.base import Buffer, DedupeKey
 from lip_dagster.state.sqlite import SqliteBuffer, SqliteDedupeStore
+from lip_dagster.webhook.arrival import ArrivalState, Thresholds, decide
 from lip_dagster.webhook.drain import DrainConfig, Drainer, replay
 from lip_dagster.webhook.message import encode
 from lip_dagster.webhook.receiver import create_app
@@ -341,6 +342,37 @@ def test_a_landing_failure_leaves_the_batch_buffered_and_reported(
     assert isinstance(report.error, LakeWriteError) and report.stopped == "error"
     assert report.messages == 0 and backend.buffer.depth("okta_hooks").messages == 2
     assert lake_ids(backend.settings.lake_dir) == Counter()
+
+
+def test_during_a_lake_outage_every_drain_the_sensor_requests_fails(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, specs
+) -> None:
+    """The sensor ticks every 30 s through a 12-minute lake outage. No drain it asks
+    for succeeds having received nothing while the failed batch is hidden: such a
+    run would resolve the source's run alert in the middle of the outage."""
+    deliver(client, sim.okta_deliveries(30, per_delivery=10))
+    now = [time.time()]
+    buffer = SqliteBuffer(backend.settings.state_db, clock=lambda: now[0], max_receives=10)
+    lake = FlakyLake(backend.settings.lake_dir, backend.settings.tmp_dir, "fail")
+    thresholds = Thresholds(flush_messages=500, flush_age_seconds=60, heartbeat_seconds=1800)
+    state = ArrivalState()
+    runs: list[tuple[int, str, int]] = []  # (minute, how it stopped, messages landed)
+    for tick in range(40):
+        if tick == 24:
+            lake.mode = "ok"  # the lake is back after 12 minutes
+        reason, state = decide(
+            buffer.depth("okta_hooks"), state, now[0], thresholds, drain_active=False
+        )
+        if reason is not None:
+            d, w = drainer(backend, specs, "okta_hooks", buffer=buffer, lake=lake, vt=300)
+            report = d.run()
+            w.close()
+            runs.append((tick // 2, report.stopped, report.messages))
+        now[0] += 30
+    # a failed drain's batch is retried as its visibility timeout ends, and only then
+    assert runs[:3] == [(0, "error", 0), (5, "error", 0), (10, "error", 0)]
+    assert runs[3][0] == 15 and runs[3][1] != "error" and runs[3][2] == 3
+    assert sum(lake_ids(backend.settings.lake_dir, "okta_hooks").values()) == 30
 
 
 def test_a_batch_that_keeps_failing_goes_to_the_dlq_and_replay_brings_it_back(
