@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 
+from lip_dagster import jsontext
 from lip_dagster.errors import ConfigError, LipError, VendorAuthError, VendorError
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.lake.writer import LakeWriter, PendingWrite, WriteResult
@@ -278,16 +279,32 @@ class BasePoller(ABC):
         (``dict``). Parsed with orjson and the cyclic collector paused: a page of
         events holds no reference cycles, yet building one trips the collector many
         times over, and stdlib ``json`` (what ``resp.json()`` uses) takes several
-        times as long (DESIGN §10). Anything else from the vendor is a
-        ``VendorError`` naming source, endpoint and status."""
+        times as long (DESIGN §10). A page orjson refuses only for lone surrogate
+        escapes (a vendor cutting a string mid-emoji) is read with each one as U+FFFD
+        and a warning: refusing it would stop the cursor on that page for good.
+        Anything else from the vendor is a ``VendorError`` naming source, endpoint and
+        status."""
         paused = gc.isenabled()
         gc.disable()
         try:
             body = orjson.loads(resp.content)
         except orjson.JSONDecodeError as exc:
-            raise VendorError(
-                self.source, self._endpoint, resp.status_code, f"response is not JSON: {exc.msg}"
-            ) from None
+            repaired = jsontext.loads_repairing_surrogates(resp.content)
+            if repaired is None:
+                raise VendorError(
+                    self.source,
+                    self._endpoint,
+                    resp.status_code,
+                    f"response is not JSON: {exc.msg}",
+                ) from None
+            body, count = repaired
+            log.warning(
+                "%s endpoint %r: replaced %d lone UTF-16 surrogate escape(s) in the page "
+                "with U+FFFD",
+                self.source,
+                self._endpoint,
+                count,
+            )
         finally:
             if paused:
                 gc.enable()

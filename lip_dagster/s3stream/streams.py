@@ -8,7 +8,9 @@ the object is still on the wire.
 
 Damage is reported, never hidden: a reader notes what was wrong in a ``Problems`` log
 and keeps the records it could read. The caller decides (quarantine the object, turn a
-check red); nothing here drops a record silently.
+check red); nothing here drops a record silently. A record orjson refuses only for lone
+UTF-16 surrogate escapes (valid JSON: a string cut mid-emoji) is not damage: it is read
+with each one as U+FFFD and counted in ``Problems.surrogates_replaced``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import orjson
 from isal import isal_zlib
 
 from lip_dagster.errors import LipError
+from lip_dagster.jsontext import loads_repairing_surrogates, repair_surrogates
 
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_OUT_CHUNK = 1 << 20
@@ -38,11 +41,14 @@ class BadObjectError(LipError):
 @dataclass
 class Problems:
     """What was wrong with one object, bounded so a garbage object cannot fill memory
-    with messages. ``bad_records`` counts every bad line or array element."""
+    with messages. ``bad_records`` counts every bad line or array element.
+    ``surrogates_replaced`` counts lone surrogate escapes read as U+FFFD: worth a
+    warning, not a quarantine, so it leaves ``bool(problems)`` false."""
 
     messages: list[str] = field(default_factory=list)
     bad_records: int = 0
     fatal: bool = False
+    surrogates_replaced: int = 0
 
     def add(self, message: str, *, bad_records: int = 0, fatal: bool = False) -> None:
         self.bad_records += bad_records
@@ -174,8 +180,12 @@ def iter_ndjson(
         try:
             rec = loads(line)
         except orjson.JSONDecodeError as exc:
-            problems.add(f"line {n}: not JSON ({exc.msg})", bad_records=1)
-            continue
+            repaired = loads_repairing_surrogates(line)
+            if repaired is None:
+                problems.add(f"line {n}: not JSON ({exc.msg})", bad_records=1)
+                continue
+            rec, count = repaired
+            problems.surrogates_replaced += count
         if not isinstance(rec, dict):
             problems.add(f"line {n}: a JSON {type(rec).__name__}, not an object", bad_records=1)
             continue
@@ -201,13 +211,30 @@ def _byte_offset(segment: bytes, char_pos: int) -> int:
     return len(text[:char_pos].encode("utf-8", "surrogateescape"))
 
 
-def _parse_error(segment: bytes) -> tuple[str, int] | None:
-    """None if ``segment`` is one JSON value, else (message, byte offset of the error)."""
+def _loads_run(run: bytes, problems: Problems) -> Any:
+    """``orjson.loads(run)``; when that fails and ``run`` holds lone surrogate escapes,
+    the value read with each as U+FFFD (counted in ``problems``). Whatever else is
+    wrong raises the error found with the escapes replaced: it lies at the same offset
+    in ``run`` (the repair keeps the length), so a prefix cut inside a string after a
+    lone surrogate still reads as cut short, not as damaged."""
     try:
-        orjson.loads(segment)
+        return orjson.loads(run)
+    except orjson.JSONDecodeError:
+        fixed, count = repair_surrogates(run)
+        if not count:
+            raise
+    value = orjson.loads(fixed)
+    problems.surrogates_replaced += count
+    return value
+
+
+def _parse_one(segment: bytes, problems: Problems) -> tuple[Any, tuple[str, int] | None]:
+    """``(value, None)`` if ``segment`` is one JSON value (lone surrogate escapes read
+    as U+FFFD), else ``(None, (message, byte offset of the error))``."""
+    try:
+        return _loads_run(segment, problems), None
     except orjson.JSONDecodeError as exc:
-        return exc.msg, _byte_offset(segment, exc.pos)
-    return None
+        return None, (exc.msg, _byte_offset(segment, exc.pos))
 
 
 @dataclass
@@ -337,7 +364,7 @@ class _ArraySplitter:
                 if end > fast_tried:
                     fast_tried = end
                     try:
-                        parsed = orjson.loads(b"[" + buf[:end] + b"]")
+                        parsed = _loads_run(b"[" + buf[:end] + b"]", self.problems)
                     except orjson.JSONDecodeError:
                         parsed = None  # a lookalike inside a string, or damage
                     if parsed is not None:
@@ -361,13 +388,13 @@ class _ArraySplitter:
                 fast_tried = end = probable[-1]
                 run = b"[" + buf[:end] + b"]"
                 try:
-                    parsed = orjson.loads(run)
+                    parsed = _loads_run(run, self.problems)
                 except orjson.JSONDecodeError as exc:
                     err_at = _byte_offset(run, exc.pos) - 1
                     good = [p for p in probable if p <= err_at] if err_at < end else []
                     if good:
                         try:
-                            parsed = orjson.loads(b"[" + buf[: good[-1]] + b"]")
+                            parsed = _loads_run(b"[" + buf[: good[-1]] + b"]", self.problems)
                             end = good[-1]
                         except orjson.JSONDecodeError:
                             parsed = None
@@ -380,10 +407,10 @@ class _ArraySplitter:
             while slow_next < len(cands):
                 end = cands[slow_next]
                 slow_next += 1
-                err = _parse_error(buf[:end])
+                value, err = _parse_one(buf[:end], self.problems)
                 if err is None:
                     self._remember_prefix(buf)
-                    yield from self._objects([orjson.loads(buf[:end])])
+                    yield from self._objects([value])
                     return _Ok(end)
                 msg, at = err
                 if at < end:

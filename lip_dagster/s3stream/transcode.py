@@ -184,6 +184,14 @@ class Transcoder:
             return ObjectOutcome(
                 key, "failed", records=landed, reason=reason, code=exc.code, error=str(exc)
             )
+        if problems.surrogates_replaced:
+            # the records landed; the warning says where, never what the strings held
+            log.warning(
+                "%s: replaced %d lone UTF-16 surrogate escape(s) in %s with U+FFFD",
+                self.source,
+                problems.surrogates_replaced,
+                key,
+            )
         if not problems:
             return ObjectOutcome(key, "landed", records=landed)
         return self._quarantine(info, problems, landed)

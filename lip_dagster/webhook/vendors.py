@@ -22,12 +22,16 @@ own REST API describes one (``GET /repos/{owner}/{repo}/hooks/{id}/deliveries/
 own log knows (``status_code``, ``duration``, ...) are absent rather than invented.
 
 Bodies are parsed with orjson, which also refuses invalid UTF-8, nesting deeper than
-1024 levels and integers beyond 64 bits: each becomes a 400 with the parser's reason.
+1024 levels and integers beyond 64 bits: each becomes a 400 with the parser's reason. A
+lone UTF-16 surrogate escape (``"\\ud83d"``, a string cut mid-emoji) is valid JSON that
+orjson refuses: it becomes U+FFFD and the delivery is accepted, since a 400 would make
+the vendor drop it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
@@ -35,6 +39,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from lip_dagster import jsontext
 from lip_dagster.lake.envelope import EventIdentity, dig
 from lip_dagster.webhook.errors import WebhookRejected
 from lip_dagster.webhook.spec import WebhookSourceSpec
@@ -57,18 +62,32 @@ JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 MAX_HEADER_ID_CHARS = 128
 
+log = logging.getLogger(__name__)
+
 
 def _bad(reason: str) -> WebhookRejected:
     return WebhookRejected(400, reason)
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes, source: str) -> Any:
+    """The delivery's JSON, or a 400 with orjson's reason. Lone surrogate escapes are
+    replaced by U+FFFD (one warning naming ``source``, never the content) rather than
+    refused: a refused delivery is one the vendor drops."""
     if not body.strip():
         raise _bad("empty body")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as err:
-        raise _bad(f"body is not valid JSON: {err.msg}") from None
+        repaired = jsontext.loads_repairing_surrogates(body)
+        if repaired is None:
+            raise _bad(f"body is not valid JSON: {err.msg}") from None
+    doc, count = repaired
+    log.warning(
+        "webhook %s: replaced %d lone UTF-16 surrogate escape(s) in the delivery with U+FFFD",
+        source,
+        count,
+    )
+    return doc
 
 
 class Extractor(ABC):
@@ -76,6 +95,8 @@ class Extractor(ABC):
 
     identity: EventIdentity
     content_types: tuple[str, ...] = (JSON,)
+    source: str = "webhook"
+    """The source's name, for log lines; ``build_extractor`` sets it."""
 
     @abstractmethod
     def extract(self, body: bytes, content_type: str, headers: Headers) -> list[dict[str, Any]]:
@@ -94,7 +115,7 @@ class OktaEventHookExtractor(Extractor):
     identity = OKTA_EVENT_IDENTITY
 
     def extract(self, body: bytes, content_type: str, headers: Headers) -> list[dict[str, Any]]:
-        doc = parse_json(body)
+        doc = parse_json(body, self.source)
         if not isinstance(doc, dict):
             raise _bad("an Okta Event Hook delivery must be a JSON object")
         events = dig(doc, "data.events")
@@ -145,7 +166,7 @@ class GitHubExtractor(Extractor):
         event = _header_token(headers, "X-GitHub-Event")
         if content_type == FORM:
             body = self._form_payload(body)
-        payload = parse_json(body)
+        payload = parse_json(body, self.source)
         if not isinstance(payload, dict):
             raise _bad("a GitHub webhook payload must be a JSON object")
         installation = payload.get("installation")
@@ -223,7 +244,7 @@ class JamfExtractor(Extractor):
     identity = JAMF_IDENTITY
 
     def extract(self, body: bytes, content_type: str, headers: Headers) -> list[dict[str, Any]]:
-        doc = parse_json(body)
+        doc = parse_json(body, self.source)
         if not isinstance(doc, dict):
             raise _bad("a Jamf Pro webhook must be a JSON object")
         hook = doc.get("webhook")
@@ -243,7 +264,7 @@ class GenericExtractor(Extractor):
         self.identity = EventIdentity(id_fields=id_fields, time_field=time_field)
 
     def extract(self, body: bytes, content_type: str, headers: Headers) -> list[dict[str, Any]]:
-        doc = parse_json(body)
+        doc = parse_json(body, self.source)
         found = dig(doc, self.events_path) if self.events_path else doc
         events = found if isinstance(found, list) else [found]
         if not events or found is None:
@@ -255,10 +276,14 @@ class GenericExtractor(Extractor):
 
 
 def build_extractor(spec: WebhookSourceSpec) -> Extractor:
+    extractor: Extractor
     if spec.vendor == "okta_event_hook":
-        return OktaEventHookExtractor()
-    if spec.vendor == "github":
-        return GitHubExtractor()
-    if spec.vendor == "jamf":
-        return JamfExtractor()
-    return GenericExtractor(spec.events_path, tuple(spec.id_fields), spec.time_field)
+        extractor = OktaEventHookExtractor()
+    elif spec.vendor == "github":
+        extractor = GitHubExtractor()
+    elif spec.vendor == "jamf":
+        extractor = JamfExtractor()
+    else:
+        extractor = GenericExtractor(spec.events_path, tuple(spec.id_fields), spec.time_field)
+    extractor.source = spec.name
+    return extractor

@@ -8,6 +8,7 @@ import json
 import random
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 from lip_dagster.s3stream.streams import (
@@ -81,6 +82,40 @@ def test_a_damaged_record_is_skipped_and_the_rest_kept() -> None:
     assert [r["eventID"] for r in got] == [r["eventID"] for i, r in enumerate(recs) if i != 4]
     assert problems.fatal and problems.bad_records == 1
     assert "invalid JSON" in problems.messages[0]
+
+
+CUT_EMOJI = ["party \ud83d", "\ude00 party", 'q"uote}],{\ud83d', '},{"eventVersion":\udbff']
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_lone_surrogates_are_read_as_the_replacement_character_not_damage(seed: int) -> None:
+    """A string cut in the middle of an emoji (a lone ``\\ud83d``) is valid JSON that
+    orjson refuses; every record is kept, with U+FFFD in place of the lone half."""
+    rng = random.Random(seed)
+    recs = tricky_records(rng, 20)
+    cut = sorted(rng.sample(range(20), 3))
+    for i in cut:
+        recs[i]["requestParameters"]["policy"] = rng.choice(CUT_EMOJI)
+    doc = json.dumps({"Records": recs}, indent=rng.choice([None, 2])).encode()
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(doc)
+    problems = Problems()
+    got = list(iter_json_array(chunked(doc, rng), problems, header=RECORDS_HEADER, trailer=b"}"))
+    for i in cut:
+        policy = recs[i]["requestParameters"]["policy"]
+        recs[i]["requestParameters"]["policy"] = "".join(
+            "\ufffd" if "\ud800" <= c <= "\udfff" else c for c in policy
+        )
+    assert got == recs
+    assert not problems and problems.surrogates_replaced == 3
+
+
+def test_ndjson_reads_lone_surrogates_as_the_replacement_character() -> None:
+    problems = Problems()
+    lines = [b'{"a":"x\\ud83d"}\n{"b":"\\ud83d\\ude00"}\n{"c":"\\ude00', b'y"}\n{bad\n']
+    got = list(iter_ndjson(iter(lines), problems))
+    assert got == [{"a": "x\ufffd"}, {"b": "\U0001f600"}, {"c": "\ufffdy"}]
+    assert problems.surrogates_replaced == 2 and problems.bad_records == 1
 
 
 def test_a_truncated_array_keeps_the_records_before_the_cut() -> None:

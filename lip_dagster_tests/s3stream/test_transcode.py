@@ -122,6 +122,27 @@ def test_valid_lines_of_a_partly_bad_object_are_not_lost(
     assert embedded.quarantine.count("cloudflare") == 1
 
 
+def test_a_lone_surrogate_lands_as_the_replacement_character_not_in_quarantine(
+    home: Path, embedded: EmbeddedBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user agent cut in the middle of an emoji (``\\ud83d`` without its low half) is
+    valid JSON: the record lands with U+FFFD, the object is not quarantined."""
+    recs = cloudtrail_records(5)
+    agent = recs[0]["userAgent"]  # the same in every record: the first one is cut
+    raw = orjson.dumps({"Records": recs})
+    assert raw.count(agent.encode()) == 5
+    raw = raw.replace(agent.encode(), agent.encode() + b" \\ud83d", 1)
+    write_object(landing(home, "cloudtrail"), KEY, gz(raw))
+    report = transcoder(embedded, "cloudtrail", "cloudtrail").run([KEY])
+    (outcome,) = report.objects
+    assert outcome.status == "landed" and outcome.records == 5
+    got = {r["eventID"]: r["userAgent"] for r in lake_records(home, "cloudtrail")}
+    assert got == {r["eventID"]: agent for r in recs} | {recs[0]["eventID"]: agent + " \ufffd"}
+    assert embedded.quarantine.count("cloudtrail") == 0
+    (warning,) = [r.getMessage() for r in caplog.records if "surrogate" in r.getMessage()]
+    assert "cloudtrail" in warning and KEY in warning and agent not in warning
+
+
 def test_a_truncated_trail_file_lands_what_it_holds(home: Path, embedded: EmbeddedBackend) -> None:
     body = trail_file(cloudtrail_records(200))
     write_object(landing(home, "cloudtrail"), KEY, body[: len(body) // 2])

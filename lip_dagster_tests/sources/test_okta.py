@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import orjson
 import pytest
 
 from lip_dagster.components.coverage import hour_coverage, polling_head
@@ -89,6 +91,60 @@ def test_a_page_that_is_not_json_fails_the_run_and_keeps_the_cursor(harness: Har
     assert "'okta'" in msg and "'logs'" in msg and "HTTP 200: response is not JSON" in msg
     assert "sign in" not in msg  # the body is not echoed into logs
     assert p.cursors.get("okta", "logs") == before and harness.lake_ids("okta") == landed
+
+
+class CutEmoji(httpx.HTTPTransport):
+    """Okta as it answers when a user's string was cut in the middle of an emoji: the
+    first page of the System Log holds ``\\ud83d`` with no low half after it (valid
+    JSON; orjson refuses it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uuid: str | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        resp = super().handle_request(request)
+        if self.uuid is not None or not request.url.path.endswith("/logs"):
+            return resp
+        body = resp.read()
+        page = orjson.loads(body)
+        self.uuid = page[0]["uuid"]
+        at = body.index(b'"displayMessage":') + len(b'"displayMessage":')
+        at = body.index(b'"', at) + 1
+        cut = body[:at] + b"party \\ud83d" + body[at:]
+        headers = [
+            (k, v)
+            for k, v in resp.headers.items()
+            if k not in ("content-length", "content-encoding")
+        ]
+        return httpx.Response(resp.status_code, headers=headers, content=cut)
+
+
+def test_a_lone_surrogate_lands_as_the_replacement_character_and_the_cursor_moves_on(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = CutEmoji()
+    report = harness.poller("okta", initial_lookback_hours=4, transport=transport).run()
+    assert report.endpoints["logs"].stopped == "caught_up"
+    ids = harness.lake_ids("okta")
+    assert set(ids) == okta_ids(harness) and max(ids.values()) == 1
+    cursor = harness.backend.cursors.get("okta", "logs")
+    assert cursor is not None and "after=" in cursor.value
+    (cut,) = [e for e in lake_events(harness) if e["uuid"] == transport.uuid]
+    original = next(e for e in harness.sim.events("okta", "logs") if e["uuid"] == transport.uuid)
+    assert cut["displayMessage"] == "party \ufffd" + original["displayMessage"]
+    (warning,) = [r for r in caplog.records if "surrogate" in r.getMessage()]
+    assert "okta" in warning.getMessage() and "'logs'" in warning.getMessage()
+    assert "party" not in warning.getMessage()  # the content is not echoed into logs
+
+
+def lake_events(h: Harness) -> list[dict]:
+    root = h.backend.settings.lake_dir / "source=okta"
+    return [
+        orjson.loads(line)
+        for p in root.rglob("*.ndjson.gz")
+        for line in gzip.decompress(p.read_bytes()).splitlines()
+    ]
 
 
 def test_bad_api_token_is_a_clear_auth_error(harness: Harness, monkeypatch) -> None:

@@ -140,6 +140,28 @@ def test_okta_payload_without_events_is_400_with_the_reason(
     assert depth(backend, "okta_hooks") == 0
 
 
+def test_an_okta_delivery_with_a_lone_surrogate_is_accepted_with_the_replacement_character(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, caplog
+) -> None:
+    """A user's string cut in the middle of an emoji (``\\ud83d`` without its low half)
+    is valid JSON: a 400 would make Okta drop the delivery, so it is buffered with
+    U+FFFD in place of the lone half."""
+    caplog.set_level(logging.WARNING)
+    d = okta_fixture_delivery(sim)
+    message = b'"displayMessage":"User login to Okta"'
+    assert d.body.count(message) == 1
+    body = d.body.replace(message, b'"displayMessage":"User login to Okta \\ud83d"')
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)
+    r = client.post("/webhooks/okta_hooks", headers=d.headers, content=body)
+    assert r.status_code == 204 and r.headers["x-lip-accepted"] == "1"
+    (event,) = buffered(backend, "okta_hooks")
+    assert event == {**d.events[0], "displayMessage": "User login to Okta \ufffd"}
+    warnings = [r.getMessage() for r in caplog.records if "surrogate" in r.getMessage()]
+    assert len(warnings) == 1 and "okta_hooks" in warnings[0]
+    assert "User login" not in warnings[0]  # the content is not echoed into logs
+
+
 # ------------------------------------------------------------------- GitHub
 
 
