@@ -201,34 +201,23 @@ class GitHubExtractor(Extractor):
         return values[0].encode("utf-8")
 
 
-_JAMF_DEVICE_IDS = ("jssID", "udid", "serialNumber", "managementId")
-
-
 def jamf_event_id(event: dict[str, Any]) -> str | None:
     """Jamf Pro sends no event id (VENDORS.md §8). The id is a hash of the event
-    name, its timestamp, the webhook's id and the device identifiers (at
-    ``event.*`` or ``event.computer.*``); an event naming no device (a REST API
-    operation, a smart group change) also hashes its whole ``event`` object, so two
-    different such events in the same instant stay two."""
+    name, its timestamp, the webhook's id and the whole ``event`` object (which holds
+    the device identifiers). The event object is in it because the name, time and
+    device are not enough: a Mac finishing two policies in the same second (Jamf
+    sometimes sends seconds, not milliseconds) sends two ComputerPolicyFinished
+    events that differ only in ``policyId``, and keyed by device they were one. The
+    same event sent twice is the same bytes, and one id."""
     hook = event.get("webhook")
     if not isinstance(hook, dict):
         return None
-    body = event.get("event")
-    body = body if isinstance(body, dict) else {}
-    devices: dict[str, Any] = {}
-    for scope, obj in (("event", body), ("event.computer", body.get("computer"))):
-        if isinstance(obj, dict):
-            for name in _JAMF_DEVICE_IDS:
-                if obj.get(name) not in (None, ""):
-                    devices[f"{scope}.{name}"] = obj[name]
     parts: dict[str, Any] = {
         "webhookEvent": hook.get("webhookEvent"),
         "eventTimestamp": hook.get("eventTimestamp"),
         "webhook.id": hook.get("id"),
-        "devices": devices,
+        "event": event.get("event"),
     }
-    if not devices:
-        parts["event"] = body
     canon = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
     return "jamf:sha256:" + hashlib.sha256(canon).hexdigest()
 

@@ -234,14 +234,28 @@ def test_jamf_events_get_a_stable_synthesized_id(
     assert eid.startswith("jamf:sha256:") and JAMF_IDENTITY.event_time(rec) is not None
 
 
-def test_jamf_events_differing_only_in_device_are_two_events() -> None:
+def test_jamf_events_differing_in_anything_are_two_events() -> None:
     a = fixture("jamf/webhook_computer_check_in.json")
     b = fixture("jamf/webhook_computer_check_in.json")
     b["event"]["computer"]["serialNumber"] = "C02OTHER"
-    c = fixture("jamf/webhook_computer_check_in.json")
-    c["event"]["computer"]["department"] = "Finance"  # not an identifier
     assert JAMF_IDENTITY.event_id(a) != JAMF_IDENTITY.event_id(b)
-    assert JAMF_IDENTITY.event_id(a) == JAMF_IDENTITY.event_id(c)
+    assert JAMF_IDENTITY.event_id(a) == JAMF_IDENTITY.event_id(
+        fixture("jamf/webhook_computer_check_in.json")
+    )
+
+
+def test_one_mac_finishing_two_policies_in_one_second_is_two_events(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    """Same event name, same second, same device: only ``policyId`` differs."""
+    first = fixture("jamf/webhook_computer_policy_finished.json")
+    second = fixture("jamf/webhook_computer_policy_finished.json")
+    second["event"]["policyId"] = 102
+    assert post(client, sim.jamf_delivery(first)).headers["x-lip-accepted"] == "1"
+    assert post(client, sim.jamf_delivery(second)).headers["x-lip-accepted"] == "1"
+    again = post(client, sim.jamf_delivery(second))
+    assert again.headers["x-lip-duplicates"] == "1"
+    assert sorted(e["event"]["policyId"] for e in buffered(backend, "jamf")) == [101, 102]
 
 
 def test_jamf_set_to_xml_is_415_naming_json(
