@@ -6,7 +6,11 @@ newer than any it had landed before. Dagster's own freshness policy (evaluated b
 daemon, shown in the UI) counts any materialization, and a collector whose landing
 step is broken can still materialize an empty partition; the alert must not be fooled
 by that, nor by a backfill that lands last week's events into a source whose live
-collection is dead.
+collection is dead. A source that has never landed anything (a wrong secret, bucket
+prefix or tenant from the start) is stale in the same way once it has been running for
+longer than its fail window: counted from its first run, or from the start of a
+schedule or sensor of it that runs now, whichever is earlier. One never run, with
+nothing switched on to run it, is ``unknown`` and pages nobody.
 
 Nothing here may depend on a fixed window of recent records: a dead source keeps
 materializing empty partitions (one per poll) and a check keeps passing on new hours,
@@ -32,6 +36,11 @@ import dagster as dg
 # history query only goes newest first).
 import sqlalchemy as db
 from dagster._core.event_api import EventLogCursor
+from dagster._core.scheduler.instigation import (
+    InstigatorStatus,
+    ScheduleInstigatorData,
+    SensorInstigatorData,
+)
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecord,
     AssetCheckExecutionRecordStatus,
@@ -72,14 +81,22 @@ class SourceSpec:
     check_keys: tuple[dg.AssetCheckKey, ...]
     fail_window: timedelta | None
     warn_window: timedelta | None
+    # the schedules and sensors that start its runs: (name, "schedule" | "sensor",
+    # running by default in code)
+    instigators: tuple[tuple[str, str, bool], ...] = ()
 
 
 @dataclass
 class SourceHealth:
     source: str
     pattern: str
-    freshness: str = "unknown"  # pass | warn | fail | unknown (never landed)
+    # pass | warn | fail | unknown (nothing landed, and not running for a fail window)
+    freshness: str = "unknown"
     last_landed_at: float | None = None  # when the newest data landed
+    # never landed: when the source was first seen running, and what showed it
+    # ("its first run", "its sensor <name> started"); None if it never ran
+    started_at: float | None = None
+    started_by: str | None = None
     newest_event: str | None = None
     fail_window_s: float | None = None
     warn_window_s: float | None = None
@@ -219,9 +236,26 @@ def _window(value: Any) -> timedelta | None:
     return value.to_timedelta()
 
 
+def _instigators(repo: Any) -> dict[str, list[tuple[str, str, bool]]]:
+    """Per source, the schedules and sensors whose target job carries its source tag."""
+    out: dict[str, list[tuple[str, str, bool]]] = {}
+    found = [
+        *((s, "schedule", [s.target]) for s in getattr(repo, "schedule_defs", ())),
+        *((s, "sensor", s.targets) for s in getattr(repo, "sensor_defs", ())),
+    ]
+    for inst, kind, targets in found:
+        running = inst.default_status.value == "RUNNING"
+        for target in targets:
+            source = (getattr(target.resolvable_to_job, "tags", None) or {}).get(SOURCE_TAG)
+            if source:
+                out.setdefault(source, []).append((inst.name, kind, running))
+    return out
+
+
 def declared_sources(repo: Any) -> list[SourceSpec]:
     """Every asset tagged with a LIP pattern, from a repository or its asset graph."""
     graph = repo.asset_graph
+    instigators = _instigators(repo)
     specs = []
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node = graph.get(key)
@@ -237,6 +271,7 @@ def declared_sources(repo: Any) -> list[SourceSpec]:
                 check_keys=tuple(sorted(node.check_keys, key=lambda c: c.name)),
                 fail_window=_window(getattr(policy, "fail_window", None)),
                 warn_window=_window(getattr(policy, "warn_window", None)),
+                instigators=tuple(instigators.get(key.path[-1], ())),
             )
         )
     return specs
@@ -368,6 +403,77 @@ def _last_finished_run(instance: dg.DagsterInstance, spec: SourceSpec) -> dg.Run
         if rec is not None and rec.dagster_run.status in _FINISHED:
             found.append(rec)
     return max(found, key=_finished_at, default=None)
+
+
+def _first_run_at(instance: dg.DagsterInstance, spec: SourceSpec) -> float | None:
+    """When the source's oldest run (any status) was created: its schedule's or
+    sensor's, a drain on the heartbeat, ``lip run``. A run launched from the asset
+    graph (a backfill) carries no source tag and does not count: it says the hours were
+    asked for, not that the source was set up to collect."""
+    found = instance.get_run_records(
+        dg.RunsFilter(tags={SOURCE_TAG: spec.name}), limit=1, ascending=True
+    )
+    return found[0].create_timestamp.timestamp() if found else None
+
+
+_ON = (InstigatorStatus.RUNNING, InstigatorStatus.DECLARED_IN_CODE)
+
+
+def _started_instigators(instance: dg.DagsterInstance, spec: SourceSpec) -> list[tuple[float, str]]:
+    """The source's schedules and sensors that are running now, each with the time
+    Dagster recorded it was started (from the UI or the CLI; for one running by
+    default, its first tick). A source whose sensor runs but finds nothing to do (an
+    S3 source reading the wrong prefix) launches no run, and this is all that shows
+    it is on. States are matched by name: the alert sensor and ``lip status`` see the
+    definitions from different code locations."""
+    wanted = {name: (kind, default_on) for name, kind, default_on in spec.instigators}
+    if not wanted or instance.schedule_storage is None:  # nothing can run them
+        return []
+    out = []
+    for state in instance.all_instigator_state():
+        name = state.instigator_name
+        if name not in wanted or state.status not in _ON:
+            continue
+        kind, default_on = wanted[name]
+        if state.status == InstigatorStatus.DECLARED_IN_CODE and not default_on:
+            continue  # left from when the code turned it on; it is off now
+        data = state.instigator_data
+        if kind == "sensor" and isinstance(data, SensorInstigatorData):
+            at = data.last_sensor_start_timestamp
+        elif kind == "schedule" and isinstance(data, ScheduleInstigatorData):
+            at = data.start_timestamp
+        else:
+            at = None
+        if at is not None:
+            out.append((at, f"its {kind} {name} started"))
+    return out
+
+
+def _running_since(
+    instance: dg.DagsterInstance, spec: SourceSpec, h: SourceHealth
+) -> tuple[float, str] | None:
+    """When a source that never landed anything was first seen running, and what
+    showed it: its first run, or the start of a schedule or sensor of it that is
+    running now, whichever is earlier. None: it never ran and nothing would run it."""
+    seen: list[tuple[float, str]] = []
+    first = _first_run_at(instance, spec)
+    if first is not None:
+        seen.append((first, "its first run"))
+    try:
+        seen += _started_instigators(instance, spec)
+    except Exception as exc:  # noqa: BLE001 - monitoring fails open, the runs still answer
+        h.problems_reading.append(f"schedules and sensors: {type(exc).__name__}: {exc}")
+    return min(seen, default=None)
+
+
+def _freshness(h: SourceHealth, age: float) -> str:
+    """The freshness verdict for data (or, never landed, a source running) ``age``
+    seconds old."""
+    if h.fail_window_s is not None and age > h.fail_window_s:
+        return "fail"
+    if h.warn_window_s is not None and age > h.warn_window_s:
+        return "warn"
+    return "pass"
 
 
 _CHECK_FAILED = "DagsterAssetCheckFailedError"
@@ -629,20 +735,25 @@ def source_health(
     h = SourceHealth(spec.name, spec.pattern)
     h.fail_window_s = spec.fail_window.total_seconds() if spec.fail_window else None
     h.warn_window_s = spec.warn_window.total_seconds() if spec.warn_window else None
-    if not _read_landings(instance, spec.asset_key, mem, scan_budget):
+    read_all = _read_landings(instance, spec.asset_key, mem, scan_budget)
+    if not read_all:
         h.problems_reading.append(
             f"freshness: still reading the source's materialization history ({scan_budget} "
             "records a tick); until that is done it may look fresher than it is"
         )
     if mem.fresh_at is not None:
         h.last_landed_at, h.newest_event = mem.fresh_at, mem.newest_event
-        age = now - mem.fresh_at
-        if h.fail_window_s is not None and age > h.fail_window_s:
-            h.freshness = "fail"
-        elif h.warn_window_s is not None and age > h.warn_window_s:
-            h.freshness = "warn"
-        else:
-            h.freshness = "pass"
+        h.freshness = _freshness(h, now - mem.fresh_at)
+    elif read_all:  # a first read not finished may not have reached a landing yet
+        # Nothing ever landed: a wrong secret, bucket prefix or tenant from day one.
+        # Once the source has been running longer than its fail window, that is the
+        # same fail as landings that stopped (no warn first: a new source gets its
+        # whole fail window to land something); a source never run stays unknown.
+        since = _running_since(instance, spec, h)
+        if since is not None:
+            h.started_at, h.started_by = since
+            if _freshness(h, now - h.started_at) == "fail":
+                h.freshness = "fail"
     rec = _last_finished_run(instance, spec)
     if rec is not None:
         h.last_run_status = rec.dagster_run.status.value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -128,21 +129,57 @@ def _fmt_age(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
+def _fmt_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# What to check first when a source has never landed anything: it was set up wrong.
+NEVER_LANDED_HINTS = {
+    "polling": "check its credentials and the tenant or domain its settings name (a valid "
+    "token for another tenant, or one without the audit-log scope, can answer with "
+    "nothing); its runs' events_total and stopped/<endpoint> say what each poll got",
+    "webhook": "check the webhook secret on both sides (the receiver logs `webhook "
+    "<source>: 401 <reason>` for each refused delivery), the URL the vendor posts to, and "
+    "that the vendor's hook is enabled; `lip webhook status` shows what is buffered",
+    "s3": "check the bucket and prefix it reads (the variables named by bucket_env and "
+    "prefix_env in its YAML) against where the vendor writes, and the bucket's "
+    "notifications; the <source>_arrivals sensor's ticks say what it found",
+}
+
+
+def _freshness_message(h: SourceHealth, now: float) -> str | None:
+    """Why a source is stale, or None if the health says nothing about when: data that
+    stopped landing, or a source running past its fail window that never landed any."""
+    window = _fmt_age((h.fail_window_s if h.freshness == "fail" else h.warn_window_s) or 0)
+    lag = h.lag_seconds(now)
+    if lag is not None:
+        return (
+            f"{h.source}: nothing new has landed for {_fmt_age(lag)} "
+            f"({h.freshness} window {window}); newest event "
+            f"{h.newest_event or 'unknown'}. Check the source's latest runs and its "
+            "lake_content check; backfill the gap once it lands again."
+        )
+    if h.started_at is None:
+        return None
+    hint = NEVER_LANDED_HINTS.get(h.pattern, "check its credentials and settings")
+    return (
+        f"{h.source}: no event has ever landed for {h.source} since {h.started_by} at "
+        f"{_fmt_time(h.started_at)} ({_fmt_age(now - h.started_at)} ago; {h.freshness} "
+        f"window {window}); {hint.replace('<source>', h.source)}."
+    )
+
+
 def problems_of(h: SourceHealth, now: float) -> list[Problem]:
     out = []
-    lag = h.lag_seconds(now)
-    if h.freshness in ("warn", "fail") and lag is not None:
-        window = h.fail_window_s if h.freshness == "fail" else h.warn_window_s
+    message = _freshness_message(h, now) if h.freshness in ("warn", "fail") else None
+    if message is not None:
         out.append(
             Problem(
                 f"freshness-{h.freshness}|{h.source}",
                 "freshness",
                 h.source,
                 h.freshness,
-                f"{h.source}: nothing new has landed for {_fmt_age(lag)} "
-                f"({h.freshness} window {_fmt_age(window or 0)}); newest event "
-                f"{h.newest_event or 'unknown'}. Check the source's latest runs and its "
-                "lake_content check; backfill the gap once it lands again.",
+                message,
             )
         )
     if h.last_run_status == "FAILURE" and not h.last_run_failed_by_checks:

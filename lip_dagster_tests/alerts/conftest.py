@@ -7,11 +7,13 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import orjson
 import pytest
+from dagster._core.test_utils import freeze_time
 
 
 class Stub:
@@ -90,6 +92,55 @@ def tick(d: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) ->
         resources={"lip": d.resources["lip"]},
     )
     return sensor(ctx)
+
+
+@pytest.fixture
+def alerting(lip_home: Path, stub: Stub, monkeypatch: pytest.MonkeyPatch) -> dg.Definitions:
+    """The definitions, with the alert sensor's notices going to the stub."""
+    from lip_dagster.definitions import defs
+
+    route_alerts_to(stub, monkeypatch)
+    return defs()
+
+
+def hour(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d-%H:00")
+
+
+def materialize(
+    instance: dg.DagsterInstance,
+    at: datetime,
+    events: int,
+    newest: datetime | None = None,
+    asset: str = "okta",
+) -> None:
+    """What a run logs for the hour it wrote to, recorded at ``at``."""
+    partition = newest or at
+    with freeze_time(at):
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset,
+                partition=hour(partition),
+                metadata={
+                    "events": events,
+                    "newest_event": newest.strftime("%Y-%m-%dT%H:%M:%SZ") if newest else "none",
+                },
+            )
+        )
+
+
+def tick_at(
+    d: dg.Definitions,
+    instance: dg.DagsterInstance,
+    cursor: str | None,
+    at: datetime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> str | None:
+    """One tick of ``lip_alerts`` as if at ``at``; returns the cursor it stored."""
+    from lip_dagster.alerts import sensor as alert_sensor
+
+    monkeypatch.setattr(alert_sensor, "clock", lambda: at.timestamp())
+    return tick(d, instance, cursor).cursor
 
 
 def opened(stub: Stub) -> list[str]:

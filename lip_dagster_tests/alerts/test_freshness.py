@@ -6,23 +6,14 @@ hide it; the sensor still reads only a bounded number of records per tick."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.test_utils import freeze_time
 
 from lip_dagster.alerts import health
 from lip_dagster.alerts import sensor as alert_sensor
-from lip_dagster.definitions import defs
 
-from .conftest import Stub, lip_status_exit_code, opened, resolved, route_alerts_to, tick
-
-
-@pytest.fixture
-def alerting(lip_home: Path, stub: Stub, monkeypatch: pytest.MonkeyPatch) -> dg.Definitions:
-    route_alerts_to(stub, monkeypatch)
-    return defs()
+from .conftest import Stub, lip_status_exit_code, materialize, opened, resolved, tick_at
 
 
 def landed_now(instance: dg.DagsterInstance) -> datetime:
@@ -30,39 +21,6 @@ def landed_now(instance: dg.DagsterInstance) -> datetime:
     t0 = datetime.now(UTC).replace(microsecond=0)
     materialize(instance, t0, 40, newest=t0 - timedelta(seconds=30))
     return t0
-
-
-def hour(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d-%H:00")
-
-
-def materialize(
-    instance: dg.DagsterInstance, at: datetime, events: int, newest: datetime | None = None
-) -> None:
-    """What a run logs for the hour it wrote to, recorded at ``at``."""
-    partition = newest or at
-    with freeze_time(at):
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                "okta",
-                partition=hour(partition),
-                metadata={
-                    "events": events,
-                    "newest_event": newest.strftime("%Y-%m-%dT%H:%M:%SZ") if newest else "none",
-                },
-            )
-        )
-
-
-def tick_at(
-    d: dg.Definitions,
-    instance: dg.DagsterInstance,
-    cursor: str | None,
-    at: datetime,
-    monkeypatch: pytest.MonkeyPatch,
-) -> str | None:
-    monkeypatch.setattr(alert_sensor, "clock", lambda: at.timestamp())
-    return tick(d, instance, cursor).cursor
 
 
 def test_a_source_that_lands_nothing_for_a_day_keeps_its_page_open(
