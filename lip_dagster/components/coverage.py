@@ -4,10 +4,16 @@ the middle of a week is as visible as a stale head.
 For a polling source an hour is complete once every endpoint's cursor high-water mark
 has passed the hour's end. The poller commits that mark only as far as the vendor has
 given everything: the newest event landed (or the time of the request, once caught
-up) for oldest-first vendors; the end of a fully paged window for newest-first ones
-(Slack, Google), never a window's first pages; and never later than the request. A
-gap is an hour inside the look-back that no run ever materialized: collection did not
-run then and no event of that hour landed later.
+up) for oldest-first vendors; for newest-first ones (Slack, Google) the end of a fully
+paged window minus the overlap the next window re-reads, since the vendor may still
+publish events that old, never a window's first pages; and never later than the
+request. A gap is an hour inside the look-back that no run ever materialized:
+collection did not run then and no event of that hour landed later.
+
+The head is stale when collection itself has stopped: the mark plus the overlap it
+trails by design (the time of the last fully paged request) is older than the
+freshness window. Without that allowance a source whose overlap is as long as its
+freshness window (Google's token activity: two hours) would be stale on every poll.
 """
 
 from collections.abc import Sequence
@@ -17,22 +23,36 @@ import dagster as dg
 
 from lip_dagster.lake.envelope import parse_timestamp
 from lip_dagster.lake.layout import hour_of, partition_start
+from lip_dagster.polling.window import cursor_overlap
 from lip_dagster.resources import Backend
 
 LOOKBACK = timedelta(days=7)
 
 
-def polling_head(lip: Backend, source: str, cursor_keys: Sequence[str]) -> datetime | None:
-    """The oldest high-water mark across the source's endpoints (None: an endpoint
-    has never been collected)."""
+def _marks(
+    lip: Backend, source: str, cursor_keys: Sequence[str]
+) -> list[tuple[datetime, datetime]] | None:
+    """Each endpoint's high-water mark, and how far its collection has got: the mark
+    plus the overlap it trails its last request by, no later than the last commit
+    (None: an endpoint has never been collected)."""
     marks = []
     for key in cursor_keys:
         rec = lip.cursors.get(source, key)
         hw = parse_timestamp(rec.high_water) if rec and rec.high_water else None
-        if hw is None:
+        if hw is None or rec is None:
             return None
-        marks.append(hw)
-    return min(marks) if marks else None
+        front = hw + timedelta(seconds=cursor_overlap(rec.value))
+        if rec.updated_at > 0:
+            front = max(hw, min(front, datetime.fromtimestamp(rec.updated_at, UTC)))
+        marks.append((hw, front))
+    return marks
+
+
+def polling_head(lip: Backend, source: str, cursor_keys: Sequence[str]) -> datetime | None:
+    """The oldest high-water mark across the source's endpoints (None: an endpoint
+    has never been collected)."""
+    marks = _marks(lip, source, cursor_keys)
+    return min(hw for hw, _ in marks) if marks else None
 
 
 def hour_coverage(hour: str, head: datetime | None) -> str:
@@ -80,7 +100,9 @@ def coverage_check(
         context: dg.AssetCheckExecutionContext, lip: dg.ResourceParam[Backend]
     ) -> dg.AssetCheckResult:
         now = datetime.now(UTC)
-        head = polling_head(lip, source, cursor_keys)
+        marks = _marks(lip, source, cursor_keys)
+        head = min(hw for hw, _ in marks) if marks else None
+        front = min(f for _, f in marks) if marks else None
         done = context.instance.get_materialized_partitions(asset_key)
         first_seen = min(done) if done else None
         window_start = max(
@@ -95,7 +117,8 @@ def coverage_check(
         ]
         missing = [k for k in expected if k not in done]
         head_lag = (now - head).total_seconds() if head else None
-        stale = head_lag is None or head_lag > fail_window.total_seconds()
+        front_lag = (now - front).total_seconds() if front else None
+        stale = front_lag is None or front_lag > fail_window.total_seconds()
         passed = not missing and not stale
         if missing:
             desc = (
@@ -103,7 +126,10 @@ def coverage_check(
                 f"backfill them (UI, or `lip run {source} --partition <hour>`)"
             )
         elif stale:
-            desc = "the cursor's high-water mark is older than the freshness window"
+            desc = (
+                "the cursor's high-water mark (plus the overlap it waits for) is older "
+                "than the freshness window"
+            )
         else:
             desc = f"complete up to {hour_of(head) if head else 'n/a'}"
         return dg.AssetCheckResult(
@@ -113,6 +139,7 @@ def coverage_check(
             metadata={
                 "head": head.isoformat() if head else "never collected",
                 "head_lag_seconds": head_lag if head_lag is not None else -1.0,
+                "collected_lag_seconds": front_lag if front_lag is not None else -1.0,
                 "hours_checked": len(expected),
                 "gaps": dg.MetadataValue.json(gap_ranges(missing)),
             },

@@ -2,24 +2,61 @@
 
 Such APIs return the newest page first, so nothing about a window is safe to commit
 as progress until the whole window has been paged. ``WindowPass`` is the cursor: the
-fixed window ``[oldest, latest]`` being paged, the vendor's page token, and the newest
-event time seen. A crash mid-window resumes the same window from the same page token;
-a finished window starts the next one at the newest event seen (minus an overlap for
-vendors that publish late), and dedupe drops the re-read events.
+fixed window ``[oldest, latest]`` being paged, the vendor's page token, the newest
+event time seen, and the re-read overlap. A crash mid-window resumes the same window
+from the same page token.
+
+A finished window starts the next one at its own end (``latest``, the time we asked)
+minus the overlap, and dedupe drops the re-read events. Lateness is measured from the
+time we asked: an event stamped earlier than ``latest - overlap`` that the vendor
+publishes after we asked is later than the overlap, which only a wider overlap (or a
+backfill) reads. Starting from ``latest`` rather than from the newest event seen keeps
+the window of a quiet endpoint (no new events for weeks) as short as that of a busy
+one: it never re-reads the last event ever seen, so that event cannot land again once
+its dedupe record has expired.
 
 Coverage follows the same rule: while a page token is pending, the older part of the
 window is still unfetched, so no newer mark is given; a finished window covers up to
-its own fixed end (``latest``), not to the time its last page was asked for, since
-anything newer than ``latest`` waits for the next window.
+its own end minus the overlap (events that old may still be published, and the next
+window re-reads them), never below the window's start, and never to the time its last
+page was asked for, since anything newer than ``latest`` waits for the next window.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import NamedTuple
 
 import orjson
+
+from lip_dagster.errors import ConfigError
+
+MAX_OVERLAP_MINUTES = 7 * 24 * 60
+
+
+def overlap_option(
+    source: str, options: Mapping[str, str], names: Sequence[str], default_minutes: float
+) -> float:
+    """A re-read overlap in seconds: the first of the options ``names`` that is set,
+    else ``default_minutes``. A value that is not a number of minutes between 0 and
+    7 days fails with a ``ConfigError`` naming the option."""
+    for name in names:
+        raw = options.get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            minutes = float(raw)
+        except ValueError:
+            minutes = -1.0
+        if not 0 <= minutes <= MAX_OVERLAP_MINUTES:  # nan fails both comparisons
+            raise ConfigError(
+                f"source {source!r}: option {name!r} must be a number of minutes "
+                f"between 0 and {MAX_OVERLAP_MINUTES}, not {raw!r}"
+            )
+        return minutes * 60
+    return default_minutes * 60
 
 
 class WindowStep(NamedTuple):
@@ -27,7 +64,9 @@ class WindowStep(NamedTuple):
 
     cursor: str  # the WindowPass to store
     has_more: bool  # a page token is pending
-    high_water: datetime | None  # ``latest`` once the window is paged to its end, else None
+    # once the window is paged to its end: ``latest - overlap`` (not below ``oldest``);
+    # else None
+    high_water: datetime | None
 
 
 @dataclass(frozen=True)
@@ -36,6 +75,7 @@ class WindowPass:
     latest: float
     page: str | None = None
     hw: float | None = None
+    overlap: float = 0.0  # seconds re-read by the next window; not yet complete
 
     def dumps(self) -> str:
         return orjson.dumps(asdict(self)).decode()
@@ -43,7 +83,14 @@ class WindowPass:
     @classmethod
     def loads(cls, raw: str) -> WindowPass:
         d = orjson.loads(raw)
-        return cls(float(d["oldest"]), float(d["latest"]), d.get("page"), d.get("hw"))
+        hw = d.get("hw")
+        return cls(
+            float(d["oldest"]),
+            float(d["latest"]),
+            d.get("page"),
+            float(hw) if hw is not None else None,
+            float(d.get("overlap") or 0.0),  # cursors stored before it was kept
+        )
 
     @classmethod
     def begin(
@@ -59,12 +106,14 @@ class WindowPass:
         if cursor:
             st = cls.loads(cursor)
             if st.page:
-                return st  # mid-window: keep paging the same fixed window
-            start = (st.hw - overlap_seconds) if st.hw is not None else st.oldest
-            return cls(min(start, latest), latest, None, st.hw)
+                # mid-window: keep paging the same fixed window
+                return replace(st, overlap=overlap_seconds)
+            asked = st.latest if st.hw is None else max(st.hw, st.latest)
+            start = asked - overlap_seconds
+            return cls(min(start, latest), latest, None, st.hw, overlap_seconds)
         if start_time is None:
             raise ValueError("a first request needs a start time")
-        return cls(start_time.timestamp(), latest, None, None)
+        return cls(start_time.timestamp(), latest, None, None, overlap_seconds)
 
     def advance(self, next_page: str | None, newest: float | None) -> WindowStep:
         """The cursor to store, whether pages remain, and the coverage mark after a
@@ -73,12 +122,24 @@ class WindowPass:
         if newest is not None and (hw is None or newest > hw):
             hw = newest
         if next_page:
-            return WindowStep(
-                WindowPass(self.oldest, self.latest, next_page, hw).dumps(), True, None
-            )
+            return WindowStep(replace(self, page=next_page, hw=hw).dumps(), True, None)
         done_hw = hw if hw is not None else self.latest
+        complete = max(self.oldest, self.latest - self.overlap)
         return WindowStep(
-            WindowPass(self.oldest, self.latest, None, done_hw).dumps(),
+            replace(self, page=None, hw=done_hw).dumps(),
             False,
-            datetime.fromtimestamp(self.latest, UTC),
+            datetime.fromtimestamp(complete, UTC),
         )
+
+
+def cursor_overlap(raw: str | None) -> float:
+    """The overlap (seconds) a stored cursor's coverage mark trails the time of its
+    last request by design: a ``WindowPass``'s own overlap; 0 for any other cursor."""
+    if not raw or not raw.startswith("{"):
+        return 0.0
+    try:
+        d = orjson.loads(raw)
+        overlap = float(d.get("overlap") or 0.0) if isinstance(d, dict) and "latest" in d else 0.0
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return 0.0
+    return overlap if 0 <= overlap <= MAX_OVERLAP_MINUTES * 60 else 0.0

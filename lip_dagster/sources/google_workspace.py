@@ -6,7 +6,8 @@ URI, ``exp`` one hour after ``iat``). Each application (admin, login, drive, ...
 endpoint. Items come newest first with ``nextPageToken`` until the last page, so the
 cursor is a ``WindowPass`` and coverage moves only when a window is paged to its end;
 Google publishes some activities late, so each new window re-reads an overlap
-and dedupe drops what was seen (see ``overlap_seconds``). Over quota, Google
+and dedupe drops what was seen (see ``overlap_seconds``), and an hour is called
+complete only once the overlap past it has been polled. Over quota, Google
 answers 503 (its documented rate-limit answer), so 503 is throttling here, not an
 outage.
 Identity: ``id.time`` + ``id.uniqueQualifier`` (an int64 sent as a string, may be
@@ -23,7 +24,7 @@ from lip_dagster.errors import ConfigError
 from lip_dagster.lake.envelope import EventIdentity, parse_timestamp
 from lip_dagster.polling.auth import TokenCache, signed_assertion
 from lip_dagster.polling.base import BasePoller, PollResult
-from lip_dagster.polling.window import WindowPass
+from lip_dagster.polling.window import WindowPass, overlap_option
 from lip_dagster.secrets import Secret
 
 SCOPE = "https://www.googleapis.com/auth/admin.reports.audit.readonly"
@@ -120,21 +121,12 @@ class GoogleWorkspacePoller(BasePoller):
     def overlap_seconds(self, endpoint: str) -> float:
         """The re-read overlap of one application: option ``overlap_minutes_<app>``,
         else ``overlap_minutes`` (every application), else the built-in default."""
-        for name in (f"overlap_minutes_{endpoint}", "overlap_minutes"):
-            raw = self.config.options.get(name)
-            if raw is None or raw == "":
-                continue
-            try:
-                minutes = float(raw)
-            except ValueError:
-                minutes = -1.0
-            if not 0 <= minutes <= 7 * 24 * 60:
-                raise ConfigError(
-                    f"source {self.source!r}: option {name!r} must be a number of minutes "
-                    f"between 0 and 10080, not {raw!r}"
-                )
-            return minutes * 60
-        return OVERLAP_MINUTES_BY_APPLICATION.get(endpoint, DEFAULT_OVERLAP_MINUTES) * 60
+        return overlap_option(
+            self.source,
+            self.config.options,
+            (f"overlap_minutes_{endpoint}", "overlap_minutes"),
+            OVERLAP_MINUTES_BY_APPLICATION.get(endpoint, DEFAULT_OVERLAP_MINUTES),
+        )
 
     def get_cursor_key(self, endpoint: str) -> str:
         return endpoint

@@ -67,3 +67,31 @@ def test_a_gap_mid_week_turns_the_coverage_check_red_until_backfilled(
         again = run(d, instance, hour.strftime("%Y-%m-%d-%H:00"), live=True)
         (cov2,) = [c for c in again.get_asset_check_evaluations() if c.check_name == "coverage"]
         assert cov2.passed, cov2.description
+
+
+def test_a_source_polled_on_time_is_not_stale_while_its_overlap_is_open(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Google's token activity is re-read for two hours, as long as the source's
+    freshness window (120 minutes): its complete mark always trails the last poll by
+    two hours. Staleness is measured from how far collection has got (the mark plus
+    the overlap), so a source polled on time passes; its last two hours stay open."""
+    monkeypatch.setenv("LIP_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with VendorSimulator(SimConfig(live_rate_per_s=0, history_hours=0.01)) as sim:
+        for k, v in demo_env(sim.base_url).items():
+            monkeypatch.setenv(k, v)
+        write_secrets(Settings.from_env().secrets_file, sim.credentials())
+        d = defs()
+        instance = dg.DagsterInstance.ephemeral()
+        now = datetime.now(UTC)
+        current = now.strftime("%Y-%m-%d-%H:00")
+        result = d.resolve_job_def("google_workspace_poll").execute_in_process(
+            partition_key=current, tags={"lip/mode": "poll"}, instance=instance
+        )
+        (cov,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "coverage"]
+        assert cov.passed, cov.description
+        assert cov.metadata["head_lag_seconds"].value >= 2 * 3600  # token's overlap
+        assert 0 <= cov.metadata["collected_lag_seconds"].value < 600
+        mats = result.asset_materializations_for_node("google_workspace")
+        assert {m.partition: m.metadata["coverage"].value for m in mats}[current] == "open"

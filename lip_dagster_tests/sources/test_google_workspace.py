@@ -14,6 +14,8 @@ from lip_dagster.components.coverage import hour_coverage, polling_head
 from lip_dagster.errors import ConfigError, VendorAuthError, VendorError
 from lip_dagster.lake.envelope import parse_timestamp
 from lip_dagster.lake.layout import hour_of
+from lip_dagster.polling.base import BasePoller
+from lip_dagster.polling.window import WindowPass
 
 from .conftest import Harness
 
@@ -77,6 +79,73 @@ def test_each_application_rereads_its_own_overlap(harness: Harness) -> None:
         "google_workspace", endpoints=apps, options={"overlap_minutes_login": "120"}
     ).run()
     assert late_login <= set(harness.lake_ids("google_workspace"))
+
+
+def _at(harness: Harness, clock: dict[str, float], **kw) -> BasePoller:
+    """A poller (and its HTTP client) whose clock reads ``clock["now"]``."""
+    p = harness.poller("google_workspace", **kw)
+    p.clock = p.http.clock = lambda: clock["now"]
+    return p
+
+
+def _window(harness: Harness, app: str) -> WindowPass:
+    return WindowPass.loads(harness.backend.cursors.get("google_workspace", app).value)
+
+
+def test_a_quiet_application_never_lands_its_last_activity_twice(harness: Harness) -> None:
+    """admin on a small tenant: no activity for a month. Each window starts at the end
+    of the previous one minus the overlap, not at the last activity ever seen, so that
+    activity is not re-read on every poll, and once its dedupe record has expired (the
+    30-day TTL) it does not land a second time."""
+    clock = {"now": time.time()}
+    _at(harness, clock, initial_lookback_hours=4, endpoints=("admin",)).run()
+    for _ in range(2):  # two polls, two quiet hours apart
+        before = _window(harness, "admin")
+        clock["now"] += 2 * 3600
+        report = _at(harness, clock, endpoints=("admin",)).run()
+        after = _window(harness, "admin")
+        assert after.oldest == before.latest - 30 * 60 and after.latest == clock["now"]
+        assert report.result.events == 0
+    # the second re-read overlap held nothing: the last activity is not read again
+    assert report.result.duplicates == 0
+    assert harness.backend.dedupe.prune(now=clock["now"] + 31 * 86_400) > 0
+    clock["now"] += 31 * 86_400
+    report = _at(harness, clock, endpoints=("admin",)).run()
+    assert report.result.events == 0 and report.result.duplicates == 0
+    ids = harness.lake_ids("google_workspace")
+    assert set(ids) == sim_ids(harness, "admin") and max(ids.values()) == 1
+
+
+def test_an_hour_is_complete_only_once_its_overlap_has_been_polled(harness: Harness) -> None:
+    """Token activity comes up to two hours late. Ten minutes after an hour ended it
+    is not complete; activity of it that Google publishes then lands in an hour still
+    open; two hours and more after its end, once a poll has re-read that far, it is
+    complete and holds everything Google has of it."""
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    hour = hour_of(end - timedelta(minutes=30))
+    clock = {"now": (end + timedelta(minutes=10)).timestamp()}
+
+    def coverage() -> str:
+        return hour_coverage(hour, polling_head(harness.backend, "google_workspace", ["token"]))
+
+    _at(harness, clock, initial_lookback_hours=4, endpoints=("token",)).run()
+    assert coverage() == "open"
+    when = end - timedelta(minutes=5)
+    late = harness.sim.add_events("google", "token", 3, when, when + timedelta(seconds=30))
+    clock["now"] += 10 * 60
+    _at(harness, clock, endpoints=("token",)).run()
+    landed = set(harness.lake_ids("google_workspace"))
+    assert {activity_id(e) for e in late} <= landed
+    assert coverage() == "open"
+    clock["now"] = (end + timedelta(minutes=125)).timestamp()
+    _at(harness, clock, endpoints=("token",)).run()
+    assert coverage() == "complete"
+    of_hour = {
+        activity_id(e)
+        for e in harness.sim.events("google_workspace", "token")
+        if hour_of(parse_timestamp(e["id"]["time"])) == hour
+    }
+    assert of_hour <= set(harness.lake_ids("google_workspace"))
 
 
 @pytest.mark.parametrize("value", ["thirty", "-5", "nan", "20000"])

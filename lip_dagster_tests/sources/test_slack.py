@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lip_dagster.components.coverage import hour_coverage, polling_head
-from lip_dagster.errors import VendorAuthError, VendorError
+from lip_dagster.errors import ConfigError, VendorAuthError, VendorError
 from lip_dagster.lake.layout import hour_of
 from lip_dagster.polling.window import WindowPass
 
@@ -56,6 +56,34 @@ def test_next_run_picks_up_new_entries(harness: Harness) -> None:
     report = harness.poller("slack").run()
     assert report.result.events == 12
     assert set(harness.lake_ids("slack")) == sim_ids(harness)
+
+
+def test_an_entry_published_two_minutes_late_lands_with_the_default_overlap(
+    harness: Harness,
+) -> None:
+    """A newer entry was read first; one stamped two minutes earlier becomes visible
+    only afterwards. The next window re-reads the 5 minutes before the previous one's
+    end, so it is read; the newer entry re-read with it is dropped as a duplicate."""
+    harness.poller("slack", initial_lookback_hours=4).run()
+    now = datetime.now(UTC)
+    harness.sim.add_events("slack", "logs", 1, start=now - timedelta(seconds=2), end=now)
+    harness.poller("slack").run()
+    late = harness.sim.add_events(
+        "slack", "logs", 3, start=now - timedelta(minutes=2), end=now - timedelta(seconds=110)
+    )
+    report = harness.poller("slack").run()
+    ids = harness.lake_ids("slack")
+    assert {e["id"] for e in late} <= set(ids) and max(ids.values()) == 1
+    assert report.result.events == 3 and report.result.duplicates >= 1
+    st = WindowPass.loads(harness.backend.cursors.get("slack", "logs").value)
+    assert st.overlap == 300
+
+
+@pytest.mark.parametrize("value", ["five", "-1", "nan", "20000"])
+def test_a_bad_overlap_names_the_option(harness: Harness, value: str) -> None:
+    with pytest.raises(ConfigError, match="'overlap_minutes'"):
+        harness.poller("slack", initial_lookback_hours=4, options={"overlap_minutes": value}).run()
+    assert harness.backend.cursors.get("slack", "logs") is None
 
 
 def test_429_retry_after_then_success(harness: Harness) -> None:
@@ -139,7 +167,9 @@ def test_a_run_stopped_mid_window_calls_no_unfetched_hour_complete(harness: Harn
 
 def test_a_finished_window_covers_only_up_to_its_own_end(harness: Harness) -> None:
     """The window was asked up to 30 s before the hour's end; its ten pages took 200 s.
-    An event 10 s after the window's end is not fetched yet, so the hour stays open."""
+    An event 10 s after the window's end is not fetched yet, so the hour stays open;
+    and the window covers only up to its end minus the 5-minute overlap, since Slack
+    may still make entries that old visible."""
     end_of_hour = (datetime.now(UTC) + timedelta(hours=1)).replace(
         minute=0, second=0, microsecond=0
     )
@@ -151,5 +181,5 @@ def test_a_finished_window_covers_only_up_to_its_own_end(harness: Harness) -> No
     assert p.run().endpoints["logs"].stopped == "caught_up"
     assert hours_complete_but_incomplete(harness) == []
     head = polling_head(harness.backend, "slack", ["logs"])
-    assert head is not None and head <= window_end + timedelta(seconds=1)
+    assert head == window_end - timedelta(minutes=5)
     assert hour_coverage(hour_of(window_end), head) == "open"
