@@ -82,8 +82,12 @@ def verify_partition(
         if src != source or pk != partition_key:
             problem(f"{key}: filed under the wrong source or hour")
         try:
-            raw = gzip.decompress(lake.get(key))
+            data = lake.get(key)
+            # stdlib gzip reads an empty file as empty data, zcat and the SAM refuse it
+            raw = gzip.decompress(data) if data else None
         except (OSError, EOFError, zlib.error):
+            raw = None
+        if raw is None:
             problem(f"{key}: not valid gzip; quarantine it and re-run the partition")
             continue
         if raw and not raw.endswith(b"\n"):

@@ -49,6 +49,11 @@ def put_not_gzip(stack: Stack) -> None:
     put(stack, layout_key(), envelope_line(8))
 
 
+def put_empty_object(stack: Stack) -> None:
+    """Zero bytes: stdlib gzip reads it as empty, zcat refuses it."""
+    put(stack, layout_key(), b"")
+
+
 def put_non_json_line(stack: Stack) -> None:
     put(stack, layout_key(), gzip.compress(envelope_line(9) + b"{not json\n"))
 
@@ -71,6 +76,7 @@ BREAKS: list[tuple[Callable[[Stack], None], str, str, str]] = [
     # breaker, the one check that must fail, words of the problem, words of the fix
     (put_bad_key, "lake_content", "does not match the lake layout", "move the objects"),
     (put_not_gzip, "lake_content", "not valid gzip", "re-run the partition"),
+    (put_empty_object, "lake_content", "not valid gzip", "re-run the partition"),
     (put_non_json_line, "lake_content", "line is not JSON", "re-run the partition"),
     (put_without_sse_kms, "sam_object_encryption", "not encrypted with SSE-KMS", "--sse aws:kms"),
     (put_with_missing_key, "sam_object_encryption", "does not exist", "--sse-kms-key-id"),
