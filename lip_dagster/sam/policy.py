@@ -110,6 +110,39 @@ def _principal_matches(block: Any, req: Request, effect: str) -> bool:
     return False
 
 
+def _not_principal_exempts(block: Any, req: Request) -> bool | None:
+    """Whether a ``NotPrincipal`` block leaves the requester out of its statement:
+    True (exempt), False (the statement applies), None (cannot tell).
+
+    AWS matches ``NotPrincipal`` exactly, never by account: an account ARN in it
+    exempts that account's root user, not its roles, and a role's requests come
+    from its sessions (``arn:aws:sts::<account>:assumed-role/<role>/<session>``),
+    so a role is exempt where it is listed with a session ARN of it, as AWS documents.
+    A role listed without its sessions is "cannot tell" (exempt or not depends on
+    how AWS resolves its sessions): for a Deny, a possible denial."""
+    if block == "*":
+        return True
+    if not isinstance(block, Mapping):
+        return False
+    if req.service is not None:
+        return req.service in _as_list(block.get("Service"))
+    aws = _as_list(block.get("AWS"))
+    if "*" in aws:
+        return True
+    if req.principal == "*":
+        return False
+    parts = req.principal.split(":")
+    role = parts[5].removeprefix("role/").rsplit("/", 1)[-1] if len(parts) > 5 else ""
+    sessions = f"arn:aws:sts::{_account_of(req.principal)}:assumed-role/{role}/"
+    named = req.principal in aws
+    if not (parts[5:6] and parts[5].startswith("role/")):
+        return named  # a user or root: matched exactly
+    if not named:
+        return False
+    # the role and a session of it, as AWS documents for exempting a role
+    return True if any(p.startswith(sessions) for p in aws) else None
+
+
 def _account_of(arn: str) -> str:
     parts = arn.split(":")
     return parts[4] if len(parts) > 5 else ""
@@ -212,7 +245,18 @@ def evaluate(
                 if not _principal_matches(stmt["Principal"], req, effect):
                     continue
             elif "NotPrincipal" in stmt:
-                if _principal_matches(stmt["NotPrincipal"], req, effect):
+                exempt = _not_principal_exempts(stmt["NotPrincipal"], req)
+                if exempt is True:
+                    continue
+                if exempt is None:
+                    # whether it leaves the role's sessions out depends on their
+                    # names: never counted as a grant, a possible denial
+                    if (
+                        effect == "Deny"
+                        and _action_matches(stmt, req.action)
+                        and _resource_matches(stmt, req.resource)
+                    ):
+                        maybe.append(sid)
                     continue
             else:
                 continue

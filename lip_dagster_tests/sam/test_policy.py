@@ -3,6 +3,8 @@ conservative where it cannot be sure, so "allowed" is something the SAM can rely
 
 from __future__ import annotations
 
+import json
+
 from lip_dagster.sam.policy import Request, evaluate, parse_policy
 from lip_dagster_tests.sam.conftest import policy_file
 
@@ -71,3 +73,29 @@ def test_identity_policies_apply_without_a_principal() -> None:
     assert not evaluate(policy, put).allowed  # as a resource policy it names nobody
     other = Request("s3:PutObject", "arn:aws:s3:::other-bucket/x", ROLE)
     assert not evaluate(policy, other, identity=True).allowed
+
+
+def _not_principal(*exempt: str) -> dict:
+    return policy_file(
+        "deny_all_but_not_principal.json", BUCKET=BUCKET, ROLE=ROLE, EXEMPT=json.dumps(exempt)
+    )
+
+
+def test_a_not_principal_deny_blocks_a_role_its_account_root_does_not_exempt() -> None:
+    """As in AWS: an account ARN in NotPrincipal exempts that account's root user, not
+    its roles, so "deny all but the account and LIP's runner" denies the SAM."""
+    runner = "arn:aws:iam::123456789012:role/lip-runner"
+    ev = evaluate(
+        _not_principal("arn:aws:iam::123456789012:root", runner),
+        Request("s3:GetObject", OBJECT, ROLE),
+    )
+    assert ev.denied_by == ("OnlyTheseMayTouchIt",) and not ev.allowed
+
+
+def test_a_not_principal_deny_exempts_a_role_listed_with_its_sessions() -> None:
+    session = "arn:aws:sts::123456789012:assumed-role/sam-reader/sam-indexer"
+    ev = evaluate(_not_principal(ROLE, session), Request("s3:GetObject", OBJECT, ROLE))
+    assert ev.allowed and ev.allowed_by == ("SamRead",)
+    # the role alone: whether AWS leaves its sessions out cannot be told from here
+    ev = evaluate(_not_principal(ROLE), Request("s3:GetObject", OBJECT, ROLE))
+    assert ev.maybe_denied_by == ("OnlyTheseMayTouchIt",) and not ev.allowed
