@@ -26,8 +26,13 @@ class LakeBackend(ABC):
     """An object store holding nothing but lake objects."""
 
     @abstractmethod
-    def put(self, key: str, data: bytes) -> None:
-        """Write ``data`` at ``key`` so that no reader ever sees part of it."""
+    def put(self, key: str, data: bytes) -> bool:
+        """Write ``data`` at ``key`` so that no reader ever sees part of it, unless an
+        object is there already: then write nothing and return False. Objects are
+        immutable (DESIGN §1); the one object a put finds in place is the one an
+        earlier run put under the same key and died before marking, and the writer
+        reads that instead of rewriting it with other bytes (a new ``ingested_at``),
+        which on S3 would also notify the SAM of the same key a second time."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -117,10 +122,10 @@ class LocalLake(LakeBackend):
         parse_object_key(key)  # untrusted keys never choose a path
         return self.root / key
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes) -> bool:
         dest = self._path(key)
         try:
-            write_atomically(dest, data, self.tmp_dir)
+            return write_atomically(dest, data, self.tmp_dir, replace=False)
         except OSError as exc:
             raise LakeWriteError(f"could not write lake object {key}: {exc.strerror}") from exc
 
@@ -183,7 +188,7 @@ class S3Lake(LakeBackend):
         source, _ = parse_object_key(key)
         return source, self.bucket_for(source), self.prefix + key
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes) -> bool:
         source, bucket, s3key = self._loc(key)
         try:
             self.client.put_object(
@@ -194,9 +199,15 @@ class S3Lake(LakeBackend):
                 ContentEncoding="gzip",
                 ServerSideEncryption="aws:kms",
                 SSEKMSKeyId=self.kms_key_for(source),
+                IfNoneMatch="*",  # S3 conditional write: create, never replace
             )
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                return False
             raise LakeWriteError(f"could not put s3://{bucket}/{s3key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise LakeWriteError(f"could not put s3://{bucket}/{s3key}: {exc}") from exc
+        return True
 
     def exists(self, key: str) -> bool:
         _, bucket, s3key = self._loc(key)

@@ -14,9 +14,9 @@ hour, cut objects at a bound, and for each object with key K (DESIGN §4):
 
 The caller commits its cursor (or deletes from its buffer) only after the page's
 result is in (``write`` returns, or ``submit(...).result()`` does). K is a function
-of the candidate ids, so a retry of the same events rewrites the same key instead of
-adding a second copy; a K that already holds a landed object is never rewritten with
-other ids.
+of the candidate ids, so a retry of the same events comes to the same key instead of
+adding a second copy. Puts are create-only: an object already at K (put by a run that
+died before step 3) is read and its ids marked, never rewritten.
 
 Pages are pipelined: ``submit`` runs ``write`` on one of ``pages_in_flight`` landing
 threads and returns at once, so the caller fetches page N+1 while page N lands, and
@@ -717,6 +717,19 @@ class LakeWriter:
         return cache[key]
 
     def _put_and_mark(self, source: str, key: str, data: bytes, keys: list[DedupeKey]) -> None:
-        self.lake.put(key, data)
+        if self.lake.put(key, data) is False:
+            # An earlier run put this object and died before marking it (its name is
+            # a function of these ids, so it holds them). Read, not rewritten: the
+            # lake's objects are immutable, and S3 would notify the SAM again.
+            inside = self._ids_in(key)
+            missing = [k for k in keys if _held(k) not in inside]
+            if missing:
+                raise LakeWriteError(
+                    f"lake object {key} is already in the lake without {len(missing)} of "
+                    f"the {len(keys)} events this run would put in it; nothing was "
+                    "overwritten, and its events stay pending. Look at who else writes "
+                    "to this lake before re-running"
+                )
+            log.info("%s was already in the lake (an earlier run died before marking it)", key)
         self.dedupe.mark_landed(source, keys, key)
         log.debug("landed %s (%d events, %d bytes)", key, len(keys), len(data))

@@ -45,7 +45,7 @@ class ProducerLake(LakeBackend):
     def _key(self, key: str) -> str:
         return self.objects.prefix + key
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes) -> bool:
         raise LakeWriteError(
             f"{self.objects.describe(self._key(key))}: a lake-layout producer's objects "
             "are read, never written, by LIP"

@@ -3,6 +3,7 @@ event, never a duplicate in the lake (DESIGN §4)."""
 
 from __future__ import annotations
 
+import gzip
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -31,14 +32,15 @@ class CrashingLake(LocalLake):
         self.mode = mode
         self.armed = True
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes) -> bool:
         if self.armed and self.mode == "before_put":
             self.armed = False
             raise Crash("died after claim, before put")
-        super().put(key, data)
+        written = super().put(key, data)
         if self.armed and self.mode == "after_put":
             self.armed = False
             raise Crash("died after put, before marking landed")
+        return written
 
 
 class CrashingDedupe(SqliteDedupeStore):
@@ -239,3 +241,23 @@ def test_two_crashes_in_a_row_still_land_each_event_once(
     assert len(ids) == 30, "an event was lost"
     assert max(ids.values()) == 1, "an event landed twice"
     inner.close()  # type: ignore[attr-defined]
+
+
+def test_an_object_in_place_holding_other_events_is_never_overwritten(
+    tmp_path: Path, make_events
+) -> None:
+    """Someone else's object under the key this run would put: the run fails naming
+    it, writes nothing over it, and its events stay pending for a later run."""
+    events = make_events(20, step=timedelta(seconds=5))
+    lake = CrashingLake(tmp_path / "lake", tmp_path / "tmp", mode="after_put")
+    dedupe = SqliteDedupeStore(tmp_path / "s.db")
+    w = LakeWriter(lake, dedupe)
+    with pytest.raises((Crash, LakeWriteError)):
+        w.write("okta", events, OKTA, "polling")
+    (path,) = lake.root.rglob("*.ndjson.gz")
+    foreign = gzip.compress(b'{"_lip":{"id":"not-ours","hour_from":"event"}}\n')
+    path.write_bytes(foreign)
+    with pytest.raises(LakeWriteError, match="already in the lake without 20 of the 20"):
+        w.write("okta", events, OKTA, "polling")
+    w.close()
+    assert path.read_bytes() == foreign

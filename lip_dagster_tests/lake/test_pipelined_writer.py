@@ -43,13 +43,14 @@ class GatedLake(LocalLake):
         self.gate = threading.Event()
         self.put_keys: list[str] = []
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes) -> bool:
         if self.gated_id.encode() in gzip.decompress(data):
             self.gate.wait(timeout=self.gate_timeout)
         elif self.open_on_other_put:
             self.gate.set()
-        super().put(key, data)
+        written = super().put(key, data)
         self.put_keys.append(key)
+        return written
 
 
 def test_submit_returns_at_once_and_a_page_lands_while_the_one_before_still_lands(
@@ -80,10 +81,10 @@ def test_a_page_that_fails_fails_its_own_result_and_the_next_page_still_lands(
     tmp_path: Path, make_events: Any
 ) -> None:
     class FailingLake(LocalLake):
-        def put(self, key: str, data: bytes) -> None:
+        def put(self, key: str, data: bytes) -> bool:
             if bad_id.encode() in gzip.decompress(data):
                 raise LakeWriteError(f"could not write lake object {key}: disk full")
-            super().put(key, data)
+            return super().put(key, data)
 
     page1, page2 = make_events(10, seed=1), make_events(10, seed=2)
     bad_id = page1[0]["uuid"]

@@ -92,3 +92,50 @@ def object_key_for(source: str) -> str:
     return object_key(
         source, "2026-03-01-10:00", datetime(2026, 3, 1, 10, tzinfo=UTC), str(uuid.uuid4())
     )
+
+
+def test_a_retry_after_a_crash_before_the_mark_leaves_the_put_object_alone(
+    aws_backend, make_events
+) -> None:
+    """Objects are immutable: the retry finds the object the dead run put and marks
+    its events landed, with no second PUT of the key (which S3 would announce to the
+    SAM as a new ObjectCreated) and the bytes as first put."""
+    b, run, _ = aws_backend
+    events = make_events(50, step=timedelta(seconds=10))
+
+    class DiesBeforeMark:
+        """The dedupe store of a run killed between the put and the mark."""
+
+        def __init__(self, store: Any) -> None:
+            self.store = store
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.store, name)
+
+        def mark_landed(self, *args: Any) -> None:
+            raise KeyboardInterrupt("killed after the put, before the mark")
+
+    dying = LakeWriter(b.lake, DiesBeforeMark(b.dedupe))
+    with pytest.raises(KeyboardInterrupt):
+        dying.write("okta", events, OKTA, "polling")
+    dying.close()
+    (key,) = list(b.lake.list_keys("okta"))
+    s3 = b.client("s3")
+    bucket, s3key = f"lake-{run}-okta", "lake/" + key
+    first = s3.head_object(Bucket=bucket, Key=s3key)["ETag"]
+    w = LakeWriter(b.lake, b.dedupe)
+    retry = w.write("okta", events, OKTA, "polling")
+    w.close()
+    assert retry.events == 50 and retry.hours[hour_of_first(events)].keys == [key]
+    assert s3.head_object(Bucket=bucket, Key=s3key)["ETag"] == first
+    assert list(b.lake.list_keys("okta")) == [key]
+    again = LakeWriter(b.lake, b.dedupe)
+    assert again.write("okta", events, OKTA, "polling").duplicates == 50  # now marked
+    again.close()
+
+
+def hour_of_first(events: list[dict[str, Any]]) -> str:
+    from lip_dagster.lake.envelope import parse_timestamp
+    from lip_dagster.lake.layout import hour_of
+
+    return hour_of(parse_timestamp(events[0]["published"]))

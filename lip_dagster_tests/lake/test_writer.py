@@ -155,10 +155,11 @@ def test_objects_split_at_the_byte_bound(lake: LocalLake, dedupe, make_events) -
 def test_no_temp_file_in_the_lake_after_a_failed_put(
     lake: LocalLake, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    def broken_replace(src: str, dst: str) -> None:
+    def broken_link(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("lip_dagster.lake.backends.os.replace", broken_replace)
+    # a lake object is linked into place, never renamed over another (create-only)
+    monkeypatch.setattr("lip_dagster.lake.backends.os.link", broken_link)
     key = (
         "source=okta/year=2026/month=03/day=01/hour=10/"
         "20260301T100000Z_0b5e6f3c-8d5a-5b1e-9c1d-2f3a4b5c6d7e.ndjson.gz"

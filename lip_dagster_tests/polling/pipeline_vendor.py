@@ -128,11 +128,11 @@ class _StallingLake(LocalLake):
         super().__init__(home / "lake", home / "tmp")
         self.step = step
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes) -> bool:
         ids = {orjson.loads(line)["_lip"]["id"] for line in gzip.decompress(data).splitlines()}
         if ids & STALL_IDS and self.step == "put":
             _stall(f"landing {STALL_PAGE}: put")
-        super().put(key, data)
+        return super().put(key, data)
 
 
 class _StallingDedupe(SqliteDedupeStore):

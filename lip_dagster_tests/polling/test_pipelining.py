@@ -141,10 +141,10 @@ def test_the_next_page_is_fetched_while_the_page_before_lands(tmp_path: Path) ->
     first_id = EVENTS[0]["uuid"].encode()
 
     class SlowLake(LocalLake):
-        def put(self, key: str, data: bytes) -> None:
+        def put(self, key: str, data: bytes) -> bool:
             if first_id in gzip.decompress(data):  # page 1's object
                 overlapped.append(fetching_2.wait(timeout=20))
-            super().put(key, data)
+            return super().put(key, data)
 
     with closing(collector(tmp_path, lake=SlowLake(tmp_path / "lake", tmp_path / "tmp"))) as poller:
         poller.before_fetch = lambda page: fetching_2.set() if page == 2 else None
@@ -158,10 +158,10 @@ def test_a_page_that_fails_to_land_fails_the_run_and_holds_the_cursor_before_it(
     tmp_path: Path,
 ) -> None:
     class BrokenLake(LocalLake):
-        def put(self, key: str, data: bytes) -> None:
+        def put(self, key: str, data: bytes) -> bool:
             if any(i.encode() in gzip.decompress(data) for i in STALL_IDS):
                 raise LakeWriteError(f"could not write lake object {key}: disk full")
-            super().put(key, data)
+            return super().put(key, data)
 
     lake = BrokenLake(tmp_path / "lake", tmp_path / "tmp")
     with (

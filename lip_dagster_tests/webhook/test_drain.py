@@ -196,16 +196,17 @@ class FlakyLake(LocalLake):
         super().__init__(root, tmp)
         self.mode = mode
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes) -> bool:
         if self.mode == "fail":
             raise LakeWriteError(f"could not write lake object {key}: service unavailable")
         if self.mode == "crash_before_put":
             self.mode = "ok"
             raise Crash("died after claim, before put")
-        super().put(key, data)
+        written = super().put(key, data)
         if self.mode == "crash_after_put":
             self.mode = "ok"
             raise Crash("died after put, before marking landed")
+        return written
 
 
 class CrashingDedupe(SqliteDedupeStore):
