@@ -109,6 +109,22 @@ def stable_hash_id(event: Any) -> str:
     return "sha256:" + hashlib.sha256(canon).hexdigest()
 
 
+MAX_ID_BYTES = 512
+"""Ids longer than this (UTF-8) are kept as ``sha256:<hex>`` of the id. A vendor field
+that long is no id anyone looks up, a webhook body can carry any length, and stores
+bound their keys (DynamoDB refuses a partition key over 2,048 bytes: the source would
+stall on that page on AWS and land it locally)."""
+
+
+def bounded_id(eid: str) -> str:
+    """``eid``, or its sha256 if it is longer than ``MAX_ID_BYTES``: the same long id
+    always gives the same short one, so dedupe still works."""
+    if len(eid) <= MAX_ID_BYTES // 4:  # 4 bytes a character at most: short enough
+        return eid
+    raw = eid.encode("utf-8", "surrogatepass")
+    return eid if len(raw) <= MAX_ID_BYTES else "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
 def dig(event: Any, path: str) -> Any:
     """Value at a dotted path (``id.time``), or None."""
     cur = event
@@ -191,7 +207,7 @@ class EventIdentity:
         id_key: str | None = self._flat_id  # type: ignore[attr-defined]
         if id_key is not None:
             v = event.get(id_key)
-            eid = v if type(v) is str and v else self.event_id(event)
+            eid = bounded_id(v) if type(v) is str and v else self.event_id(event)
         else:
             eid = self.event_id(event)
         time_key: str | None = self._flat_time  # type: ignore[attr-defined]
@@ -203,17 +219,17 @@ class EventIdentity:
         if self.id_func is not None:
             got = self.id_func(event)
             if got:
-                return got
+                return bounded_id(got)
         else:
             getters = self._id_getters  # type: ignore[attr-defined]
             if len(getters) == 1:
                 v = getters[0](event)
                 if v is not None and v != "":
-                    return v if type(v) is str else str(v)
+                    return bounded_id(v if type(v) is str else str(v))
             elif getters:
                 parts = [g(event) for g in getters]
                 if all(p is not None and p != "" for p in parts):
-                    return "|".join(str(p) for p in parts)
+                    return bounded_id("|".join(str(p) for p in parts))
         return stable_hash_id(event)
 
     def event_time(self, event: dict[str, Any]) -> datetime | None:

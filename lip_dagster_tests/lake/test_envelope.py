@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from lip_dagster.lake.envelope import EventIdentity, parse_timestamp, stable_hash_id
+from lip_dagster.lake.envelope import (
+    MAX_ID_BYTES,
+    EventIdentity,
+    bounded_id,
+    parse_timestamp,
+    stable_hash_id,
+)
 from lip_dagster.sources.google_workspace import GoogleWorkspacePoller
 from lip_dagster.sources.okta import OktaPoller
 from lip_dagster.sources.slack import SlackPoller
@@ -107,3 +113,16 @@ def test_locate_is_id_and_time_in_one_call(identity: EventIdentity, event: dict[
             ]
     for ev in variants:
         assert identity.locate(ev) == (identity.event_id(ev), *identity.locate_time(ev)), ev
+
+
+def test_an_id_longer_than_the_bound_is_kept_as_its_hash() -> None:
+    short = "x" * MAX_ID_BYTES
+    assert bounded_id(short) == short
+    long = "x" * (MAX_ID_BYTES + 1)
+    assert bounded_id(long) == bounded_id(long) != long
+    assert bounded_id(long).startswith("sha256:") and len(bounded_id(long)) == 71
+    wide = "é" * (MAX_ID_BYTES // 2 + 1)  # under the bound in characters, over in bytes
+    assert bounded_id(wide).startswith("sha256:")
+    event = {"uuid": long, "published": "2026-03-01T10:00:00.000Z"}
+    ident = EventIdentity(id_fields=("uuid",), time_field="published")
+    assert ident.locate(event)[0] == ident.event_id(event) == bounded_id(long)

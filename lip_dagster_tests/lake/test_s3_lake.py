@@ -139,3 +139,15 @@ def hour_of_first(events: list[dict[str, Any]]) -> str:
     from lip_dagster.lake.layout import hour_of
 
     return hour_of(parse_timestamp(events[0]["published"]))
+
+
+def test_an_event_with_a_very_long_id_lands_once_on_dynamodb(aws_backend, make_events) -> None:
+    """DynamoDB refuses keys over 2,048 bytes: such an id would stall the source on
+    AWS while the embedded store took it. It is kept as its hash on every backend."""
+    b, _, _ = aws_backend
+    (event,) = make_events(1, step=timedelta(seconds=10))
+    event["uuid"] = "u" * 3000
+    w = LakeWriter(b.lake, b.dedupe)
+    assert w.write("okta", [event], OKTA, "polling").events == 1
+    assert w.write("okta", [event], OKTA, "polling").duplicates == 1
+    w.close()
