@@ -8,6 +8,7 @@ variable, never later inside a run.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,36 @@ from pathlib import Path
 from lip_dagster.errors import ConfigError
 
 BACKENDS = ("embedded", "aws")
+
+_ARN_RE = re.compile(
+    r"arn:(?P<partition>[^:]+):(?P<service>[^:]+):(?P<region>[^:]*):"
+    r"(?P<account>[^:]*):(?P<resource>.+)\Z"
+)
+# S3's rule for bucket names: lower-case letters, digits, '.' and '-', starting and
+# ending with a letter or digit (their length, 3-63, depends on the source name:
+# `lip provision` checks each source's)
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]+[a-z0-9]\Z")
+# what DynamoDB table and SQS queue names both allow
+_RESOURCE_PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{0,40}\Z")
+
+
+def parse_arn(arn: str) -> dict[str, str] | None:
+    """An ARN's parts (partition, service, region, account, resource), or None."""
+    m = _ARN_RE.match(arn or "")
+    return m.groupdict() if m else None
+
+
+def _arn(env: Mapping[str, str], name: str, service: str, resource: str) -> str | None:
+    """An optional ARN of ``service`` whose resource starts with ``resource``."""
+    raw = env.get(name) or None
+    if raw is None:
+        return None
+    parts = parse_arn(raw)
+    if parts is None or parts["service"] != service or not parts["resource"].startswith(resource):
+        raise ConfigError(
+            f"{name} must be an ARN such as arn:aws:{service}:...:{resource}..., got {raw!r}"
+        )
+    return raw
 
 
 def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
@@ -48,8 +79,10 @@ def _template(env: Mapping[str, str], name: str, default: str | None) -> str:
     if not raw:
         raise ConfigError(f"{name} is required when LIP_BACKEND=aws")
     try:
-        raw.format(source="x")
-    except (KeyError, IndexError, ValueError):
+        plain = raw.format(source="x") == raw.replace("{source}", "x")
+    except (KeyError, IndexError, ValueError, AttributeError):
+        plain = False
+    if not plain:  # another placeholder, a format spec or an attribute of it
         raise ConfigError(f"{name} may only use the placeholder {{source}}: {raw!r}") from None
     if "{source}" not in raw:
         # DESIGN: each source's objects are encrypted with its own key, in a bucket
@@ -58,6 +91,18 @@ def _template(env: Mapping[str, str], name: str, default: str | None) -> str:
         raise ConfigError(
             f"{name}={raw!r} has no {{source}}: sources would share one resource; "
             "give each source its own (e.g. 'acme-lip-{source}')"
+        )
+    return raw
+
+
+def _bucket_template(env: Mapping[str, str]) -> str:
+    raw = _template(env, "LIP_S3_BUCKET", None)
+    sample = raw.format(source="okta")
+    if not _BUCKET_RE.match(sample) or ".." in sample:
+        raise ConfigError(
+            f"LIP_S3_BUCKET={raw!r} does not give valid S3 bucket names (it gives "
+            f"{sample!r} for okta): lower-case letters, digits, '.' and '-', starting "
+            "and ending with a letter or digit, and no 's3://'"
         )
     return raw
 
@@ -183,14 +228,21 @@ class Settings:
                     f"({lake_prefix!r}) overlap: the SAM reads everything under the lake "
                     "prefix, and quarantine must not be in it"
                 )
+            resource_prefix = env.get("LIP_AWS_RESOURCE_PREFIX", "lip-")
+            if not _RESOURCE_PREFIX_RE.match(resource_prefix):
+                raise ConfigError(
+                    "LIP_AWS_RESOURCE_PREFIX begins every table and queue name, and may "
+                    "hold only letters, digits, '_' and '-' (40 at most), got "
+                    f"{resource_prefix!r}"
+                )
             aws = AwsSettings(
                 region=region,
                 endpoint_url=endpoint,
-                bucket_template=_template(env, "LIP_S3_BUCKET", None),
+                bucket_template=_bucket_template(env),
                 kms_key_template=_template(env, "LIP_KMS_KEY", "alias/lip-{source}"),
                 lake_prefix=lake_prefix,
                 quarantine_prefix=quarantine_prefix,
-                resource_prefix=env.get("LIP_AWS_RESOURCE_PREFIX", "lip-"),
+                resource_prefix=resource_prefix,
                 secrets_prefix=env.get("LIP_SECRETS_PREFIX", "lip/"),
             )
         return cls(
@@ -203,8 +255,8 @@ class Settings:
             secret_ttl_seconds=_int(env, "LIP_SECRET_TTL_SECONDS", 300, minimum=0),
             aws=aws,
             sam=SamSettings(
-                role_arn=env.get("LIP_SAM_ROLE_ARN") or None,
-                queue_arn=env.get("LIP_SAM_QUEUE_ARN") or None,
+                role_arn=_arn(env, "LIP_SAM_ROLE_ARN", "iam", "role/"),
+                queue_arn=_arn(env, "LIP_SAM_QUEUE_ARN", "sqs", ""),
                 index_bucket=env.get("LIP_SAM_INDEX_BUCKET") or None,
                 vpce_id=env.get("LIP_SAM_VPCE_ID") or None,
             ),

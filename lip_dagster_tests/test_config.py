@@ -29,6 +29,32 @@ def test_defaults_are_the_embedded_backend(tmp_path) -> None:
             {"LIP_BACKEND": "aws", "LIP_AWS_REGION": "x", "LIP_S3_BUCKET": "b-{bucket}"},
             "LIP_S3_BUCKET",
         ),
+        # templates that can never make a bucket S3 accepts, or render something else
+        *(
+            (
+                {"LIP_BACKEND": "aws", "LIP_AWS_REGION": "x", "LIP_S3_BUCKET": bucket},
+                "LIP_S3_BUCKET",
+            )
+            for bucket in (
+                "s3://acme-lip-{source}",
+                "Acme_LIP_{source}",
+                "acme-lip-{source.upper}",
+                "acme-lip-{source!r}",
+                "acme-lip-{source:>9}",
+            )
+        ),
+        (
+            {
+                "LIP_BACKEND": "aws",
+                "LIP_AWS_REGION": "x",
+                "LIP_S3_BUCKET": "acme-{source}",
+                "LIP_AWS_RESOURCE_PREFIX": "lip/prod/",
+            },
+            "LIP_AWS_RESOURCE_PREFIX",
+        ),
+        ({"LIP_SAM_ROLE_ARN": "sam-reader"}, "LIP_SAM_ROLE_ARN"),
+        ({"LIP_SAM_ROLE_ARN": "arn:aws:iam::123456789012:user/sam"}, "LIP_SAM_ROLE_ARN"),
+        ({"LIP_SAM_QUEUE_ARN": "https://sqs.us-east-1.amazonaws.com/1/q"}, "LIP_SAM_QUEUE_ARN"),
         # one bucket or one key for every source: DESIGN gives each source its own
         (
             {"LIP_BACKEND": "aws", "LIP_AWS_REGION": "x", "LIP_S3_BUCKET": "acme-lake"},
@@ -105,3 +131,19 @@ def test_aws_backend_is_chosen_by_one_variable(tmp_path) -> None:
     assert s.aws is not None and s.aws.bucket("okta") == "acme-lip-okta"
     assert s.aws.kms_key("okta") == "alias/lip-okta"
     assert "acme-lip-{source}" in repr(b)
+
+
+def test_well_formed_sam_arns_and_templates_load(tmp_path) -> None:
+    s = Settings.from_env(
+        {
+            "LIP_HOME": str(tmp_path),
+            "LIP_BACKEND": "aws",
+            "LIP_AWS_REGION": "us-east-1",
+            "LIP_S3_BUCKET": "acme.lip-{source}",
+            "LIP_AWS_RESOURCE_PREFIX": "acme_lip-",
+            "LIP_SAM_ROLE_ARN": "arn:aws:iam::123456789012:role/sam-reader",
+            "LIP_SAM_QUEUE_ARN": "arn:aws:sqs:us-east-1:123456789012:sam-intake",
+        }
+    )
+    assert s.aws is not None and s.aws.bucket("google_workspace") == "acme.lip-google-workspace"
+    assert s.sam.role_arn == "arn:aws:iam::123456789012:role/sam-reader"

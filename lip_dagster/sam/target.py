@@ -10,14 +10,13 @@ the checks that concern AWS resources then report that they do not apply.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lip_dagster.config import AwsSettings, SamSettings
+from lip_dagster.config import AwsSettings, SamSettings, parse_arn
 from lip_dagster.errors import LipError
 from lip_dagster.lake.layout import validate_source_name
 from lip_dagster.resources import AwsBackend, Backend
@@ -31,10 +30,6 @@ __all__ = [
     "parse_arn",
 ]
 
-_ARN_RE = re.compile(
-    r"arn:(?P<partition>[^:]+):(?P<service>[^:]+):(?P<region>[^:]*):"
-    r"(?P<account>[^:]*):(?P<resource>.+)\Z"
-)
 MISSING_KEY_CODES = frozenset({"NotFoundException"})
 MISSING_BUCKET_CODES = frozenset({"404", "NoSuchBucket", "NotFound"})
 
@@ -56,11 +51,6 @@ class AwsCallError(LipError):
 
 def error_code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def parse_arn(arn: str) -> dict[str, str] | None:
-    m = _ARN_RE.match(arn or "")
-    return m.groupdict() if m else None
 
 
 def _call(what: str, fn: Any, **kwargs: Any) -> Any:
