@@ -90,6 +90,27 @@ class WebhookSource(dg.Component, WebhookSourceSpec, dg.Resolvable):
         def _asset(
             context: dg.AssetExecutionContext, lip: dg.ResourceParam[Backend]
         ) -> dg.MaterializeResult:
+            live = (
+                TRIGGER_TAG in context.run.tags
+                or context.run.tags.get(common.MODE_TAG) == common.MODE_POLL
+            )
+            pk = context.partition_key if context.has_partition_key else None
+            if not live and pk is not None and pk < hour_of(datetime.now(UTC)):
+                # A past hour has nothing to fetch: a drain takes what is buffered now
+                # and files it by event time, so the backfill would succeed with
+                # nothing in its hour and look like a filled gap.
+                raise dg.Failure(
+                    description=(
+                        f"{name} is a webhook source: its events arrive when the vendor "
+                        f"sends them and are drained from its buffer, not fetched by hour, "
+                        f"so a backfill of partition {pk} has nothing to fetch. Events "
+                        f"that failed to land are in its dead-letter queue: fix the "
+                        f"cause, then run {name}_replay. To drain the buffer now, "
+                        f"`lip run {name}` or Materialize the current hour."
+                    ),
+                    allow_retries=False,
+                )
+
             def queued_runs() -> int:
                 return context.instance.get_runs_count(
                     dg.RunsFilter(

@@ -164,6 +164,24 @@ def test_a_drain_run_materializes_every_hour_it_wrote(world) -> None:
     assert mat.metadata["events_total"].value == 0
 
 
+def test_a_backfill_of_a_past_hour_is_refused_and_leaves_the_buffer_alone(world) -> None:
+    """A webhook hour has nothing to fetch: a backfill that drained the live buffer
+    would succeed with nothing in its hour and look like a filled gap."""
+    deliver(world, world.sim.okta_deliveries(5, per_delivery=1))
+    past = hour_of(datetime.now(UTC) - timedelta(days=1))
+    instance = dg.DagsterInstance.ephemeral()
+    job = world.defs.resolve_job_def("okta_hooks_drain")
+    r = job.execute_in_process(partition_key=past, instance=instance, raise_on_error=False)
+    assert not r.success
+    (failure,) = [e for e in r.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "okta_hooks_replay" in failure.step_failure_data.error.message
+    assert world.backend.buffer.depth("okta_hooks").messages == 5
+    assert instance.get_materialized_partitions(dg.AssetKey("okta_hooks")) == set()
+    # the current hour, or a sensor's drain, still drains
+    assert run_drain(world, "okta_hooks", instance=instance).success
+    assert world.backend.buffer.depth("okta_hooks").messages == 0
+
+
 def test_a_failed_landing_fails_the_run_and_loses_nothing(world, monkeypatch) -> None:
     deliver(world, world.sim.jamf_deliveries(12))
 
