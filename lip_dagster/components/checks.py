@@ -21,6 +21,7 @@ from typing import Any
 
 import dagster as dg
 
+from lip_dagster.components.common import SOURCE_TAG
 from lip_dagster.errors import ConfigError
 from lip_dagster.lake.backends import LakeBackend
 from lip_dagster.resources import Backend
@@ -143,22 +144,56 @@ def source_checks(
     return defs
 
 
-def partitions_written(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey) -> list[str]:
-    """Every hour this run materialized, the run's own partition first. A run lands
-    more than the hour it was launched for (the hour before, at every hour boundary;
-    CloudTrail files minutes late; a drain's backlog), and the SAM reads all of
-    them: checking only the launched hour left the others unchecked."""
-    own = context.partition_key
-    records = context.instance.get_records_for_run(
-        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+FAILED_RUNS_LOOKED_AT = 20
+"""How many of the source's latest runs ``partitions_written`` looks through for
+failed ones: more failures in a row than that are already paging."""
+
+
+def _materialized_by(instance: dg.DagsterInstance, run_id: str, asset_key: dg.AssetKey) -> set[str]:
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     ).records
-    written = {
+    return {
         m.partition
         for r in records
         if (m := r.event_log_entry.asset_materialization) is not None
         and m.asset_key == asset_key
         and m.partition
     }
+
+
+def _left_unchecked(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey) -> set[str]:
+    """Hours the source's runs landed before they failed, since its last success. A
+    run that fails after landing pages records those hours (its cursor is past them,
+    no later run writes them again), but Dagster does not run a check step whose asset
+    step failed: without this, nothing would ever check them."""
+    source = context.run.tags.get(SOURCE_TAG)
+    if not source:
+        return set()
+    hours: set[str] = set()
+    runs = context.instance.get_run_records(
+        dg.RunsFilter(tags={SOURCE_TAG: source}), limit=FAILED_RUNS_LOOKED_AT
+    )
+    for rec in runs:  # newest first
+        run = rec.dagster_run
+        if run.run_id == context.run.run_id:
+            continue
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            break
+        if run.status == dg.DagsterRunStatus.FAILURE:
+            hours |= _materialized_by(context.instance, run.run_id, asset_key)
+    return hours
+
+
+def partitions_written(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey) -> list[str]:
+    """Every hour this run materialized, the run's own partition first, then the
+    hours failed runs of the source landed since its last success. A run lands more
+    than the hour it was launched for (the hour before, at every hour boundary;
+    CloudTrail files minutes late; a drain's backlog), and the SAM reads all of
+    them: checking only the launched hour left the others unchecked."""
+    own = context.partition_key
+    written = _materialized_by(context.instance, context.run.run_id, asset_key)
+    written |= _left_unchecked(context, asset_key)
     return [own, *sorted(written - {own})]
 
 
@@ -178,7 +213,10 @@ def combined(checked: list[tuple[str, CheckOutcome]]) -> CheckOutcome:
         return first
     meta = {**first.metadata, "partitions_checked": partitions}
     if not failing:
-        summary = f"{first.summary} (and {len(outcomes) - 1} more partitions written by this run)"
+        summary = (
+            f"{first.summary} (and {len(outcomes) - 1} more partitions written by this "
+            "run or by failed runs before it)"
+        )
         return replace(first, summary=summary, metadata=meta)
     bad = [p for p, o in zip(partitions, outcomes, strict=True) if not o.passed]
     meta["failing_partitions"] = bad

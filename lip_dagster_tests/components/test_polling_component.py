@@ -309,6 +309,53 @@ def test_a_run_that_fails_mid_poll_still_materializes_the_hours_it_landed(
     assert in_lake and landed == in_lake
 
 
+def test_the_hours_a_failed_run_landed_are_checked_by_the_next_run(
+    demo_world: VendorSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check step does not run after its asset step failed, and no later run
+    writes those hours again (the cursor is past them): the next run checks them."""
+    from lip_dagster.components import polling as polling_component
+    from lip_dagster.components.polling import PollingSource
+
+    transport = FailsAfter(ok=6)
+    monkeypatch.setattr(
+        polling_component,
+        "HttpClient",
+        lambda **kw: HttpClient(
+            transport=transport, retry=RetryPolicy(max_attempts=2, base_delay=0.01), **kw
+        ),
+    )
+    component = PollingSource(
+        name="onepassword",
+        adapter="onepassword",
+        base_url_env="LIP_ONEPASSWORD_BASE_URL",
+        page_size=40,
+        endpoints=["auditevents"],
+        step_retries=0,
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    failed = live_poll(component, "onepassword_poll", instance)
+    assert not failed.success
+    landed = {
+        r.asset_materialization.partition
+        for r in instance.fetch_materializations(dg.AssetKey("onepassword"), limit=100).records
+        if r.asset_materialization is not None
+    }
+    assert landed
+    transport.ok = 10_000  # the vendor is back
+    healthy = live_poll(component, "onepassword_poll", instance)
+    assert healthy.success
+    (content,) = [
+        e.asset_check_evaluation_data
+        for e in healthy.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.check_name == "lake_content"
+    ]
+    assert content.passed
+    checked = set(content.metadata["partitions_checked"].value)
+    assert landed <= checked
+
+
 def test_the_whole_request_limit_is_a_per_source_setting() -> None:
     from lip_dagster.components.polling import PollingSource
 
