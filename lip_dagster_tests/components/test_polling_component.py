@@ -266,16 +266,14 @@ class FailsAfter(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
-def test_a_run_that_fails_mid_poll_still_materializes_the_hours_it_landed(
-    demo_world: VendorSimulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The outage turns the run red, but the pages before it are landed and the cursor
-    is past them: their hours must show as materialized (with their counts), or no run
-    ever will, and the next healthy run's coverage would pass over them."""
+def onepassword_failing_after(
+    ok: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[FailsAfter, object]:
+    """A 1Password source whose ``auditevents`` answers ``ok`` pages, then 502s."""
     from lip_dagster.components import polling as polling_component
     from lip_dagster.components.polling import PollingSource
 
-    transport = FailsAfter(ok=6)
+    transport = FailsAfter(ok=ok)
     monkeypatch.setattr(
         polling_component,
         "HttpClient",
@@ -291,6 +289,16 @@ def test_a_run_that_fails_mid_poll_still_materializes_the_hours_it_landed(
         endpoints=["auditevents"],
         step_retries=0,
     )
+    return transport, component
+
+
+def test_a_run_that_fails_mid_poll_still_materializes_the_hours_it_landed(
+    demo_world: VendorSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outage turns the run red, but the pages before it are landed and the cursor
+    is past them: their hours must show as materialized (with their counts), or no run
+    ever will, and the next healthy run's coverage would pass over them."""
+    _, component = onepassword_failing_after(6, monkeypatch)
     instance = dg.DagsterInstance.ephemeral()
     result = live_poll(component, "onepassword_poll", instance)
     assert not result.success
@@ -314,25 +322,7 @@ def test_the_hours_a_failed_run_landed_are_checked_by_the_next_run(
 ) -> None:
     """A check step does not run after its asset step failed, and no later run
     writes those hours again (the cursor is past them): the next run checks them."""
-    from lip_dagster.components import polling as polling_component
-    from lip_dagster.components.polling import PollingSource
-
-    transport = FailsAfter(ok=6)
-    monkeypatch.setattr(
-        polling_component,
-        "HttpClient",
-        lambda **kw: HttpClient(
-            transport=transport, retry=RetryPolicy(max_attempts=2, base_delay=0.01), **kw
-        ),
-    )
-    component = PollingSource(
-        name="onepassword",
-        adapter="onepassword",
-        base_url_env="LIP_ONEPASSWORD_BASE_URL",
-        page_size=40,
-        endpoints=["auditevents"],
-        step_retries=0,
-    )
+    transport, component = onepassword_failing_after(6, monkeypatch)
     instance = dg.DagsterInstance.ephemeral()
     failed = live_poll(component, "onepassword_poll", instance)
     assert not failed.success
