@@ -108,3 +108,41 @@ def test_the_image_copies_what_exists_and_serves_the_workspace_location() -> Non
     assert command[command.index("-p") + 1] == str(server["port"])
     assert command[command.index("--location-name") + 1] == server["location_name"] == "lip"
     assert command[command.index("-m") + 1] == "lip_dagster.definitions"
+
+
+def _grants(role: str) -> list[dict[str, Any]]:
+    """The Allow statements of a role's inline policies, conditional ones included."""
+    out = []
+    for policy in template()["Resources"][role]["Properties"]["Policies"]:
+        for stmt in policy["PolicyDocument"]["Statement"]:
+            if "Fn::If" in stmt:
+                stmt = stmt["Fn::If"][1]
+            if isinstance(stmt, dict) and stmt.get("Effect") == "Allow":
+                out.append(stmt)
+    return out
+
+
+def _allows(role: str, action: str, resource_part: str) -> bool:
+    for stmt in _grants(role):
+        actions = stmt["Action"] if isinstance(stmt["Action"], list) else [stmt["Action"]]
+        if action in actions and resource_part in str(stmt["Resource"]):
+            return True
+    return False
+
+
+def test_the_sensors_role_can_do_what_s3_source_sensors_do() -> None:
+    """Sensors run in the code server: an S3 source in listing mode reads and commits
+    its cursor there, and quarantines bad notifications and given-up objects (an
+    SSE-KMS put). Without these the source stops on AccessDenied."""
+    role = "CodeServerTaskRole"
+    for action in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"):
+        assert _allows(role, action, "-cursor"), action
+    assert _allows(role, "s3:PutObject", "${QuarantinePrefix}")
+    assert _allows(role, "kms:GenerateDataKey", "*")
+    # and vendor objects under the vendor's own key, where the deployment names it
+    assert _allows("RunTaskRole", "kms:Decrypt", "VendorKmsKeyArns")
+
+
+def test_the_receiver_can_be_held_to_the_webhook_secrets() -> None:
+    (stmt,) = [s for s in _grants("ReceiverRole") if s["Sid"] == "WebhookSecrets"]
+    assert stmt["Resource"]["Fn::If"][:2] == ["HasWebhookSecretArns", {"Ref": "WebhookSecretArns"}]
