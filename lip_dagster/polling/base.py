@@ -287,27 +287,22 @@ class BasePoller(ABC):
         paused = gc.isenabled()
         gc.disable()
         try:
-            body = orjson.loads(resp.content)
+            body, repaired = jsontext.loads(resp.content)
         except orjson.JSONDecodeError as exc:
-            repaired = jsontext.loads_repairing_surrogates(resp.content)
-            if repaired is None:
-                raise VendorError(
-                    self.source,
-                    self._endpoint,
-                    resp.status_code,
-                    f"response is not JSON: {exc.msg}",
-                ) from None
-            body, count = repaired
+            raise VendorError(
+                self.source, self._endpoint, resp.status_code, f"response is not JSON: {exc.msg}"
+            ) from None
+        finally:
+            if paused:
+                gc.enable()
+        if repaired:
             log.warning(
                 "%s endpoint %r: replaced %d lone UTF-16 surrogate escape(s) in the page "
                 "with U+FFFD",
                 self.source,
                 self._endpoint,
-                count,
+                repaired,
             )
-        finally:
-            if paused:
-                gc.enable()
         if not isinstance(body, shape):
             want = "array" if shape is list else "object"
             raise VendorError(

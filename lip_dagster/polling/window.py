@@ -138,8 +138,7 @@ def cursor_overlap(raw: str | None) -> float:
     if not raw or not raw.startswith("{"):
         return 0.0
     try:
-        d = orjson.loads(raw)
-        overlap = float(d.get("overlap") or 0.0) if isinstance(d, dict) and "latest" in d else 0.0
-    except (orjson.JSONDecodeError, TypeError, ValueError):
-        return 0.0
+        overlap = WindowPass.loads(raw).overlap
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        return 0.0  # another adapter's JSON cursor
     return overlap if 0 <= overlap <= MAX_OVERLAP_MINUTES * 60 else 0.0

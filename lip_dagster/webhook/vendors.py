@@ -76,17 +76,15 @@ def parse_json(body: bytes, source: str) -> Any:
     if not body.strip():
         raise _bad("empty body")
     try:
-        return orjson.loads(body)
+        doc, repaired = jsontext.loads(body)
     except orjson.JSONDecodeError as err:
-        repaired = jsontext.loads_repairing_surrogates(body)
-        if repaired is None:
-            raise _bad(f"body is not valid JSON: {err.msg}") from None
-    doc, count = repaired
-    log.warning(
-        "webhook %s: replaced %d lone UTF-16 surrogate escape(s) in the delivery with U+FFFD",
-        source,
-        count,
-    )
+        raise _bad(f"body is not valid JSON: {err.msg}") from None
+    if repaired:
+        log.warning(
+            "webhook %s: replaced %d lone UTF-16 surrogate escape(s) in the delivery with U+FFFD",
+            source,
+            repaired,
+        )
     return doc
 
 
