@@ -1192,9 +1192,45 @@ class SqsBuffer(_AwsStore, Buffer):
 # ---------------------------------------------------------------------------- secrets
 
 
+_PARSER_LOGGER = "botocore.parsers"
+_SECRET_FIELDS = (b'"SecretString"', b'"SecretBinary"')
+_MASKED_BODY = b"<a Secrets Manager response holding a secret value, not logged>"
+
+
+class _SecretResponseFilter(logging.Filter):
+    """Masks the body of a Secrets Manager response in botocore's debug log.
+
+    botocore logs every response body at DEBUG (``Response body: ...``), before
+    anything of LIP sees the response; with debug logging on (``lip -v``) the value
+    of every secret read would be printed. A record whose body carries a secret value
+    keeps its place in the log with the body replaced; every other record passes
+    unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            body = args[0]
+            if isinstance(body, bytes | bytearray | str):
+                raw = body.encode("utf-8", "replace") if isinstance(body, str) else bytes(body)
+                if any(field in raw for field in _SECRET_FIELDS):
+                    record.args = (_MASKED_BODY, *args[1:])
+        return True
+
+
+_SECRET_RESPONSE_FILTER = _SecretResponseFilter()
+
+
+def _mask_secret_responses_in_logs() -> None:
+    """Install ``_SecretResponseFilter`` on botocore's parser logger, once."""
+    logger = logging.getLogger(_PARSER_LOGGER)
+    if _SECRET_RESPONSE_FILTER not in logger.filters:
+        logger.addFilter(_SECRET_RESPONSE_FILTER)
+
+
 class AwsSecretsManagerStore(SecretStore):
     """Secrets from AWS Secrets Manager, secret id ``{prefix}{name}``, cached for
-    ``ttl_seconds`` by the base class so rotation is seen without a restart."""
+    ``ttl_seconds`` by the base class so rotation is seen without a restart.
+    Responses are masked in botocore's debug log (``_SecretResponseFilter``)."""
 
     def __init__(
         self,
@@ -1209,6 +1245,7 @@ class AwsSecretsManagerStore(SecretStore):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         super().__init__(ttl_seconds)
+        _mask_secret_responses_in_logs()
         self.prefix = prefix
         self.endpoint_url = endpoint_url
         sess = session if session is not None else boto3.session.Session()

@@ -3,7 +3,9 @@ server. Values must never show up in a repr, a str or an error message."""
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import traceback
 import uuid
 from pathlib import Path
@@ -175,6 +177,30 @@ def test_secrets_manager_rotation_is_seen_after_invalidate(
     assert aws_store.get(name).reveal() == "old"
     aws_store.invalidate(name)
     assert aws_store.get(name).reveal() == "new"
+
+
+@pytest.mark.parametrize("kind", ["SecretString", "SecretBinary"])
+def test_secrets_manager_values_never_reach_a_debug_log(
+    aws_store: AwsSecretsManagerStore,
+    boto_session: boto3.session.Session,
+    moto_endpoint: str,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+) -> None:
+    # `lip -v` logs at DEBUG, where botocore prints every response body it parses.
+    name = f"okta-{uuid.uuid4().hex[:8]}/api-token"
+    client = boto_session.client("secretsmanager", endpoint_url=moto_endpoint)
+    value: object = VALUE if kind == "SecretString" else VALUE.encode()
+    client.create_secret(Name=f"lip/{name}", **{kind: value})
+    with caplog.at_level(logging.DEBUG):
+        assert aws_store.get(name).reveal() == VALUE
+    bodies = [r for r in caplog.records if r.getMessage().startswith("Response body")]
+    assert bodies, "botocore logged no response body: the test no longer shows anything"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert VALUE not in logged
+    assert base64.b64encode(VALUE.encode()).decode() not in logged
+    # other responses are still logged as they were
+    assert any("Response headers" in r.getMessage() for r in caplog.records)
 
 
 def test_secrets_manager_missing_secret(aws_store: AwsSecretsManagerStore) -> None:
