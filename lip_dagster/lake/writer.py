@@ -16,7 +16,8 @@ The caller commits its cursor (or deletes from its buffer) only after the page's
 result is in (``write`` returns, or ``submit(...).result()`` does). K is a function
 of the candidate ids, so a retry of the same events comes to the same key instead of
 adding a second copy. Puts are create-only: an object already at K (put by a run that
-died before step 3) is read and its ids marked, never rewritten.
+died before step 3) is read and its ids marked, never rewritten; ids it lacks (their
+earlier copies in other objects expired from the commit log) land beside it.
 
 Pages are pipelined: ``submit`` runs ``write`` on one of ``pages_in_flight`` landing
 threads and returns at once, so the caller fetches page N+1 while page N lands, and
@@ -154,6 +155,32 @@ class PendingWrite:
         return self._future.result(timeout)
 
 
+class _FoundInPlace(NamedTuple):
+    """An object found already in the lake without some of the events this run
+    would have put in it: ``held`` of them were in it (duplicates), the others
+    landed in ``objects`` (key, bytes raw, bytes gzipped) instead."""
+
+    hour: str
+    key: str
+    planned: tuple[int, int]
+    held: int
+    objects: list[tuple[str, int, int]]
+
+    def account(self, stats: HourStats) -> None:
+        """Correct the hour's stats, which counted object ``key`` (``planned``: bytes
+        raw and gzipped) as put whole."""
+        stats.events -= self.held
+        stats.duplicates += self.held
+        stats.objects += len(self.objects) - 1
+        stats.bytes_raw -= self.planned[0]
+        stats.bytes_gz -= self.planned[1]
+        stats.keys.remove(self.key)
+        for key, raw, gz in self.objects:
+            stats.keys.append(key)
+            stats.bytes_raw += raw
+            stats.bytes_gz += gz
+
+
 class _Chunk(NamedTuple):
     """Events of one future object: parallel lists, one entry per event."""
 
@@ -238,7 +265,7 @@ class LakeWriter:
         # this list) go one at a time, so an object sharing ids with one in flight
         # waits for it, whichever page or caller either belongs to.
         self._claiming = threading.Lock()
-        self._in_flight: list[tuple[set[DedupeKey], Future[None]]] = []
+        self._in_flight: list[tuple[set[DedupeKey], Future[_FoundInPlace | None]]] = []
 
     def close(self) -> None:
         """Wait for submitted pages to land, then stop the threads."""
@@ -266,7 +293,7 @@ class LakeWriter:
         # a page from ``submit`` claims after the page submitted before it
         turn: tuple[threading.Event, threading.Event] | None = getattr(self._local, "turn", None)
         result = WriteResult()
-        pending: list[tuple[str, Future[None]]] = []
+        pending: list[tuple[str, Future[_FoundInPlace | None]]] = []
         try:
             try:
                 validate_source_name(source)
@@ -380,12 +407,15 @@ class LakeWriter:
 
     @staticmethod
     def _outcome(
-        source: str, result: WriteResult, pending: list[tuple[str, Future[None]]]
+        source: str, result: WriteResult, pending: list[tuple[str, Future[_FoundInPlace | None]]]
     ) -> WriteResult:
         errors: list[tuple[str, LipError]] = []
         for key, fut in pending:
             exc = fut.exception()
             if exc is None:
+                found = fut.result()
+                if found is not None:
+                    found.account(result.hours[found.hour])
                 continue
             if not isinstance(exc, LipError):
                 raise exc  # not ours: let it surface unchanged
@@ -530,7 +560,7 @@ class LakeWriter:
         hour: str,
         chunk: _Chunk,
         result: WriteResult,
-        pending: list[tuple[str, Future[None]]],
+        pending: list[tuple[str, Future[_FoundInPlace | None]]],
         key: str,
         encoded: tuple[int, bytes] | None = None,
         absent_from: frozenset[str] = frozenset(),
@@ -574,7 +604,7 @@ class LakeWriter:
             newest = max(kept_times)
             if stats.newest_event is None or newest > stats.newest_event:
                 stats.newest_event = newest
-        fut = self._pool.submit(self._put_and_mark, source, key, data, kept.keys)
+        fut = self._pool.submit(self._put_and_mark, source, hour, key, data, kept)
         pending.append((key, fut))
         self._in_flight.append((set(kept.keys), fut))
 
@@ -716,20 +746,71 @@ class LakeWriter:
                 ) from exc
         return cache[key]
 
-    def _put_and_mark(self, source: str, key: str, data: bytes, keys: list[DedupeKey]) -> None:
+    def _put_and_mark(
+        self, source: str, hour: str, key: str, data: bytes, chunk: _Chunk
+    ) -> _FoundInPlace | None:
+        """Put object ``key`` holding ``chunk`` and mark its ids landed there. Returns
+        None, or, when an object was already in place without some of them, what
+        landed instead (``_FoundInPlace``)."""
+        keys = chunk.keys
         if self.lake.put(key, data) is False:
             # An earlier run put this object and died before marking it (its name is
             # a function of these ids, so it holds them). Read, not rewritten: the
             # lake's objects are immutable, and S3 would notify the SAM again.
             inside = self._ids_in(key)
-            missing = [k for k in keys if _held(k) not in inside]
-            if missing:
+            held = [_held(k) in inside for k in keys]
+            if not any(held):
                 raise LakeWriteError(
-                    f"lake object {key} is already in the lake without {len(missing)} of "
+                    f"lake object {key} is already in the lake without {len(keys)} of "
                     f"the {len(keys)} events this run would put in it; nothing was "
                     "overwritten, and its events stay pending. Look at who else writes "
                     "to this lake before re-running"
                 )
+            if not all(held):
+                planned = (sum(map(len, chunk.lines)), len(data))
+                return self._land_beside(source, hour, key, chunk, held, planned)
             log.info("%s was already in the lake (an earlier run died before marking it)", key)
         self.dedupe.mark_landed(source, keys, key)
         log.debug("landed %s (%d events, %d bytes)", key, len(keys), len(data))
+        return None
+
+    def _land_beside(
+        self,
+        source: str,
+        hour: str,
+        key: str,
+        chunk: _Chunk,
+        held: list[bool],
+        planned: tuple[int, int],
+    ) -> _FoundInPlace:
+        """Object ``key`` is in the lake holding only the ids of ``chunk`` marked in
+        ``held``: it was put from this same set of candidates when the others were
+        known (landed in other objects), and they have since expired from the commit
+        log (a backfill older than the TTL). Failing here would fail every re-run of
+        that hour for good; the object is kept as it is, the ids it holds are marked
+        landed there (they are in the lake once), and the others move to a key of
+        their own before anything else is written, so none of them is ever left
+        pending under an object that lacks it."""
+        missing = [i for i, h in enumerate(held) if not h]
+        rest = _pick(chunk, missing)
+        rest_key = self._key(source, hour, rest)
+        self._move(source, chunk, missing, key, rest_key, "pending")
+        inside = [k for k, h in zip(chunk.keys, held, strict=True) if h]
+        if inside:
+            self.dedupe.mark_landed(source, inside, key)
+        log.warning(
+            "source %r: %s is already in the lake with %d of the %d events this run "
+            "would put in it (their ids had expired from the commit log); it is kept as "
+            "it is and the other %d land in %s",
+            source,
+            key,
+            len(inside),
+            len(chunk.keys),
+            len(rest.keys),
+            rest_key,
+        )
+        raw_len, data = self._encode(rest)
+        deeper = self._put_and_mark(source, hour, rest_key, data, rest)
+        if deeper is None:
+            return _FoundInPlace(hour, key, planned, len(inside), [(rest_key, raw_len, len(data))])
+        return _FoundInPlace(hour, key, planned, len(inside) + deeper.held, deeper.objects)

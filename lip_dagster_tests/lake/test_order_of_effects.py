@@ -15,7 +15,7 @@ from lip_dagster.errors import LakeWriteError
 from lip_dagster.lake.backends import LocalLake
 from lip_dagster.lake.writer import LakeWriter
 from lip_dagster.state.aws import DynamoDedupeStore
-from lip_dagster.state.base import DedupeKey
+from lip_dagster.state.base import DedupeKey, DedupeStore
 from lip_dagster.state.sqlite import SqliteDedupeStore
 
 from .conftest import OKTA, keys_of
@@ -261,3 +261,107 @@ def test_an_object_in_place_holding_other_events_is_never_overwritten(
         w.write("okta", events, OKTA, "polling")
     w.close()
     assert path.read_bytes() == foreign
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "dynamodb"])
+def test_a_backfill_older_than_the_ttl_of_a_page_that_overlapped_lands_instead_of_failing(
+    tmp_path: Path, make_events, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Ids 0-4 land in K0; the page of ids 0-19 then lands 5-19 in K. Long after, every
+    id has expired from the commit log and that hour is backfilled with the same page:
+    its candidates name K again, which is in the lake with 5-19 only. K is kept as it
+    is, 5-19 count as duplicates (they are in the lake once), and 0-4 land beside it.
+    Before, the run failed on K every time it was retried, and the hour could never be
+    backfilled again."""
+    events = make_events(20)
+    lake = LocalLake(tmp_path / "lake", tmp_path / "tmp")
+    clock = Clock(datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp())
+    dedupe: DedupeStore
+    source = "okta"
+    if backend == "sqlite":
+        dedupe = SqliteDedupeStore(tmp_path / "s.db", ttl_seconds=3600, clock=clock)
+    else:
+        source = f"t{uuid.uuid4().hex[:12]}"
+        dedupe = DynamoDedupeStore(
+            session=request.getfixturevalue("boto_session"),
+            endpoint_url=request.getfixturevalue("moto_endpoint"),
+        )
+        dedupe.ensure(source)
+    w = LakeWriter(lake, dedupe)
+    (k0,) = w.write(source, events[:5], OKTA, "polling").hours["2026-03-01-10:00"].keys
+    (k,) = w.write(source, events, OKTA, "polling").hours["2026-03-01-10:00"].keys
+    before = (lake.root / k).read_bytes()
+    # every id expires (DynamoDB: what its TTL deletion does)
+    if isinstance(dedupe, SqliteDedupeStore):
+        clock.now += 10 * 24 * 3600
+        assert dedupe.prune() == 20
+    else:
+        table = dedupe.table_name(source)
+        for key in keys_of(events, dedupe):
+            dedupe._client.delete_item(
+                TableName=table, Key={"id": {"S": f"{key.bucket}#{key.event_id}"}}
+            )
+    assert dedupe.get(source, keys_of(events, dedupe)) == {}
+    again = w.write(source, events, OKTA, "polling")
+    assert (again.events, again.duplicates, again.objects) == (5, 15, 1)
+    assert again.hours["2026-03-01-10:00"].keys == [k0]  # 0-4 again: same ids, same name
+    assert (lake.root / k).read_bytes() == before, "a landed object was rewritten"
+    ids = lake_ids(lake.root)
+    assert len(ids) == 20 and max(ids.values()) == 1
+    states = dedupe.get(source, keys_of(events, dedupe))
+    assert {s.status for s in states.values()} == {"landed"} and len(states) == 20
+    # and the next run of that page finds every id landed
+    third = w.write(source, events, OKTA, "polling")
+    assert (third.events, third.duplicates, third.objects) == (0, 20, 0)
+    w.close()
+    dedupe.close()
+
+
+@pytest.mark.parametrize("crash_at", ["marking_the_held", "putting_the_rest", "marking_the_rest"])
+def test_a_crash_while_landing_beside_an_object_found_in_place_then_a_retry_lands_each_once(
+    tmp_path: Path, make_events, crash_at: str
+) -> None:
+    """As above, the process dying at each step of landing the ids an object found in
+    place lacks: the retry (with the same page, then with another) lands each once."""
+    events = make_events(20)
+    clock = Clock(datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp())
+    keys: dict[str, str] = {}
+
+    class Dying(SqliteDedupeStore):
+        armed = False
+
+        def mark_landed(self, source: str, ks: Sequence[DedupeKey], object_key: str) -> None:
+            if self.armed and (
+                (crash_at == "marking_the_held" and object_key == keys["k"])
+                or (crash_at == "marking_the_rest" and object_key != keys["k"])
+            ):
+                self.armed = False
+                raise Crash("died while landing beside an object in place")
+            super().mark_landed(source, ks, object_key)
+
+    class DyingLake(LocalLake):
+        armed = False
+
+        def put(self, key: str, data: bytes) -> bool:
+            if self.armed and crash_at == "putting_the_rest" and key != keys["k"]:
+                self.armed = False
+                raise Crash("died before putting the rest")
+            return super().put(key, data)
+
+    lake = DyingLake(tmp_path / "lake", tmp_path / "tmp")
+    dedupe = Dying(tmp_path / "s.db", ttl_seconds=3600, clock=clock)
+    w = LakeWriter(lake, dedupe)
+    w.write("okta", events[:5], OKTA, "polling")
+    (keys["k"],) = w.write("okta", events, OKTA, "polling").hours["2026-03-01-10:00"].keys
+    clock.now += 10 * 24 * 3600
+    assert dedupe.prune() == 20
+    dedupe.armed = lake.armed = True
+    with pytest.raises((Crash, LakeWriteError)):
+        w.write("okta", events, OKTA, "polling")
+    w.write("okta", events[3:], OKTA, "polling")  # another page first
+    w.write("okta", events, OKTA, "polling")
+    w.close()
+    dedupe.close()
+    ids = lake_ids(lake.root)
+    assert len(ids) == 20, "an event was lost"
+    assert max(ids.values()) == 1, "an event landed twice"
