@@ -398,10 +398,15 @@ class S3Quarantine(Quarantine):
 
     def count(self, source: str) -> int:
         bucket = self.bucket_for(validate_source_name(source))
+        prefix = f"{self.prefix}{source}/"
         paginator = self.client.get_paginator("list_objects_v2")
         n = 0
-        for page in paginator.paginate(Bucket=bucket, Prefix=f"{self.prefix}{source}/"):
-            n += sum(1 for o in page.get("Contents", []) if o["Key"].endswith(".data"))
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                n += sum(1 for o in page.get("Contents", []) if o["Key"].endswith(".data"))
+        except (ClientError, BotoCoreError) as exc:
+            where = f"s3://{bucket}/{prefix}"
+            raise LakeReadError(f"could not count quarantine {where}: {exc}") from exc
         return n
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from lip_dagster.errors import LakeWriteError
+from lip_dagster.errors import LakeReadError, LakeWriteError
 from lip_dagster.lake.backends import LocalQuarantine, Quarantine
 from lip_dagster.resources import AwsBackend
 
@@ -229,3 +229,13 @@ def test_s3_quarantine_with_a_stable_id_is_put_if_absent(
     assert head["ServerSideEncryption"] == "aws:kms"
     q.put("okta", ORG_TRAIL_KEY, b"plain", "not gzip")
     assert q.count("okta") == 2
+
+
+def test_s3_quarantine_count_of_an_unreadable_bucket_is_a_lake_read_error(
+    aws_backend: tuple[AwsBackend, str, dict[str, str]],
+) -> None:
+    """The dead-letter and quarantine checks report a typed error that names the
+    place, not botocore's exception."""
+    b, run, _ = aws_backend
+    with pytest.raises(LakeReadError, match=rf"s3://lake-{run}-unprovisioned/quarantine/"):
+        b.quarantine.count("unprovisioned")
