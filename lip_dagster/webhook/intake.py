@@ -22,7 +22,9 @@ Order of effects, per group:
 
 1. read the dedupe state of every event id; ids already known (``accepted``,
    ``pending`` or ``landed`` in the store, or buffered by this process and not yet
-   marked) are duplicates: acknowledged, not buffered again;
+   marked) are duplicates: acknowledged, not buffered again. A store that cannot
+   be read recognises none: everything is buffered (the writer drops duplicates
+   when they land), since a 503 loses the delivery of a vendor that never retries;
 2. append the new events to the buffer, flush it to disk, then answer;
 3. mark them ``accepted`` (insert-if-absent), coalesced over ``mark_delay``
    seconds for every group of the source, so marking costs one more transaction
@@ -379,7 +381,20 @@ class Intake:
         could be buffered."""
         state = self._state(source)
         keys = [k for sub in group for k in sub.keys]
-        known = set(self.dedupe.get(source, keys))
+        try:
+            known = set(self.dedupe.get(source, keys))
+        except LipError as err:
+            # Recognising duplicates here only saves buffer space: the writer's commit
+            # log drops a duplicate when it lands. Refusing instead would lose the
+            # delivery of every vendor that does not retry (GitHub, Jamf Pro).
+            log.warning(
+                "webhook %s: the dedupe store could not be read, %d event(s) buffered "
+                "without checking for duplicates: %s",
+                source,
+                len(keys),
+                err,
+            )
+            known = set()
         with state.lock:
             if state.unmarked or state.unflushed:
                 known.update(k for k in keys if k in state.unmarked or k in state.unflushed)

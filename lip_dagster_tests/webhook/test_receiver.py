@@ -622,6 +622,43 @@ def test_a_failed_accepted_mark_still_answers_2xx_for_a_buffered_payload(
     assert "not marked accepted" in caplog.text
 
 
+def test_a_dedupe_store_that_cannot_be_read_does_not_refuse_deliveries(
+    client: Client,
+    sim: WebhookSimulator,
+    backend: EmbeddedBackend,
+    specs,
+    monkeypatch,
+    caplog,
+) -> None:
+    """GitHub and Jamf Pro do not retry a refused delivery: with the buffer healthy, a
+    dedupe store that cannot be read (DynamoDB throttling, say) must not turn their
+    deliveries into 503s. Recognising duplicates at the door only saves buffer space;
+    the writer's commit log drops a duplicate when it lands."""
+    from lip_dagster_tests.webhook.test_drain import drainer, lake_ids
+
+    first, second = sim.github_deliveries(2)
+    assert post(client, first).status_code == 204
+    client.flush_marks()
+
+    def broken(source: str, keys: object) -> dict:
+        raise StateError("dedupe unavailable")
+
+    with monkeypatch.context() as m, caplog.at_level(logging.WARNING):
+        m.setattr(backend.dedupe, "get", broken)
+        fresh = post(client, second)
+        again = post(client, first)  # a redelivery: not recognised, buffered again
+    assert fresh.status_code == 204 and fresh.headers["x-lip-accepted"] == "1"
+    assert again.status_code == 204
+    assert "without checking for duplicates" in caplog.text
+    client.flush_marks()
+    d, w = drainer(backend, specs, "github")
+    report = d.run()
+    w.close()
+    assert report.error is None
+    guids = [first.headers["X-GitHub-Delivery"], second.headers["X-GitHub-Delivery"]]
+    assert lake_ids(backend.settings.lake_dir, "github") == dict.fromkeys(guids, 1)
+
+
 def test_concurrent_deliveries_are_committed_in_groups(
     client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, monkeypatch
 ) -> None:
