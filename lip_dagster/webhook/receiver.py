@@ -15,8 +15,8 @@ Per request, cheapest refusal first, and nothing stored unless every check passe
        is a header, right after reading it when the proof is a signature
        over the body; always before the body is parsed
 400    empty, not UTF-8, not JSON, nested too deep, or no events in it
-503    the buffer could not take it: nothing stored; a vendor that retries
-       (Okta, once) sends it again
+503    the buffer could not take it, or the source's secret could not be read:
+       nothing stored; a vendor that retries (Okta, once) sends it again
 2xx    204 with ``X-Lip-Accepted`` / ``X-Lip-Duplicates``: every new event
        is in the buffer (durably) and marked accepted; duplicates are
        acknowledged and not buffered again

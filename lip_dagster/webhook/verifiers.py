@@ -33,6 +33,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -41,7 +42,7 @@ from collections.abc import Callable, Mapping
 
 import orjson
 
-from lip_dagster.errors import ConfigError, SecretNotFound
+from lip_dagster.errors import ConfigError, LipError, SecretNotFound
 from lip_dagster.secrets import Secret
 from lip_dagster.state.base import SecretStore
 from lip_dagster.webhook.errors import WebhookRejected
@@ -57,6 +58,8 @@ __all__ = [
     "Verifier",
     "build_verifier",
 ]
+
+log = logging.getLogger(__name__)
 
 Headers = Mapping[str, str]
 """Request headers, names in lower case (as ASGI gives them)."""
@@ -103,6 +106,16 @@ class SecretRef:
             # our misconfiguration, not the sender's: fail closed, and retryable
             raise WebhookRejected(
                 503, f"the receiver is missing its secret {self.name!r}; try again later"
+            ) from err
+        except LipError as err:
+            # the store failed (Secrets Manager throttled or unreachable, a secrets
+            # file being rewritten): fail closed as for a missing secret, with a
+            # Retry-After, instead of failing the request as a crash would (a 500 and a
+            # traceback; on Lambda an errored invocation). The cause is logged here: the
+            # answer names only the secret.
+            log.warning("cannot read the secret %r: %s", self.name, err)
+            raise WebhookRejected(
+                503, f"the receiver cannot read its secret {self.name!r}; try again later"
             ) from err
 
     def refreshed(self) -> Secret | None:

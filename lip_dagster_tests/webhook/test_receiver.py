@@ -28,7 +28,7 @@ from lip_dagster.webhook.message import decode
 from lip_dagster.webhook.receiver import build_routes, create_app
 from lip_dagster.webhook.vendors import GITHUB_IDENTITY, JAMF_IDENTITY, OKTA_EVENT_IDENTITY
 
-from .conftest import Client, fixture, fixture_bytes
+from .conftest import Client, MemorySecrets, fixture, fixture_bytes
 
 
 def post(client: Client, d: Delivery) -> object:
@@ -620,6 +620,36 @@ def test_a_failed_accepted_mark_still_answers_2xx_for_a_buffered_payload(
     assert r.status_code == 204 and r.headers["x-lip-accepted"] == "1"
     assert depth(backend, "okta_hooks") == 1
     assert "not marked accepted" in caplog.text
+
+
+def test_a_secret_store_outage_is_503_with_retry_after_and_nothing_stored(
+    specs, backend: EmbeddedBackend, sim: WebhookSimulator, caplog
+) -> None:
+    """Secrets Manager throttled or unreachable: the receiver cannot check anyone, so
+    it refuses (fail closed) the way it refuses for a missing secret, 503 with
+    Retry-After and one log line, not a crash of the request (500 and a traceback
+    from uvicorn, an errored invocation and a 502 on Lambda)."""
+
+    class Unreachable(MemorySecrets):
+        def _fetch(self, name: str) -> str:
+            raise StateError("reading secret from AWS Secrets Manager: throttled")
+
+    app = create_app(specs, buffer=backend.buffer, dedupe=backend.dedupe, secrets=Unreachable({}))
+    client = Client(app)
+    try:
+        with caplog.at_level(logging.INFO):
+            for d in (okta_fixture_delivery(sim), sim.github_deliveries(1)[0]):
+                r = post(client, d)
+                assert r.status_code == 503 and r.headers["retry-after"], r.text
+                assert "throttled" not in r.text  # internals stay in the log
+            verification = sim.okta_verification()
+            r = client.get("/webhooks/okta_hooks", headers=verification.headers)
+            assert r.status_code == 503
+    finally:
+        client.close()
+        app.state.receiver.intake.close()
+    assert "webhook okta_hooks: 503" in caplog.text
+    assert depth(backend, "okta_hooks") == 0 and depth(backend, "github") == 0
 
 
 def test_a_dedupe_store_that_cannot_be_read_does_not_refuse_deliveries(
