@@ -134,16 +134,10 @@ class WebhookSource(dg.Component, WebhookSourceSpec, dg.Resolvable):
                 "seconds": round(report.seconds, 2),
             }
             if report.error is not None:
-                # what did land is reported before the run fails
-                now = datetime.now(UTC)
-                for hour, stats in sorted(report.result.hours.items()):
-                    context.log_event(
-                        dg.AssetMaterialization(
-                            asset_key=context.asset_key,
-                            partition=hour,
-                            metadata=common.hour_metadata(stats, now),
-                        )
-                    )
+                # What did land is reported before the run fails, through the same
+                # filter as a successful drain: an hour that is no partition of the
+                # asset (an event stamped before start_date) is not materialized.
+                common.report_failed_run(context, report.result, partitions, report.error)
                 raise report.error
             return common.report_materializations(context, report.result, partitions, run_meta)
 

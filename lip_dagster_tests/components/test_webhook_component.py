@@ -203,6 +203,45 @@ def test_a_failed_landing_fails_the_run_and_loses_nothing(world, monkeypatch) ->
     assert len(msgs) == 12
 
 
+def test_a_drain_failing_after_landing_records_only_hours_the_asset_has(world, monkeypatch) -> None:
+    """Jamf's published sample (Elastic's fixture) is stamped 2024-09-02, before the
+    source's first partition: it lands, and that hour is no partition of the asset. A
+    drain that then fails must record the hours it landed that are partitions, as a
+    successful drain does, and no materialization of a partition the asset lacks."""
+    from lip_dagster.errors import LakeWriteError
+    from lip_dagster.lake.writer import LakeWriter
+    from lip_dagster.webhook.message import encode
+    from lip_dagster_tests.webhook.conftest import fixture
+
+    now = datetime.now(UTC)
+    (recent,) = world.sim.jamf_deliveries(1, start=now - timedelta(seconds=2), end=now)
+    (later,) = world.sim.jamf_deliveries(1, start=now - timedelta(seconds=1), end=now)
+    t = now.timestamp()
+    # buffered in three arrival hours: the drain lands each with a write of its own
+    bodies = encode("jamf", t - 7200, [fixture("jamf/webhook_computer_added.json")])
+    bodies += encode("jamf", t - 3600, recent.events)
+    bodies += encode("jamf", t, later.events)
+    flush = world.backend.buffer.append("jamf", bodies)
+    if flush is not None:
+        flush()
+    write = LakeWriter.write
+    calls: list[int] = []
+
+    def third_write_fails(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise LakeWriteError("could not write lake object: disk failure")
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(LakeWriter, "write", third_write_fails)
+    instance = dg.DagsterInstance.ephemeral()
+    failed = run_drain(world, "jamf", instance=instance)
+    assert not failed.success and len(calls) == 3
+    assert instance.get_materialized_partitions(dg.AssetKey("jamf")) == {
+        hour_of(datetime.fromtimestamp(recent.events[0]["webhook"]["eventTimestamp"] / 1000, UTC))
+    }
+
+
 def test_dead_letters_fail_their_check_and_the_replay_job_brings_them_back(
     world, monkeypatch
 ) -> None:
