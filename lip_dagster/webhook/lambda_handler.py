@@ -10,7 +10,8 @@ dependency, so there is none (no Mangum).
   types, and always on HTTP APIs for non-text bodies); they are decoded before the
   app sees them, so signatures are checked over the bytes the vendor sent.
 - A stage in the path (``/prod/webhooks/github`` on an HTTP API with a named stage)
-  is removed: the app's routes start at ``/webhooks``.
+  is removed: the app's routes start at ``/webhooks``. A REST API's ``path`` holds
+  no stage, and is taken as it is.
 - The app, its backend (``LIP_BACKEND=aws`` and the other settings) and an event
   loop are built on the first invocation and reused while the container lives.
 - A container serves one request at a time, so there is no group to coalesce the
@@ -70,7 +71,11 @@ def to_asgi(event: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
     if not method:
         raise ValueError("not an API Gateway proxy event (no HTTP method)")
     stage = ctx.get("stage")
-    if stage and stage != "$default" and path.startswith(f"/{stage}/"):
+    # Only an HTTP API's rawPath holds a named stage; a REST API's ``path`` never does
+    # (its requestContext.path does), so cutting it there would cut a stage named
+    # like the route ("webhooks") off the route itself.
+    v2 = event.get("version") == "2.0"
+    if v2 and stage and stage != "$default" and path.startswith(f"/{stage}/"):
         path = path[len(stage) + 1 :]
     raw = event.get("body") or ""
     if event.get("isBase64Encoded"):

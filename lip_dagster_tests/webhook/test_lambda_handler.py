@@ -74,6 +74,18 @@ def test_rest_api_event_with_a_signed_github_delivery(
     assert decode(m.body, "github").events[0]["request"]["payload"] == d.events[0]
 
 
+def test_a_rest_api_stage_named_like_the_route_is_not_cut_from_the_path(
+    app: Starlette, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    """A REST API's ``path`` never holds the stage (only ``requestContext.path``
+    does): a stage named ``webhooks`` must not turn ``/webhooks/github`` into
+    ``/github``, a 404 that GitHub would not retry."""
+    d = sim.github_deliveries(1)[0]
+    resp = run(app, v1_event(d, b64=False, stage="webhooks"))
+    assert resp["statusCode"] == 204, resp
+    assert backend.buffer.depth("github").messages == 1
+
+
 def test_http_api_event_with_a_stage_and_a_base64_body(
     app: Starlette, sim: WebhookSimulator, backend: EmbeddedBackend
 ) -> None:
