@@ -8,6 +8,7 @@ transcoder's decision.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,15 +66,32 @@ class VendorFormat:
         return iter_ndjson(gunzip_chunks(raw, problems), problems, self.max_record_bytes)
 
 
+# ``AWSLogs/[o-<org>/]<account>/<service>/``: the layout every AWS service that
+# delivers logs to S3 shares (CloudTrail, Config, load balancers, VPC flow logs, ...)
+_AWSLOGS_SERVICE = re.compile(r"(?:^|/)AWSLogs/(?:o-[a-z0-9]{10,32}/)?[0-9]{12}/([^/]+)/")
+
+
 @dataclass(frozen=True)
 class CloudTrailFormat(VendorFormat):
     """Gzip of ``{"Records":[...]}``. Digest files (``CloudTrail-Digest/``, written
     when log file validation is on) hold hashes, not events. Any key layout is
-    accepted, organization trails' extra ``o-<orgid>/`` level included."""
+    accepted, organization trails' extra ``o-<orgid>/`` level included.
+
+    A trail's bucket is often a log archive that other AWS services deliver to under
+    the same ``AWSLogs/<account>/`` folder (AWS Control Tower puts AWS Config beside
+    the organization trail): their files (``Config/``, ``elasticloadbalancing/``,
+    ``vpcflowlogs/``, their write-check files) are not the trail's, so they are
+    skipped by the service named in the key, not quarantined as damaged trail files.
+    CloudTrail's own folders (``CloudTrail/``, ``CloudTrail-Insight/``) are read."""
 
     def housekeeping(self, key: str) -> str | None:
         if "/CloudTrail-Digest/" in f"/{key}":
             return "CloudTrail digest file (log file validation), not events"
+        m = _AWSLOGS_SERVICE.search(key)
+        if m and not m.group(1).startswith("CloudTrail"):
+            return (
+                f"an AWS {m.group(1)} file delivered to the same bucket, not a CloudTrail log file"
+            )
         return None
 
     def records(self, raw: Iterable[bytes], problems: Problems) -> Iterator[dict[str, Any]]:

@@ -35,6 +35,10 @@ def test_cloudtrail_file_yields_its_records_with_id_and_time() -> None:
         TRAIL_KEY,
         "trails/AWSLogs/o-aa111bb222/111122223333/CloudTrail/eu-west-1/2026/03/01/"
         "111122223333_CloudTrail_eu-west-1_20260301T1005Z_Mu0KsOhtH1ar15ZZ.json.gz",
+        "o-aa111bb222/AWSLogs/o-aa111bb222/111122223333/CloudTrail/eu-west-1/2026/03/01/"
+        "111122223333_CloudTrail_eu-west-1_20260301T1005Z_Mu0KsOhtH1ar15ZZ.json.gz",
+        "AWSLogs/111122223333/CloudTrail-Insight/us-east-1/2026/03/01/"
+        "111122223333_CloudTrail-Insight_us-east-1_20260301T1005Z_Mu0KsOhtH1ar15ZZ.json.gz",
     ],
 )
 def test_cloudtrail_log_keys_are_read_in_any_trail_layout(key: str) -> None:

@@ -191,3 +191,41 @@ def test_extra_envelope_keys_cannot_replace_the_fixed_ones(embedded: EmbeddedBac
             )
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "body"),
+    [
+        (
+            "o-aa111bb222/AWSLogs/111122223333/Config/us-east-1/2026/3/1/ConfigSnapshot/"
+            "111122223333_Config_us-east-1_ConfigSnapshot_20260301T100000Z_a1b2.json.gz",
+            gz(orjson.dumps({"fileVersion": "1.0", "configurationItems": [{"a": 1}]})),
+        ),
+        ("o-aa111bb222/AWSLogs/111122223333/Config/ConfigWritabilityCheckFile", b""),
+        (
+            "o-aa111bb222/AWSLogs/111122223333/elasticloadbalancing/us-east-1/ELBAccessLogTestFile",
+            b"Enable AccessLog for ELB: test\n",
+        ),
+    ],
+    ids=["config-snapshot", "config-check-file", "elb-test-file"],
+)
+def test_other_aws_services_sharing_the_trail_bucket_are_not_quarantined(
+    home: Path, embedded: EmbeddedBackend, key: str, body: bytes
+) -> None:
+    """A log-archive bucket (AWS Control Tower's, or any central `AWSLogs/` bucket)
+    holds AWS Config and load balancer files beside the trail, under the same
+    prefix: they are not CloudTrail's, and must not turn the source red."""
+    trail_key = (
+        "o-aa111bb222/AWSLogs/o-aa111bb222/111122223333/CloudTrail/us-east-1/2026/03/01/"
+        "111122223333_CloudTrail_us-east-1_20260301T1005Z_Mu0KsOhtH1ar15ZZ.json.gz"
+    )
+    root = landing(home, "cloudtrail")
+    write_object(root, key, body)
+    write_object(root, trail_key, trail_file(cloudtrail_records(3)))
+    report = transcoder(embedded, "cloudtrail", "cloudtrail").run([key, trail_key])
+    assert [o.status for o in report.objects] == ["skipped", "landed"]
+    assert "Config" in (report.objects[0].reason or "") or "elastic" in (
+        report.objects[0].reason or ""
+    )
+    assert embedded.quarantine.count("cloudtrail") == 0
+    assert len(lake_records(home, "cloudtrail")) == 3
