@@ -92,6 +92,13 @@ CHECKS_TAG = "lip/checks"
 """On a run of checks alone (a lake-layout hour's content checks): which."""
 RunLookup = Callable[[Sequence[str]], Mapping[str, RunOutcome]]
 
+_QUEUE_ENVS: dict[str, str] = {}
+"""Source name -> the variable naming its notification queue, for every S3 source
+whose definitions were built in this process (the code location loads them all).
+A source deletes the notifications of keys outside its prefix, so two sources
+reading one queue would each delete the other's: the variables are compared when a
+tick or run needs its queue, and a shared queue is refused."""
+
 
 class TranscodeConfig(dg.Config):
     """Object keys to transcode (set by the arrival sensor). Empty: find new objects
@@ -182,13 +189,36 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
 
     def finder(self, lip: Backend) -> ArrivalFinder:
         loc = self.location()
+        queue = lip.arrival_queue(loc)
+        if queue is not None:
+            self._refuse_shared_queue(loc.queue_url())
         return ArrivalFinder(
             self.name,
             lip.object_source(loc),
-            lip.arrival_queue(loc),
+            queue,
             lip.cursors,
             settle_seconds=self.settle_seconds,
         )
+
+    def _refuse_shared_queue(self, url: str | None) -> None:
+        """Fail, before receiving anything, when another S3 source of this deployment
+        reads the same queue: each would receive the other's notifications, ignore
+        their keys (outside its prefix) and delete them, and the other source would
+        never see those objects. Nothing shows that loss, so it is refused here."""
+        if not url:
+            return
+        for other, env in sorted(_QUEUE_ENVS.items()):
+            if other == self.name:
+                continue
+            theirs = os.environ.get(env)
+            if theirs and theirs.rstrip("/") == url.rstrip("/"):
+                raise ConfigError(
+                    f"source {self.name!r}: {self.queue_env} and {env} (source {other!r}) "
+                    f"name the same queue {url}. Each S3 source deletes the notifications "
+                    "of keys outside its prefix, so a shared queue loses the other "
+                    "source's objects: give each source its own queue (an S3 event "
+                    "notification per prefix, or an SNS topic with one queue per source)"
+                )
 
     def transcoder(self, lip: Backend, writer: Any) -> Transcoder:
         fmt = self.vendor_format()
@@ -657,6 +687,8 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
                 f"source {name!r}: keys_per_run, max_runs_per_tick, max_keys_per_tick and "
                 "max_batch_runs must be >= 1, settle_seconds and content_check_minutes >= 0"
             )
+        if self.queue_env:
+            _QUEUE_ENVS[name] = self.queue_env
         partitions = common.hourly_partitions(self.start_date)
         tags = common.source_tags(name, PATTERN)
         component = self

@@ -19,9 +19,10 @@ import pytest
 
 from lip_dagster.components.s3 import S3Source, batch_outcomes
 from lip_dagster.config import Settings
+from lip_dagster.errors import ConfigError
 from lip_dagster.resources import AwsBackend
 
-from .conftest import cloudtrail_records, fixture, gz, trail_file
+from .conftest import cloudtrail_records, fixture, github_events, gz, ndjson, trail_file
 
 NOW = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
 ASSET = dg.AssetKey("cloudtrail")
@@ -258,3 +259,37 @@ def test_a_sweep_lands_then_commits_the_listing_cursor(listed: World) -> None:
     assert report.objects == []  # nothing new
     before = {o["Key"]: o["ETag"] for o in w.s3.list_objects_v2(Bucket=w.vendor_bucket)["Contents"]}
     assert set(before) == set(keys)  # the vendor's objects are all still there
+
+
+def test_two_sources_on_one_queue_refuse_instead_of_deleting_each_others_notifications(
+    aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One bucket, two vendors under their own prefixes, one notification queue set
+    for both: each sensor took the other's notifications, ignored their keys as
+    outside its prefix and deleted them, so the other source never saw those
+    objects. The shared queue is refused before anything is received."""
+    w = World(aws_env, tmp_path, monkeypatch, queue=True, prefix_default="AWSLogs/")
+    assert w.queue_url is not None
+    monkeypatch.setenv("T_QUEUE_GITHUB", w.queue_url)
+    github = S3Source(
+        name="github_audit_stream",
+        format="github_audit_stream",
+        bucket_env="T_BUCKET",
+        prefix_default="github/",
+        queue_env="T_QUEUE_GITHUB",
+    )
+    for source in (w.component, github):
+        source.build_defs(dg.ComponentTree.for_test().load_context)
+    w.put("github/2026/03/10/05/a.json.gz", gz(ndjson(github_events(3))))
+    w.put(f"{TRAIL}x_20260301T1005Z_F.json.gz", trail_file(cloudtrail_records(3)))
+    waiting = w.queued()
+
+    with pytest.raises(ConfigError, match="T_QUEUE_GITHUB"):
+        w.tick(None)
+    with pytest.raises(ConfigError, match="T_QUEUE"):
+        github.land(w.backend, [])
+    assert w.queued() == waiting  # nothing received, nothing deleted
+
+    # each source with its own queue: the tick goes on
+    monkeypatch.setenv("T_QUEUE_GITHUB", w.queue_url + "-github")
+    assert w.tick(None).run_requests
