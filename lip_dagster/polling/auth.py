@@ -1,5 +1,6 @@
-"""Small auth helpers: a token cache that refreshes before expiry, and a signed JWT
-assertion builder (Okta private_key_jwt, Google service-account flow)."""
+"""Small auth helpers: a token cache that refreshes before expiry, a signed JWT
+assertion builder (Okta private_key_jwt, Google service-account flow), and the
+signing algorithm a private key calls for."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from lip_dagster.secrets import Secret
+
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
 @dataclass
@@ -62,6 +68,23 @@ def signed_assertion(
     now = int(time.time())
     body = {"iat": now, "exp": now + lifetime, "jti": uuid.uuid4().hex, **claims}
     return jwt.encode(body, private_key_pem.reveal(), algorithm=algorithm, headers=headers)
+
+
+def key_algorithm(private_key_pem: Secret) -> str | None:
+    """The JWS algorithm a PEM private key signs with: RS256 for an RSA key, ES256,
+    ES384 or ES512 for an EC key on P-256, P-384 or P-521 (the ones Okta accepts,
+    VENDORS.md §1). None for anything else (not PEM, encrypted, another curve), so the
+    caller can name the secret; the parser's own message is dropped, as it may quote
+    the key."""
+    try:
+        key = serialization.load_pem_private_key(private_key_pem.reveal().encode(), None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return _EC_ALGORITHMS.get(key.curve.name)
+    return None
 
 
 def same_origin(url: str, base_url: str) -> bool:

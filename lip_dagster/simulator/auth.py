@@ -19,7 +19,7 @@ from typing import Any
 import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from lip_dagster.simulator.generators import ORG_DOMAIN
 
@@ -44,7 +44,14 @@ def new_rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def private_pem(key: rsa.RSAPrivateKey) -> str:
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+# Okta's private_key_jwt accepts RS256/384/512 for an RSA key and ES256/384/512 for an
+# EC one (VENDORS.md §1); which family is allowed follows the key registered for the app
+RSA_ALGORITHMS = ["RS256", "RS384", "RS512"]
+EC_ALGORITHMS = ["ES256", "ES384", "ES512"]
+
+
+def private_pem(key: SigningKey) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -58,7 +65,7 @@ class Credentials:
 
     okta_api_token: str
     okta_client_id: str
-    okta_key: rsa.RSAPrivateKey
+    okta_key: SigningKey
     onepassword_token: str
     onepassword_token_uuid: str
     slack_token: str
@@ -71,7 +78,7 @@ class Credentials:
     _pem_cache: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def generate(cls) -> Credentials:
+    def generate(cls, okta_key_type: str = "rsa") -> Credentials:
         project = "lip-sim-" + _rand(string.ascii_lowercase + string.digits, 6)
         op_uuid = _rand("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 26)
         now = int(time.time())
@@ -101,7 +108,9 @@ class Credentials:
         return cls(
             okta_api_token="00" + _rand(_ALNUM + "-_", 40),
             okta_client_id="0oa" + _rand(_ALNUM, 17),
-            okta_key=new_rsa_key(),
+            okta_key=(
+                ec.generate_private_key(ec.SECP256R1()) if okta_key_type == "ec" else new_rsa_key()
+            ),
             onepassword_token=op_token,
             onepassword_token_uuid=op_uuid,
             slack_token=(
@@ -116,7 +125,7 @@ class Credentials:
             google_project=project,
         )
 
-    def _pem(self, name: str, key: rsa.RSAPrivateKey) -> str:
+    def _pem(self, name: str, key: SigningKey) -> str:
         if name not in self._pem_cache:
             self._pem_cache[name] = private_pem(key)
         return self._pem_cache[name]
@@ -215,7 +224,7 @@ class JtiCache:
 
 
 def _decode_signed(
-    assertion: str, key: rsa.RSAPrivateKey, algorithms: list[str], bad_signature: str
+    assertion: str, key: SigningKey, algorithms: list[str], bad_signature: str
 ) -> dict[str, Any]:
     try:
         claims = jwt.decode(
@@ -254,23 +263,25 @@ def verify_okta_assertion(
     assertion: str,
     *,
     client_id: str,
-    key: rsa.RSAPrivateKey,
+    key: SigningKey,
     audiences: set[str],
     jti_cache: JtiCache,
 ) -> None:
-    """Okta private_key_jwt rules (VENDORS.md §1): RS256/384/512 by the registered key,
+    """Okta private_key_jwt rules (VENDORS.md §1): RS256/384/512 by a registered RSA key,
+    ES256/384/512 by an EC one,
     ``iss`` == ``sub`` == client id, ``aud`` == the token URL invoked, ``exp`` present,
     in the future and at most one hour ahead, single-use ``jti`` when present."""
     try:
         header = jwt.get_unverified_header(assertion)
     except jwt.PyJWTError as exc:
         raise AssertionRejected("The client_assertion is not a well-formed JWT.") from exc
-    if header.get("alg") not in ("RS256", "RS384", "RS512"):
+    algorithms = EC_ALGORITHMS if isinstance(key, ec.EllipticCurvePrivateKey) else RSA_ALGORITHMS
+    if header.get("alg") not in algorithms:
         raise AssertionRejected(
             "The client_assertion signature algorithm is not supported for this client."
         )
     claims = _decode_signed(
-        assertion, key, ["RS256", "RS384", "RS512"], "The client_assertion signature is invalid."
+        assertion, key, algorithms, "The client_assertion signature is invalid."
     )
     if claims.get("iss") != client_id or claims.get("sub") != client_id:
         raise AssertionRejected(

@@ -4,6 +4,7 @@ vendor quirk (history to page through, live events trickling in)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from lip_dagster.simulator.faults import Faults
 
@@ -18,6 +19,8 @@ class SimConfig:
     ``okta_rate_limit_per_min`` sizes the real per-minute bucket behind Okta's
     X-Rate-Limit-* headers. ``token_ttl_s`` is the lifetime of issued OAuth access
     tokens (Okta reports it as ``expires_in``, Google as one second less).
+    ``okta_key_type`` is the kind of key registered for the Okta service app: ``rsa``
+    (RS256/384/512) or ``ec`` (P-256, ES256); Okta accepts both (VENDORS.md §1).
     ``retention_hours`` bounds what the simulator keeps, as a vendor's retention does
     (None: every event it ever served, which ground-truth tests compare the lake to;
     the demo keeps a window, so a demo left running does not grow without end).
@@ -32,5 +35,6 @@ class SimConfig:
     faults: Faults = field(default_factory=Faults)
     okta_rate_limit_per_min: int = 600
     token_ttl_s: int = 3600
+    okta_key_type: Literal["rsa", "ec"] = "rsa"
     request_log_size: int = 10_000
     retention_hours: float | None = None

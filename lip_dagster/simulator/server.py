@@ -104,7 +104,7 @@ class VendorSimulator:
         self._base_url = f"http://{url_host}:{port}"
 
         if self._creds is None:
-            self._creds = Credentials.generate()
+            self._creds = Credentials.generate(okta_key_type=cfg.okta_key_type)
         now = now_ns()
         if not self._history_done:
             span = int(cfg.history_hours * 3600 * NS)

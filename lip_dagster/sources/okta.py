@@ -1,7 +1,8 @@
 """Okta System Log (VENDORS.md §1).
 
 Auth: ``SSWS`` API token, or OAuth 2.0 client credentials with a private-key JWT
-client assertion (token cached until shortly before its 1 h expiry).
+client assertion (token cached until shortly before its 1 h expiry), signed RS256 with
+an RSA key or ES256/384/512 with an EC one, as the registered key's type requires.
 Pagination: the ``Link: rel="next"`` URL, followed verbatim. In polling mode (no
 ``until``) ``next`` never ends, so an empty page means caught up; a bounded request
 (backfill) ends when ``next`` is absent. Id ``uuid``, time ``published``.
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from lip_dagster.errors import VendorError
+from lip_dagster.errors import ConfigError, VendorError
 from lip_dagster.lake.envelope import EventIdentity
-from lip_dagster.polling.auth import TokenCache, same_origin, signed_assertion
+from lip_dagster.polling.auth import TokenCache, key_algorithm, same_origin, signed_assertion
 from lip_dagster.polling.base import BasePoller, PollResult
 from lip_dagster.secrets import Secret
 
@@ -41,13 +42,21 @@ class OktaPoller(BasePoller):
 
     def _fetch_oauth_token(self) -> tuple[str, float]:
         client_id = self.secret("client_id_secret", "okta/client-id").reveal()
-        key = self.secret("private_key_secret", "okta/private-key")
+        key_name = self.config.option("private_key_secret", "okta/private-key")
+        key = self.secrets.get(key_name)
+        algorithm = key_algorithm(key)
+        if algorithm is None:
+            # a refusal Okta would never get to see: no retry or new token fixes it
+            raise ConfigError(
+                f"source {self.source!r}: the secret {key_name!r} is not a PEM private key "
+                "Okta can verify (RSA, or EC on P-256, P-384 or P-521)"
+            )
         claims = {"iss": client_id, "sub": client_id, "aud": self.token_url}
         form = {
             "grant_type": "client_credentials",
             "scope": "okta.logs.read",
             "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": signed_assertion(key, claims),
+            "client_assertion": signed_assertion(key, claims, algorithm=algorithm),
         }
         return self.token_request(self.token_url, form, "oauth2/v1/token")
 

@@ -310,6 +310,18 @@ def test_oauth_rejections(sim: VendorSimulator) -> None:
     assert as_json.status_code == 400 and as_json.json()["error"] == "invalid_request"
 
 
+def test_an_app_with_an_ec_key_takes_es256_assertions_only() -> None:
+    """VENDORS.md §1: RS256/384/512 or ES256/384/512, by the key registered for the
+    app; an RSA-signed assertion cannot match an EC key."""
+    with VendorSimulator(SimConfig(live_rate_per_s=0, okta_key_type="ec")) as ec_sim:
+        url = f"{ec_sim.url('okta')}/oauth2/v1/token"
+        ok = httpx.post(url, data=token_form(ec_sim, assertion(ec_sim, alg="ES256")))
+        assert ok.status_code == 200, ok.text
+        rsa_signed = token_form(ec_sim, assertion(ec_sim, key=other_key()))
+        refused = httpx.post(url, data=rsa_signed)
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+
+
 def test_polling_loses_nothing_while_events_keep_arriving() -> None:
     """Following ``next`` links while live events arrive yields exactly the ground truth,
     although ``published`` runs backwards across pages."""

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import gzip
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
 from lip_dagster.components.coverage import hour_coverage, polling_head
-from lip_dagster.errors import VendorAuthError, VendorError
+from lip_dagster.config import Settings
+from lip_dagster.demo import write_secrets
+from lip_dagster.errors import ConfigError, VendorAuthError, VendorError
 from lip_dagster.lake.layout import hour_of
+from lip_dagster.resources import EmbeddedBackend
+from lip_dagster.simulator import SimConfig, VendorSimulator
 from lip_dagster.sources.okta import OktaPoller
 
 from .conftest import Harness
@@ -174,6 +179,39 @@ def test_oauth_with_the_wrong_key_is_refused(harness: Harness, monkeypatch) -> N
     monkeypatch.setenv("LIP_SECRET_OKTA_PRIVATE_KEY", other.decode())
     with pytest.raises(VendorAuthError, match="oauth2/v1/token"):
         harness.poller("okta", options={"auth": "oauth"}).run()
+
+
+def test_oauth_with_an_ec_key_signs_es256(tmp_path: Path) -> None:
+    """Okta takes ES256/384/512 client assertions from a service app whose registered
+    key is EC (VENDORS.md §1): the key's own type picks the algorithm."""
+    config = SimConfig(live_rate_per_s=0, history_hours=1, events_per_hour=150, okta_key_type="ec")
+    with VendorSimulator(config) as sim:
+        settings = Settings.from_env({"LIP_HOME": str(tmp_path / "home")})
+        write_secrets(settings.secrets_file, sim.credentials())
+        h = Harness(sim, EmbeddedBackend(settings))
+        try:
+            h.poller("okta", initial_lookback_hours=2, options={"auth": "oauth"}).run()
+            assert set(h.lake_ids("okta")) == okta_ids(h)
+            assert sim.tokens_issued.get("okta") == 1
+        finally:
+            h.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----",
+        "0oa-not-a-key-at-all",
+    ],
+)
+def test_a_private_key_that_is_not_one_is_a_config_error_naming_the_secret(
+    harness: Harness, monkeypatch, value: str
+) -> None:
+    monkeypatch.setenv("LIP_SECRET_OKTA_PRIVATE_KEY", value)
+    with pytest.raises(ConfigError, match="okta/private-key") as ei:
+        harness.poller("okta", options={"auth": "oauth"}).run()
+    assert value.strip() not in str(ei.value) and "MIIEvQ" not in str(ei.value)
+    assert harness.backend.cursors.get("okta", "logs") is None
 
 
 def test_backfill_asks_for_the_bounded_window(harness: Harness) -> None:
