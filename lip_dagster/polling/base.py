@@ -257,9 +257,11 @@ class BasePoller(ABC):
         """POST an OAuth token request; a refusal (4xx) is a ``VendorAuthError`` naming
         ``what`` (the token endpoint), never the assertion or the secret. A token
         endpoint that is down (5xx, no answer) is a ``VendorError``: an outage, not a
-        credential to go and check."""
+        credential to go and check. Only 429 means "slow down" here: a status the
+        vendor's data API throttles with (Google's 503) is the token endpoint failing,
+        and taking it for a throttle would end the run green with nothing collected."""
         try:
-            resp = self.request("POST", url, data=form)
+            resp = self.request("POST", url, data=form, throttle_statuses=THROTTLE_STATUSES)
         except VendorError as exc:
             if exc.status is None or exc.status >= 500:
                 raise VendorError(self.source, what, exc.status, exc.detail) from exc
@@ -313,14 +315,26 @@ class BasePoller(ABC):
             )
         return body
 
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        throttle_statuses: frozenset[int] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One call through the run's ``HttpClient``, bounded by the run's deadline.
+        ``throttle_statuses`` overrides the adapter's own for a call to another
+        service than the data API (a token endpoint)."""
         return self.http.request(
             self.source,
             self._endpoint,
             method,
             url,
             deadline=self._deadline,
-            throttle_statuses=self.throttle_statuses,
+            throttle_statuses=(
+                self.throttle_statuses if throttle_statuses is None else throttle_statuses
+            ),
             answered=self._answered,
             **kwargs,
         )

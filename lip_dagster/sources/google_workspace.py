@@ -7,9 +7,9 @@ endpoint. Items come newest first with ``nextPageToken`` until the last page, so
 cursor is a ``WindowPass`` and coverage moves only when a window is paged to its end;
 Google publishes some activities late, so each new window re-reads an overlap
 and dedupe drops what was seen (see ``overlap_seconds``), and an hour is called
-complete only once the overlap past it has been polled. Over quota, Google
-answers 503 (its documented rate-limit answer), so 503 is throttling here, not an
-outage.
+complete only once the overlap past it has been polled. Over quota, the Reports
+API answers 503 (its documented rate-limit answer), so 503 is throttling here, not an
+outage; the OAuth token endpoint documents no such thing, and its 503 is an outage.
 Identity: ``id.time`` + ``id.uniqueQualifier`` (an int64 sent as a string, may be
 negative) + ``id.applicationName`` + ``id.customerId``.
 """

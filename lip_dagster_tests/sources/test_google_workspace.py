@@ -162,6 +162,17 @@ def test_503_overload_then_success(harness: Harness) -> None:
     assert set(harness.lake_ids("google_workspace")) == sim_ids(harness, "admin")
 
 
+def test_a_token_endpoint_answering_503_is_an_outage_not_throttling(harness: Harness) -> None:
+    """503 is the Reports API's over-quota answer (VENDORS.md §4), not the OAuth token
+    endpoint's: a token endpoint failing on every attempt fails the run, where a
+    throttle would end it green with nothing collected."""
+    harness.sim.script("google", [503] * 3)
+    with pytest.raises(VendorError, match=r"'token': HTTP 503") as ei:
+        harness.poller("google_workspace", endpoints=("admin",), max_attempts=3).run()
+    assert not isinstance(ei.value, VendorAuthError)
+    assert harness.backend.cursors.get("google_workspace", "admin") is None
+
+
 def test_5xx_beyond_the_bound(harness: Harness) -> None:
     harness.sim.script("google", [500, 500, 500])
     with pytest.raises(VendorError, match="HTTP 500"):
