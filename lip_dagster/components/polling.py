@@ -33,8 +33,11 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
         default=5,
         description="minutes between polls; a divisor of 60 (cron */N restarts every hour)",
     )
-    page_size: int = 1000
-    time_budget_seconds: int = 240
+    # at least 1: Okta answers limit=0 with an empty page and its endless next link,
+    # which reads as "caught up" on every run while nothing is collected
+    page_size: int = Field(default=1000, ge=1, description="events asked for per page")
+    # a budget of 0 ends every poll before its first request, as a green run
+    time_budget_seconds: int = Field(default=240, gt=0)
     safety_margin_seconds: int = 15
     request_total_timeout_seconds: float = Field(
         default=DEFAULT_TOTAL_TIMEOUT,

@@ -251,6 +251,25 @@ def test_a_poll_interval_cron_cannot_keep_is_refused_when_the_yaml_loads(minutes
     assert PollingSource(name="okta", adapter="okta", base_url_env="X", poll_minutes=15)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("page_size", 0), ("page_size", -5), ("time_budget_seconds", 0), ("time_budget_seconds", -1)],
+)
+def test_a_setting_that_would_collect_nothing_is_refused_when_the_yaml_loads(
+    field: str, value: int
+) -> None:
+    """Okta takes ``limit=0`` and answers an empty page (with its endless ``next``),
+    and a budget of 0 s ends every poll before its first request: either way each run
+    would end green, with nothing collected and its hours called complete."""
+    from pydantic import ValidationError
+
+    from lip_dagster.components.polling import PollingSource
+
+    with pytest.raises(ValidationError, match=field):
+        PollingSource(name="okta", adapter="okta", base_url_env="X", **{field: value})
+    assert PollingSource(name="okta", adapter="okta", base_url_env="X", **{field: 1})
+
+
 class FailsAfter(httpx.HTTPTransport):
     """1Password's ``auditevents`` answers ``ok`` pages, then only 502s."""
 
