@@ -185,8 +185,48 @@ _STRING_OPS = {
 }
 
 
+# Keys a signed request carries whatever it is (who signed it, in which account and
+# organization, with which tags, on whose resource). Missing from a request's context
+# they are unknown, not absent: read as absent, a negated operator on them would hold
+# ("deny everyone but these roles" would deny the SAM's role although it is named) and
+# a plain one would fail (a Deny of non-TLS requests that exempts one role would count
+# as denying everyone).
+_PRESENT_ON_SIGNED_REQUESTS = (
+    "aws:principalarn",
+    "aws:principalaccount",
+    "aws:principaltype",
+    "aws:principalorgid",
+    "aws:principalorgpaths",
+    "aws:principaltag/",
+    "aws:principalisawsservice",
+    "aws:userid",
+    "aws:username",
+    "aws:resourceaccount",
+    "aws:resourceorgid",
+    "aws:resourceorgpaths",
+    "aws:resourcetag/",
+)
+
+
+def _unknown_when_missing(key: str) -> bool:
+    return any(
+        key == k or (k.endswith("/") and key.startswith(k)) for k in _PRESENT_ON_SIGNED_REQUESTS
+    )
+
+
+def _principal_context(req: Request) -> dict[str, str]:
+    """The principal keys AWS sets for the requester, where the request names one:
+    a role's sessions carry the role's ARN as ``aws:PrincipalArn``."""
+    if req.service is not None or req.principal == "*":
+        return {}
+    account = _account_of(req.principal)
+    if not account:
+        return {}
+    return {"aws:principalarn": req.principal, "aws:principalaccount": account}
+
+
 def _condition(op: str, key: str, expected: Sequence[str], ctx: Mapping[str, str]) -> bool | None:
-    """True/False, or None when the operator is unknown."""
+    """True/False, or None when the operator, or the key's value, is unknown."""
     for prefix in ("ForAnyValue:", "ForAllValues:"):
         if op.startswith(prefix):
             op = op[len(prefix) :]
@@ -194,6 +234,8 @@ def _condition(op: str, key: str, expected: Sequence[str], ctx: Mapping[str, str
     if if_exists:
         op = op[: -len("IfExists")]
     value = ctx.get(key.lower())
+    if value is None and _unknown_when_missing(key.lower()):
+        return None
     if op == "Null":
         present = value is not None
         return any((p.lower() == "true") != present for p in expected)
@@ -231,7 +273,7 @@ def evaluate(
     policy, whose statements have no Principal and apply to the role itself."""
     if not policy:
         return Evaluation()
-    ctx = {k.lower(): v for k, v in req.context.items()}
+    ctx = {**_principal_context(req), **{k.lower(): v for k, v in req.context.items()}}
     allowed: list[str] = []
     denied: list[str] = []
     maybe: list[str] = []

@@ -198,3 +198,67 @@ def _no_retries(endpoint: str) -> Callable[[str], Any]:
         )
 
     return build
+
+
+def test_a_deny_that_exempts_the_sams_role_by_principal_arn_does_not_fail_its_read(
+    stack: Stack,
+) -> None:
+    """The usual data-perimeter statement: deny the lake to everyone but named roles.
+    The SAM's role is named, so it may still read, and the blocking check passes."""
+    doc = bucket_policy(stack)
+    doc["Statement"].append(
+        {
+            "Sid": "OnlyNamedRoles",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": f"arn:aws:s3:::{stack.deployment.bucket()}/*",
+            "Condition": {
+                "StringNotLike": {
+                    "aws:PrincipalArn": [
+                        stack.deployment.role_arn,
+                        "arn:aws:iam::123456789012:role/lip-*",
+                    ]
+                }
+            },
+        }
+    )
+    put_bucket_policy(stack, doc)
+    assert "sam_bucket_read_grant" not in stack.failing()
+
+
+def test_a_deny_that_locks_out_the_sams_role_by_principal_arn_fails_its_read(
+    stack: Stack,
+) -> None:
+    doc = bucket_policy(stack)
+    doc["Statement"].append(
+        {
+            "Sid": "OnlyAdmins",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": f"arn:aws:s3:::{stack.deployment.bucket()}/*",
+            "Condition": {
+                "StringNotEquals": {"aws:PrincipalArn": "arn:aws:iam::123456789012:role/admin"}
+            },
+        }
+    )
+    put_bucket_policy(stack, doc)
+    failing = stack.failing()
+    assert list(failing) == ["sam_bucket_read_grant"]
+    assert "OnlyAdmins" in failing["sam_bucket_read_grant"].summary
+
+
+def test_a_tls_deny_that_exempts_a_principal_is_a_gap(stack: Stack) -> None:
+    """Requests without TLS from the role the Deny leaves out are allowed: the bucket
+    does not deny every request without TLS."""
+    doc = bucket_policy(stack)
+    for statement in doc["Statement"]:
+        if statement.get("Sid") == TLS_SID:
+            statement["Condition"]["StringNotEquals"] = {
+                "aws:PrincipalArn": "arn:aws:iam::123456789012:role/legacy-exporter"
+            }
+    put_bucket_policy(stack, doc)
+    failing = stack.failing()
+    assert list(failing) == ["sam_bucket_tls_only"]
+    assert "does not deny non-TLS" in failing["sam_bucket_tls_only"].summary
