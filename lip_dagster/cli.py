@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import dagster as dg
+
 from lip_dagster.errors import LipError
 from lip_dagster.instance import open_instance
 
@@ -56,6 +58,22 @@ def failure_message(result: object) -> str:
     return "run failed (see the Dagster run log)"
 
 
+def _check_partition(job: dg.JobDefinition, source: str, partition: str) -> None:
+    """A partition the source does not have (a typo, an hour before its start or in
+    the future) is the operator's mistake: say which hours exist, not Dagster's
+    traceback."""
+    parts = job.partitions_def
+    if not isinstance(parts, dg.TimeWindowPartitionsDefinition):
+        return
+    if parts.has_partition_key(partition):
+        return
+    start = parts.start.strftime(parts.fmt)
+    raise LipError(
+        f"{source}: no hour partition {partition!r}; keys are YYYY-MM-DD-HH:00 (UTC), "
+        f"from {start} to the current hour"
+    )
+
+
 def run_source(source: str, partition: str | None, log_level: str = "WARNING") -> dict[str, int]:
     """Materialize one source in-process; returns totals. Raises on failure."""
 
@@ -68,6 +86,8 @@ def run_source(source: str, partition: str | None, log_level: str = "WARNING") -
     except StopIteration:
         raise LipError(f"no source named {source!r}; see `lip sources`") from None
     tags = {SOURCE_TAG: source}
+    if partition is not None:
+        _check_partition(job, source, partition)
     if partition is None:
         partition = hour_of(datetime.now(UTC))
         tags[MODE_TAG] = MODE_POLL

@@ -104,3 +104,19 @@ def test_status_reads_state_only_and_reports_each_source(
     assert table.splitlines()[0].split()[:3] == ["SOURCE", "PATTERN", "FRESH"]
     # Dagster's warnings about its own beta parameters are not printed above the table
     assert not [w for w in caught if issubclass(w.category, dagster.BetaWarning)]
+
+
+@pytest.mark.parametrize(
+    ("partition", "why"),
+    [
+        ("2026-03-01 10:00", "YYYY-MM-DD-HH:00"),  # a typo: a space for the dash
+        ("2025-06-01-10:00", "2026-01-01-00:00"),  # before the source's start
+    ],
+)
+def test_run_of_a_partition_the_source_does_not_have_says_so_without_a_traceback(
+    lip_home: Path, capsys: pytest.CaptureFixture[str], partition: str, why: str
+) -> None:
+    assert main(["run", "slack", "--partition", partition]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"lip: error: slack: no hour partition {partition!r}")
+    assert why in err and "Traceback" not in err
