@@ -84,9 +84,17 @@ class IssueChange:
 
 def marker_comment(key: str) -> str:
     """The hidden marker that identifies one incident's issue (``key`` is stable,
-    e.g. ``lip:sam-check source=okta``)."""
-    if "--" in key or "\n" in key:
-        raise ValueError("an issue marker key may not contain '--' or a newline")
+    e.g. ``lip:sam-check source=okta``).
+
+    ``--`` cannot stand inside an HTML comment, but a source name may hold it
+    (``okta--eu``): such a key, or one with ``%``, is written with ``-`` and ``%``
+    percent-encoded. Every other key is written as it is, so issues opened before
+    are still found; an encoded key holds no ``-`` and a plain one no ``%``, so two
+    keys never share a marker."""
+    if "\n" in key:
+        raise ValueError("an issue marker key may not contain a newline")
+    if "--" in key or "%" in key:
+        key = key.replace("%", "%25").replace("-", "%2D")
     return f"<!-- {key} -->"
 
 

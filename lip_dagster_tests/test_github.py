@@ -232,3 +232,31 @@ def test_many_incidents_are_looked_up_in_one_scan(fake: FakeGitHub, sleeps: Slee
         found = gh.find_issues(markers, ["lip"])
     assert {m: i.number for m, i in found.items()} == {markers[1]: 1, markers[3]: 2}
     assert len(fake.calls("GET", r"/issues$")) - before == 2  # labelled, then all
+
+
+def test_a_source_whose_name_holds_a_double_dash_gets_its_own_issues(fake: FakeGitHub) -> None:
+    """``okta--eu`` is a valid source name; its alerts and SAM-check issues must reach
+    GitHub like any other source's, and never land on another source's issue."""
+    from lip_dagster.alerts.incidents import Delivery
+    from lip_dagster.alerts.notifiers import GitHubIssueNotifier
+    from lip_dagster.sam.issues import issue_marker
+
+    notifier = GitHubIssueNotifier(fake.repo, lambda: Secret(TOKEN), fake.url)
+    for source in ("okta--eu", "okta-eu", "okta"):
+        key = f"run|{source}"
+        notifier.send(
+            Delivery("open", key, "run", source, "fail", f"{source} broke", 0.0, "github")
+        )
+    assert fake.open_issue_count() == 3
+    notifier.send(
+        Delivery("resolved", "run|okta--eu", "run", "okta--eu", "fail", "fixed", 0.0, "github")
+    )
+    states = {i["body"].split("\n")[1]: i["state"] for i in fake.issues.values()}
+    assert states == {
+        "okta--eu broke": "closed",
+        "okta-eu broke": "open",
+        "okta broke": "open",
+    }
+    assert issue_marker("okta--eu") != issue_marker("okta-eu")
+    # markers of every other key are as they always were: existing issues are found
+    assert marker_comment("lip-alert:run|okta-eu") == "<!-- lip-alert:run|okta-eu -->"
