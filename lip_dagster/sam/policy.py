@@ -225,8 +225,45 @@ def _principal_context(req: Request) -> dict[str, str]:
     return {"aws:principalarn": req.principal, "aws:principalaccount": account}
 
 
+_NUMERIC_OPS = {
+    "NumericEquals": (lambda v, p: v == p, False),
+    "NumericNotEquals": (lambda v, p: v == p, True),
+    "NumericLessThan": (lambda v, p: v < p, False),
+    "NumericLessThanEquals": (lambda v, p: v <= p, False),
+    "NumericGreaterThan": (lambda v, p: v > p, False),
+    "NumericGreaterThanEquals": (lambda v, p: v >= p, False),
+}
+
+_TLS_VERSIONS = ("1.2", "1.3")
+"""What ``s3:TlsVersion`` can be on a request over TLS: AWS's endpoints refuse TLS
+below 1.2. AWS's own recommended statement (deny ``NumericLessThan s3:TlsVersion
+1.2``) therefore never denies the SAM's reads; one that denies below 1.3 might (the
+SAM's client may speak 1.2), and counts as possibly denying."""
+
+
+def _numeric(op: str, value: str, expected: Sequence[str]) -> bool | None:
+    match, negated = _NUMERIC_OPS[op]
+    try:
+        v = float(value)
+        hit = any(match(v, float(p)) for p in expected)
+    except (TypeError, ValueError):
+        return None
+    return not hit if negated else hit
+
+
 def _condition(op: str, key: str, expected: Sequence[str], ctx: Mapping[str, str]) -> bool | None:
     """True/False, or None when the operator, or the key's value, is unknown."""
+    if (
+        key.lower() == "s3:tlsversion"
+        and key.lower() not in ctx
+        and str(ctx.get("aws:securetransport", "")).lower() == "true"
+    ):
+        # over TLS the version is one of a few: the condition is known if it agrees
+        # for all of them
+        results = {
+            _condition(op, key, expected, {**ctx, "s3:tlsversion": v}) for v in _TLS_VERSIONS
+        }
+        return results.pop() if len(results) == 1 else None
     for prefix in ("ForAnyValue:", "ForAllValues:"):
         if op.startswith(prefix):
             op = op[len(prefix) :]
@@ -239,6 +276,10 @@ def _condition(op: str, key: str, expected: Sequence[str], ctx: Mapping[str, str
     if op == "Null":
         present = value is not None
         return any((p.lower() == "true") != present for p in expected)
+    if op in _NUMERIC_OPS:
+        if value is None:
+            return True if if_exists else _NUMERIC_OPS[op][1]
+        return _numeric(op, value, expected)
     known = _STRING_OPS.get(op)
     if known is None:
         return None

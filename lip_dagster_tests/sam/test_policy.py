@@ -30,12 +30,42 @@ def test_an_account_root_principal_grants_the_role_nothing_by_itself() -> None:
 
 
 def test_an_operator_it_does_not_know_makes_a_deny_count_as_possible() -> None:
-    policy = policy_file("deny_tls_below_1_2.json", BUCKET=BUCKET, ROLE=ROLE)
+    policy = policy_file("deny_outside_office_ips.json", BUCKET=BUCKET, ROLE=ROLE)
     ev = evaluate(policy, Request("s3:GetObject", OBJECT, ROLE, context={}))
     assert ev.allowed_by == ("SamRead",)
-    assert ev.maybe_denied_by == ("EnforceTLSv12orHigher",)
+    assert ev.maybe_denied_by == ("DenyOutsideOfficeNetworks",)
     assert not ev.allowed  # cannot be sure: the SAM's read is not reported as granted
     assert not ev.denied  # nor is a non-TLS request reported as certainly denied
+
+
+TLS = {"aws:SecureTransport": "true"}
+
+
+def test_awss_recommended_tls_1_2_floor_does_not_deny_the_sams_reads() -> None:
+    """AWS's endpoints refuse TLS below 1.2, so a bucket hardened with AWS's own
+    statement still lets the SAM read: the blocking read check must pass."""
+    policy = policy_file("deny_tls_below_1_2.json", BUCKET=BUCKET, ROLE=ROLE)
+    ev = evaluate(policy, Request("s3:GetObject", OBJECT, ROLE, context=TLS))
+    assert ev.allowed and ev.allowed_by == ("SamRead",)
+    assert not ev.maybe_denied_by
+
+
+def test_a_tls_1_3_floor_might_deny_a_sam_speaking_tls_1_2() -> None:
+    doc = policy_file("deny_tls_below_1_2.json", BUCKET=BUCKET, ROLE=ROLE)
+    doc["Statement"][0]["Condition"] = {"NumericLessThan": {"s3:TlsVersion": 1.3}}
+    ev = evaluate(doc, Request("s3:GetObject", OBJECT, ROLE, context=TLS))
+    assert ev.maybe_denied_by == ("EnforceTLSv12orHigher",)
+    assert not ev.allowed
+    told = {**TLS, "s3:TlsVersion": "1.3"}  # a request whose version is known
+    assert evaluate(doc, Request("s3:GetObject", OBJECT, ROLE, context=told)).allowed
+
+
+def test_a_tls_floor_alone_does_not_deny_plain_http() -> None:
+    """Without TLS there is no s3:TlsVersion, so the floor's condition does not hold:
+    the TLS-only check still needs a SecureTransport deny."""
+    policy = policy_file("deny_tls_below_1_2.json", BUCKET=BUCKET, ROLE=ROLE)
+    plain = {"aws:SecureTransport": "false"}
+    assert not evaluate(policy, Request("s3:GetObject", OBJECT, "*", context=plain)).denied
 
 
 def test_service_principals_and_conditions_on_the_sams_queue_policy() -> None:
