@@ -165,7 +165,9 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
                 report = component.poll(
                     lip, partition_key=context.partition_key, live=live, depth_probe=queued_runs
                 )
-            except Exception as exc:
+            except (Exception, dg.DagsterExecutionInterruptedError) as exc:
+                # a run stopped from the UI (or its task stopped) is interrupted with a
+                # BaseException: what it landed and committed past is recorded as well
                 try:
                     _record_landed_hours(context, lip, exc, partitions, name, endpoints, live)
                 except Exception as log_exc:  # noqa: BLE001 - the run fails with its own error
@@ -244,7 +246,7 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
 def _record_landed_hours(
     context: dg.AssetExecutionContext,
     lip: Backend,
-    exc: Exception,
+    exc: BaseException,
     partitions: dg.HourlyPartitionsDefinition,
     name: str,
     endpoints: tuple[str, ...],

@@ -17,7 +17,13 @@ from lip_dagster.errors import LipError
 from lip_dagster.lake.layout import hour_of
 from lip_dagster.resources import Backend
 from lip_dagster.webhook.arrival import ArrivalState, Thresholds, decide
-from lip_dagster.webhook.drain import DrainConfig, Drainer, DrainReport, replay
+from lip_dagster.webhook.drain import (
+    DrainConfig,
+    Drainer,
+    DrainReport,
+    interrupted_report,
+    replay,
+)
 from lip_dagster.webhook.spec import WebhookSourceSpec
 from lip_dagster.webhook.vendors import build_extractor
 
@@ -118,7 +124,15 @@ class WebhookSource(dg.Component, WebhookSourceSpec, dg.Resolvable):
                     )
                 )
 
-            report = drain_source(spec, lip, depth_probe=queued_runs)
+            try:
+                report = drain_source(spec, lip, depth_probe=queued_runs)
+            except (Exception, dg.DagsterExecutionInterruptedError) as stop:
+                # stopped from the UI (or its task stopped), or failed outside LIP:
+                # what it landed is out of the buffer, so it is recorded here or never
+                stopped = interrupted_report(stop)
+                if stopped is not None:
+                    common.report_failed_run(context, stopped.result, partitions, stop)
+                raise
             context.log.info(
                 f"{name}: {report.messages} messages in {report.batches} batches, "
                 f"{report.result.events} events landed, {report.quarantined} quarantined, "

@@ -396,9 +396,10 @@ class BasePoller(ABC):
                     failures[endpoint] = exc
                     if i < len(todo) - 1:
                         log.error("%s; polling the remaining endpoints before failing", exc)
-        except Exception as exc:
-            # a lake or cursor failure, or a backfill out of time: pages before it may
-            # have landed (and, live, been committed past)
+        except BaseException as exc:
+            # a lake or cursor failure, a backfill out of time, or the run being
+            # stopped (Dagster interrupts a terminated run with a BaseException):
+            # pages before it may have landed (and, live, been committed past)
             finish()
             _attach(exc, report)
             raise

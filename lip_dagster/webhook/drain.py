@@ -127,20 +127,30 @@ class Drainer:
             budget *= policy.reduced_share
         deadline = started + budget
         report.stopped = "budget"
-        while self.clock() < deadline:
-            try:
-                batch = self.buffer.receive(
-                    cfg.source, cfg.batch_messages, cfg.visibility_timeout_seconds
-                )
-                if not batch:
-                    report.stopped = "empty"
+        try:
+            while self.clock() < deadline:
+                try:
+                    batch = self.buffer.receive(
+                        cfg.source, cfg.batch_messages, cfg.visibility_timeout_seconds
+                    )
+                    if not batch:
+                        report.stopped = "empty"
+                        break
+                    self._land(batch, report)
+                except LipError as err:
+                    log.error("%s: drain stopped, the batch stays buffered: %s", cfg.source, err)
+                    report.error = err
+                    report.stopped = "error"
                     break
-                self._land(batch, report)
-            except LipError as err:
-                log.error("%s: drain stopped, the batch stays buffered: %s", cfg.source, err)
-                report.error = err
-                report.stopped = "error"
-                break
+        except BaseException as stop:
+            # The run is being stopped (Dagster interrupts a terminated run with a
+            # BaseException) or failed outside LIP: batches landed before it are
+            # deleted from the buffer, so no later drain reports their hours. The
+            # report travels with the error for the caller to record them.
+            report.seconds = self.clock() - started
+            report.stopped = "interrupted"
+            setattr(stop, _REPORT_ATTR, report)
+            raise
         report.seconds = self.clock() - started
         return report
 
@@ -189,6 +199,16 @@ class Drainer:
                 took,
                 cfg.visibility_timeout_seconds,
             )
+
+
+_REPORT_ATTR = "lip_drain_report"
+
+
+def interrupted_report(exc: BaseException) -> DrainReport | None:
+    """What a drain stopped by ``exc`` (not a ``LipError``, which ends a drain with
+    ``report.error``) had landed, or None if ``exc`` did not come from a drain."""
+    report = getattr(exc, _REPORT_ATTR, None)
+    return report if isinstance(report, DrainReport) else None
 
 
 def replay(buffer: Buffer, source: str) -> int:

@@ -271,28 +271,34 @@ def test_a_setting_that_would_collect_nothing_is_refused_when_the_yaml_loads(
 
 
 class FailsAfter(httpx.HTTPTransport):
-    """1Password's ``auditevents`` answers ``ok`` pages, then only 502s."""
+    """1Password's ``auditevents`` answers ``ok`` pages, then only 502s (or, with
+    ``interrupt``, the run is stopped during the next request, as Dagster stops a run
+    terminated from the UI)."""
 
-    def __init__(self, ok: int) -> None:
+    def __init__(self, ok: int, interrupt: bool = False) -> None:
         super().__init__()
         self.ok = ok
+        self.interrupt = interrupt
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/auditevents"):
             if self.ok <= 0:
+                if self.interrupt:
+                    raise dg.DagsterExecutionInterruptedError()
                 return httpx.Response(502, request=request, content=b"bad gateway")
             self.ok -= 1
         return super().handle_request(request)
 
 
 def onepassword_failing_after(
-    ok: int, monkeypatch: pytest.MonkeyPatch
+    ok: int, monkeypatch: pytest.MonkeyPatch, interrupt: bool = False
 ) -> tuple[FailsAfter, object]:
-    """A 1Password source whose ``auditevents`` answers ``ok`` pages, then 502s."""
+    """A 1Password source whose ``auditevents`` answers ``ok`` pages, then 502s (or
+    is interrupted)."""
     from lip_dagster.components import polling as polling_component
     from lip_dagster.components.polling import PollingSource
 
-    transport = FailsAfter(ok=ok)
+    transport = FailsAfter(ok=ok, interrupt=interrupt)
     monkeypatch.setattr(
         polling_component,
         "HttpClient",
@@ -311,13 +317,15 @@ def onepassword_failing_after(
     return transport, component
 
 
+@pytest.mark.parametrize("interrupt", [False, True], ids=["outage", "run-terminated"])
 def test_a_run_that_fails_mid_poll_still_materializes_the_hours_it_landed(
-    demo_world: VendorSimulator, monkeypatch: pytest.MonkeyPatch
+    demo_world: VendorSimulator, monkeypatch: pytest.MonkeyPatch, interrupt: bool
 ) -> None:
-    """The outage turns the run red, but the pages before it are landed and the cursor
-    is past them: their hours must show as materialized (with their counts), or no run
-    ever will, and the next healthy run's coverage would pass over them."""
-    _, component = onepassword_failing_after(6, monkeypatch)
+    """The outage (or an operator terminating the run) turns the run red, but the
+    pages before it are landed and the cursor is past them: their hours must show as
+    materialized (with their counts), or no run ever will, and the next healthy run's
+    coverage would pass over them."""
+    _, component = onepassword_failing_after(6, monkeypatch, interrupt=interrupt)
     instance = dg.DagsterInstance.ephemeral()
     result = live_poll(component, "onepassword_poll", instance)
     assert not result.success
@@ -326,7 +334,8 @@ def test_a_run_that_fails_mid_poll_still_materializes_the_hours_it_landed(
         mat = record.asset_materialization
         assert mat is not None and mat.partition is not None
         landed[mat.partition] = mat.metadata["events"].value
-        assert "HTTP 502" in mat.metadata["run_outcome"].value
+        outcome = mat.metadata["run_outcome"].value
+        assert ("DagsterExecutionInterruptedError" if interrupt else "HTTP 502") in outcome
     root = Settings.from_env().lake_dir / "source=onepassword"
     in_lake: dict[str, int] = {}
     for path in root.rglob("*.ndjson.gz"):

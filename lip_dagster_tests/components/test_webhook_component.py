@@ -203,10 +203,14 @@ def test_a_failed_landing_fails_the_run_and_loses_nothing(world, monkeypatch) ->
     assert len(msgs) == 12
 
 
-def test_a_drain_failing_after_landing_records_only_hours_the_asset_has(world, monkeypatch) -> None:
+@pytest.mark.parametrize("stop", ["lake-error", "run-terminated"])
+def test_a_drain_failing_after_landing_records_only_hours_the_asset_has(
+    world, monkeypatch, stop: str
+) -> None:
     """Jamf's published sample (Elastic's fixture) is stamped 2024-09-02, before the
     source's first partition: it lands, and that hour is no partition of the asset. A
-    drain that then fails must record the hours it landed that are partitions, as a
+    drain that then fails (or is terminated from the UI: Dagster interrupts it with a
+    BaseException) must record the hours it landed that are partitions, as a
     successful drain does, and no materialization of a partition the asset lacks."""
     from lip_dagster.errors import LakeWriteError
     from lip_dagster.lake.writer import LakeWriter
@@ -230,6 +234,8 @@ def test_a_drain_failing_after_landing_records_only_hours_the_asset_has(world, m
     def third_write_fails(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(1)
         if len(calls) == 3:
+            if stop == "run-terminated":
+                raise dg.DagsterExecutionInterruptedError()
             raise LakeWriteError("could not write lake object: disk failure")
         return write(self, *args, **kwargs)
 
