@@ -227,6 +227,36 @@ class BasePoller(ABC):
     def get_auth_token(self) -> Secret:
         """The credential for the next call; cache it (``TokenCache``)."""
 
+    def forget_auth_token(self) -> bool:
+        """Drop a cached access token the vendor just refused (401), so the next
+        ``get_auth_token`` fetches a new one; True if there was one to drop. A token
+        can be revoked before it expires (an admin rotates the app's key, the vendor
+        restarts its token service): one fresh token is worth a try before the run
+        fails as a refused credential. Static credentials have nothing to refresh."""
+        return False
+
+    def _call(
+        self,
+        endpoint: str,
+        cursor: str | None,
+        start_time: datetime | None,
+        end_time: datetime | None = None,
+    ) -> PollResult:
+        """``call_api`` with the current credential; on a 401, once more with a new
+        access token if the adapter had one cached (bounded: one retry per page)."""
+        try:
+            return self.call_api(self.get_auth_token(), endpoint, cursor, start_time, end_time)
+        except VendorAuthError as exc:
+            if exc.status != 401 or not self.forget_auth_token():
+                raise
+            log.warning(
+                "source %r endpoint %r: the access token was refused (HTTP 401); "
+                "fetching a new one and trying the page once more",
+                self.source,
+                endpoint,
+            )
+        return self.call_api(self.get_auth_token(), endpoint, cursor, start_time, end_time)
+
     @abstractmethod
     def call_api(
         self,
@@ -470,7 +500,7 @@ class BasePoller(ABC):
                     break
                 asked_at = datetime.fromtimestamp(self.clock(), UTC)
                 try:
-                    res = self.call_api(self.get_auth_token(), endpoint, cursor, start_time)
+                    res = self._call(endpoint, cursor, start_time)
                 except BudgetExhausted as exc:
                     log.warning("%s; stopping, the next run continues from here", exc)
                     ep.stopped = exc.reason
@@ -524,7 +554,7 @@ class BasePoller(ABC):
                         f"after {ep.pages} pages; re-run it (events already landed are kept)"
                     )
                 try:
-                    res = self.call_api(self.get_auth_token(), endpoint, cursor, start, end)
+                    res = self._call(endpoint, cursor, start, end)
                 except BudgetExhausted as exc:
                     raise BackfillIncomplete(
                         f"{exc}; the backfill of {start.isoformat()}..{end.isoformat()} "

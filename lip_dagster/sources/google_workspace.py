@@ -61,6 +61,10 @@ class GoogleWorkspacePoller(BasePoller):
     def get_auth_token(self) -> Secret:
         return Secret("Bearer " + self._tokens.get().reveal())
 
+    def forget_auth_token(self) -> bool:
+        self._tokens.clear()
+        return True
+
     def _fetch_token(self) -> tuple[str, float]:
         raw = self.secret("service_account_secret", "google/service-account")
         try:

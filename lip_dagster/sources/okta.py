@@ -40,6 +40,12 @@ class OktaPoller(BasePoller):
             return Secret("Bearer " + self._tokens.get().reveal())
         return Secret("SSWS " + self.secret("token_secret", "okta/api-token").reveal())
 
+    def forget_auth_token(self) -> bool:
+        if self.config.option("auth", "ssws") != "oauth":
+            return False
+        self._tokens.clear()
+        return True
+
     def _fetch_oauth_token(self) -> tuple[str, float]:
         client_id = self.secret("client_id_secret", "okta/client-id").reveal()
         key_name = self.config.option("private_key_secret", "okta/private-key")

@@ -167,6 +167,43 @@ def test_oauth_private_key_jwt_and_token_cached(harness: Harness) -> None:
     assert harness.sim.tokens_issued.get("okta") == 1  # many pages, one token
 
 
+def test_an_access_token_revoked_mid_run_is_replaced_once_and_the_run_collects(
+    harness: Harness,
+) -> None:
+    """Okta revokes the app's tokens between two pages (a key rotation): the page
+    refused with 401 is asked again with a new token, and nothing is lost."""
+    p = harness.poller("okta", initial_lookback_hours=4, options={"auth": "oauth"})
+    call_api = p.call_api
+    calls = []
+
+    def revoked_after_the_first_page(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            harness.sim.expire_tokens()
+        return call_api(*args, **kwargs)
+
+    p.call_api = revoked_after_the_first_page  # type: ignore[method-assign]
+    p.run()
+    assert set(harness.lake_ids("okta")) == okta_ids(harness)
+    assert harness.sim.tokens_issued.get("okta") == 2
+
+
+def test_a_token_refused_again_after_a_refresh_fails_the_run(harness: Harness) -> None:
+    """One new token per refused page, not a loop: a second 401 is a refused
+    credential, and the run fails saying so."""
+    p = harness.poller("okta", initial_lookback_hours=4, options={"auth": "oauth"})
+    call_api = p.call_api
+
+    def always_revoked(*args, **kwargs):  # type: ignore[no-untyped-def]
+        harness.sim.expire_tokens()
+        return call_api(*args, **kwargs)
+
+    p.call_api = always_revoked  # type: ignore[method-assign]
+    with pytest.raises(VendorAuthError, match="HTTP 401"):
+        p.run()
+    assert harness.sim.tokens_issued.get("okta") == 2
+
+
 def test_oauth_with_the_wrong_key_is_refused(harness: Harness, monkeypatch) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
