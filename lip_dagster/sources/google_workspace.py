@@ -119,7 +119,10 @@ class GoogleWorkspacePoller(BasePoller):
         times = [
             t.timestamp() for i in items if (t := parse_timestamp((i.get("id") or {}).get("time")))
         ]
-        step = st.advance(data.get("nextPageToken"), max(times) if times else None)
+        # Never past the window asked for: an item stamped later would start the next
+        # window after its own end (see ``SlackPoller.call_api``).
+        newest = min(max(times), st.latest) if times else None
+        step = st.advance(data.get("nextPageToken"), newest)
         return PollResult(items, step.cursor, step.has_more, high_water=step.high_water)
 
     def overlap_seconds(self, endpoint: str) -> float:

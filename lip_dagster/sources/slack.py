@@ -65,7 +65,11 @@ class SlackPoller(BasePoller):
         entries = data.get("entries") or []
         times = [e["date_create"] for e in entries if isinstance(e.get("date_create"), int)]
         nxt = (data.get("response_metadata") or {}).get("next_cursor") or None
-        step = st.advance(nxt, float(max(times)) if times else None)
+        # Never past the window asked for: an entry stamped later (a clock or unit
+        # slip) would start the next window after its own end, and every window from
+        # then on would ask for nothing but the current second.
+        newest = min(float(max(times)), st.latest) if times else None
+        step = st.advance(nxt, newest)
         return PollResult(entries, step.cursor, step.has_more, high_water=step.high_water)
 
     def overlap_seconds(self) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import orjson
@@ -265,3 +266,45 @@ def test_a_500_storm_past_the_budget_is_an_outage_and_fails_the_run(harness: Har
     with pytest.raises(VendorError, match=r"'admin': HTTP 500") as ei:
         overloaded(harness, 500).run()
     assert "time budget" in str(ei.value)
+
+
+ACTIVITY = Path(__file__).resolve().parent.parent / "fixtures/google_workspace/activity.json"
+
+
+class OneFutureActivity(httpx.HTTPTransport):
+    """The simulator's answers, with one activity stamped a year past the window asked
+    for added to the first page of activities (a vendor clock slip)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        resp = super().handle_request(request)
+        if self.sent or "/activity/" not in request.url.path or resp.status_code != 200:
+            return resp
+        self.sent = True
+        body = orjson.loads(resp.read())
+        rogue = orjson.loads(ACTIVITY.read_bytes())
+        rogue["id"].update(
+            applicationName="login",
+            time=datetime.fromtimestamp(time.time() + 86_400 * 365, UTC).isoformat(),
+        )
+        body["items"] = [rogue, *body.get("items", [])]
+        return httpx.Response(200, json=body)
+
+
+def test_an_activity_past_the_window_does_not_skip_the_next_window(harness: Harness) -> None:
+    """One activity stamped after the window asked for once moved the next window's
+    start past its end: every later window asked for an empty span, activities
+    published meanwhile were never read and their hours were called complete."""
+    transport = OneFutureActivity()
+    harness.poller(
+        "google_workspace", initial_lookback_hours=4, endpoints=("login",), transport=transport
+    ).run()
+    now = datetime.now(UTC)
+    late = harness.sim.add_events(
+        "google_workspace", "login", 3, start=now - timedelta(minutes=2), end=now
+    )
+    harness.poller("google_workspace", endpoints=("login",), transport=transport).run()
+    assert {activity_id(e) for e in late} <= set(harness.lake_ids("google_workspace"))

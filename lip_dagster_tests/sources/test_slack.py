@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
+import orjson
 import pytest
 
 from lip_dagster.components.coverage import hour_coverage, polling_head
@@ -183,3 +186,60 @@ def test_a_finished_window_covers_only_up_to_its_own_end(harness: Harness) -> No
     head = polling_head(harness.backend, "slack", ["logs"])
     assert head == window_end - timedelta(minutes=5)
     assert hour_coverage(hour_of(window_end), head) == "open"
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slack"
+
+
+class _WindowedSlack:
+    """A Slack that honours ``oldest``/``latest`` for its entries, and once returns one
+    entry outside the window asked for (stamped far in the future)."""
+
+    def __init__(self, rogue_date: int) -> None:
+        self.entries: list[dict] = []
+        self.rogue_date = rogue_date
+        self.rogue_sent = False
+
+    def add(self, eid: str, date_create: int) -> None:
+        entry = orjson.loads((FIXTURES / "audit_entry.json").read_bytes())
+        entry.update(id=eid, date_create=date_create)
+        self.entries.append(entry)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        oldest = int(request.url.params["oldest"])
+        latest = int(request.url.params["latest"])
+        page = [e for e in self.entries if oldest <= e["date_create"] <= latest]
+        if not self.rogue_sent:
+            self.rogue_sent = True
+            rogue = orjson.loads((FIXTURES / "audit_entry.json").read_bytes())
+            rogue.update(id="rogue", date_create=self.rogue_date)
+            page.append(rogue)
+        page.sort(key=lambda e: -e["date_create"])
+        body = {"ok": True, "entries": page, "response_metadata": {"next_cursor": ""}}
+        return httpx.Response(200, json=body)
+
+
+@pytest.mark.parametrize(
+    "rogue_date",
+    [
+        int(time.time()) + 86_400 * 365,  # a year ahead of the window asked for
+        int(time.time() * 1000),  # milliseconds where Slack documents seconds
+    ],
+)
+def test_an_entry_outside_the_window_asked_for_does_not_skip_the_next_window(
+    harness: Harness, rogue_date: int
+) -> None:
+    """Slack returns entries of ``[oldest, latest]``; one stamped past ``latest`` (a
+    vendor clock or unit slip) once moved the next window's start past its end, and
+    every later window asked for nothing but the current second: entries published
+    in between were never read, while their hours were reported complete."""
+    vendor = _WindowedSlack(rogue_date)
+    now = int(time.time())
+    vendor.add("first", now - 60)
+    transport = httpx.MockTransport(vendor)
+    harness.poller("slack", initial_lookback_hours=1, transport=transport).run()
+    assert set(harness.lake_ids("slack")) == {"first", "rogue"}
+    # an entry Slack makes visible late, inside the re-read overlap of the next window
+    vendor.add("late", now - 10)
+    harness.poller("slack", transport=transport).run()
+    assert "late" in harness.lake_ids("slack")
