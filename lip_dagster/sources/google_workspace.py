@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 import orjson
 
 from lip_dagster.errors import ConfigError
-from lip_dagster.lake.envelope import EventIdentity, parse_timestamp
+from lip_dagster.lake.envelope import EventIdentity, dig, parse_timestamp
 from lip_dagster.polling.auth import TokenCache, signed_assertion
 from lip_dagster.polling.base import BasePoller, PollResult
 from lip_dagster.polling.window import WindowPass, overlap_option
 from lip_dagster.secrets import Secret
+from lip_dagster.sources import page_events
 
 SCOPE = "https://www.googleapis.com/auth/admin.reports.audit.readonly"
 
@@ -115,10 +116,8 @@ class GoogleWorkspacePoller(BasePoller):
             params=params,
         )
         data = self.json_body(resp, dict)
-        items = data.get("items") or []
-        times = [
-            t.timestamp() for i in items if (t := parse_timestamp((i.get("id") or {}).get("time")))
-        ]
+        items = page_events(self.source, endpoint, resp.status_code, data.get("items"), "items")
+        times = [t.timestamp() for i in items if (t := parse_timestamp(dig(i, "id.time")))]
         # Never past the window asked for: an item stamped later would start the next
         # window after its own end (see ``SlackPoller.call_api``).
         newest = min(max(times), st.latest) if times else None

@@ -17,6 +17,7 @@ from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.polling.auth import TokenCache, key_algorithm, same_origin, signed_assertion
 from lip_dagster.polling.base import BasePoller, PollResult
 from lip_dagster.secrets import Secret
+from lip_dagster.sources import page_events
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -86,7 +87,9 @@ class OktaPoller(BasePoller):
             if end_time is not None:
                 params["until"] = rfc3339(end_time)
             resp = self.request("GET", f"{self.base}/api/v1/logs", headers=headers, params=params)
-        events = self.json_body(resp, list)
+        events = page_events(
+            self.source, endpoint, resp.status_code, self.json_body(resp, list), "the page"
+        )
         nxt = resp.links.get("next", {}).get("url")
         if end_time is not None:  # bounded: the last page has no next
             return PollResult(events, nxt, has_more=nxt is not None)

@@ -17,6 +17,7 @@ from lip_dagster.errors import VendorError
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.polling.base import BasePoller, PollResult
 from lip_dagster.secrets import Secret
+from lip_dagster.sources import page_events
 from lip_dagster.sources.okta import rfc3339
 
 ENDPOINTS = ("auditevents", "itemusages", "signinattempts")
@@ -55,7 +56,7 @@ class OnePasswordPoller(BasePoller):
             json=body,
         )
         data = self.json_body(resp, dict)
-        items = data.get("items") or []
+        items = page_events(self.source, endpoint, resp.status_code, data.get("items"), "items")
         new_cursor = data.get("cursor") or cursor
         return PollResult(items, new_cursor, has_more=bool(data.get("has_more")) and bool(items))
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from lip_dagster.errors import VendorAuthError
+from lip_dagster.errors import VendorAuthError, VendorError
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.polling.base import BasePoller, PollResult
 from lip_dagster.polling.window import WindowPass, overlap_option
 from lip_dagster.secrets import Secret
+from lip_dagster.sources import page_events
 
 DEFAULT_OVERLAP_MINUTES = 5.0
 """A safety margin for entries made visible after newer ones: VENDORS.md documents
@@ -62,9 +63,16 @@ class SlackPoller(BasePoller):
         data = self.json_body(resp, dict)
         if data.get("ok") is False:  # Slack reports some auth errors in a 200 body
             raise VendorAuthError(self.source, endpoint, resp.status_code, str(data.get("error")))
-        entries = data.get("entries") or []
-        times = [e["date_create"] for e in entries if isinstance(e.get("date_create"), int)]
-        nxt = (data.get("response_metadata") or {}).get("next_cursor") or None
+        entries = page_events(
+            self.source, endpoint, resp.status_code, data.get("entries"), "entries"
+        )
+        times = [t for e in entries if type(t := e.get("date_create")) is int]
+        meta = data.get("response_metadata") or {}
+        if not isinstance(meta, dict):
+            raise VendorError(
+                self.source, endpoint, resp.status_code, "response_metadata is not an object"
+            )
+        nxt = meta.get("next_cursor") or None
         # Never past the window asked for: an entry stamped later (a clock or unit
         # slip) would start the next window after its own end, and every window from
         # then on would ask for nothing but the current second.
