@@ -25,7 +25,19 @@ from typing import Any
 
 import orjson
 
-__all__ = ["REPLACEMENT_ESCAPE", "loads", "loads_repairing_surrogates", "repair_surrogates"]
+__all__ = [
+    "MAX_WRITE_DEPTH",
+    "REPLACEMENT_ESCAPE",
+    "loads",
+    "loads_repairing_surrogates",
+    "repair_surrogates",
+    "writable",
+]
+
+MAX_WRITE_DEPTH = 254
+"""Levels of nested arrays and objects ``orjson.dumps`` writes; one more raises
+"Recursion limit reached". Its reader takes 1,024, so a document between the two is
+read and cannot be written back: not to the lake, not to a webhook buffer."""
 
 REPLACEMENT_ESCAPE = b"\\ufffd"
 
@@ -90,3 +102,16 @@ def loads(data: bytes) -> tuple[Any, int]:
         if repaired is None:
             raise
         return repaired
+
+
+def writable(value: Any, levels: int = 0) -> bool:
+    """Whether orjson can write ``value`` once it sits ``levels`` arrays or objects
+    deep (an event inside the message or line that carries it): false when it is
+    nested past ``MAX_WRITE_DEPTH``, which ``orjson.loads`` reads without complaint."""
+    for _ in range(levels):
+        value = [value]
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return True

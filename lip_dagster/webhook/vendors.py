@@ -22,7 +22,9 @@ own REST API describes one (``GET /repos/{owner}/{repo}/hooks/{id}/deliveries/
 own log knows (``status_code``, ``duration``, ...) are absent rather than invented.
 
 Bodies are parsed with orjson, which also refuses invalid UTF-8, nesting deeper than
-1024 levels and integers beyond 64 bits: each becomes a 400 with the parser's reason. A
+1024 levels and integers beyond 64 bits: each becomes a 400 with the parser's reason.
+orjson writes only 254 levels, so a body nested deeper than ``MAX_BODY_DEPTH`` is a
+400 too: read, it could be neither buffered nor landed. A
 lone UTF-16 surrogate escape (``"\\ud83d"``, a string cut mid-emoji) is valid JSON that
 orjson refuses: it becomes U+FFFD and the delivery is accepted, since a 400 would make
 the vendor drop it.
@@ -64,6 +66,11 @@ MAX_HEADER_ID_CHARS = 128
 
 log = logging.getLogger(__name__)
 
+_WRAPPING = 4
+"""Levels a body's content can sit deeper once buffered: GitHub's line puts the body
+under ``request.payload``, and the buffer message puts the lines in ``events[]``."""
+MAX_BODY_DEPTH = jsontext.MAX_WRITE_DEPTH - _WRAPPING
+
 
 def _bad(reason: str) -> WebhookRejected:
     return WebhookRejected(400, reason)
@@ -79,6 +86,13 @@ def parse_json(body: bytes, source: str) -> Any:
         doc, repaired = jsontext.loads(body)
     except orjson.JSONDecodeError as err:
         raise _bad(f"body is not valid JSON: {err.msg}") from None
+    # Each level takes two bytes, so only a longer body can nest too deep to write;
+    # writing it once costs a fraction of reading it.
+    if len(body) > 2 * MAX_BODY_DEPTH and not jsontext.writable(doc, _WRAPPING):
+        raise _bad(
+            f"body is nested deeper than {MAX_BODY_DEPTH} levels of arrays and objects, "
+            "more than can be stored"
+        )
     if repaired:
         log.warning(
             "webhook %s: replaced %d lone UTF-16 surrogate escape(s) in the delivery with U+FFFD",

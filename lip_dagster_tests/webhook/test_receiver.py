@@ -162,6 +162,56 @@ def test_an_okta_delivery_with_a_lone_surrogate_is_accepted_with_the_replacement
     assert "User login" not in warnings[0]  # the content is not echoed into logs
 
 
+def nested(levels: int) -> bytes:
+    """A JSON value ``levels`` objects deep."""
+    return b'{"a":' * levels + b"1" + b"}" * levels
+
+
+def signed_github(sim: WebhookSimulator, body: bytes) -> Delivery:
+    d = sim.github_delivery("issues", {"action": "opened"}, guid="deep-1")
+    sig = hmac.new(sim.github_secret.encode(), body, hashlib.sha256).hexdigest()
+    return Delivery(
+        d.source, "POST", {**d.headers, "X-Hub-Signature-256": "sha256=" + sig}, body, [], ""
+    )
+
+
+@pytest.mark.parametrize("with_id", [True, False])
+def test_an_event_nested_too_deep_to_store_is_400_not_500(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend, with_id: bool
+) -> None:
+    """orjson reads 1,024 levels of nesting but writes only 254: an event between the
+    two was accepted by the parser and then crashed the receiver (a 500 the vendor
+    retries). It is refused with 400, as deeper bodies already were."""
+    d = okta_fixture_delivery(sim)
+    event = dict(fixture("okta/event_hook_delivery.json")["data"]["events"][0])
+    if not with_id:
+        del event["uuid"]
+    event["debugContext"] = "DEEP"
+    body = orjson.dumps({"data": {"events": [event]}}).replace(b'"DEEP"', nested(300))
+    r = client.post("/webhooks/okta_hooks", headers=d.headers, content=body)
+    assert r.status_code == 400 and "nested deeper than" in r.json()["error"]
+    assert depth(backend, "okta_hooks") == 0
+
+
+def test_deep_bodies_of_every_vendor_are_400_and_shallower_ones_land(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    jamf = fixture("jamf/webhook_computer_added.json")
+    jamf["event"]["model"] = "DEEP"
+    jamf_body = orjson.dumps(jamf)
+    jamf_d = sim.jamf_delivery(jamf)
+    for levels, status in ((300, 400), (1000, 400), (200, 204)):
+        deep = nested(levels)
+        r = client.post(
+            "/webhooks/jamf", headers=jamf_d.headers, content=jamf_body.replace(b'"DEEP"', deep)
+        )
+        assert r.status_code == status, (levels, r.text)
+        gh = signed_github(sim, b'{"action":"opened","x":' + deep + b"}")
+        r = post(client, gh)
+        assert r.status_code == status, (levels, r.text)
+    assert depth(backend, "jamf") == 1 and depth(backend, "github") == 1
+
+
 # ------------------------------------------------------------------- GitHub
 
 
