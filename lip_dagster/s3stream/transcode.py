@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import orjson
 
+from lip_dagster import jsontext
 from lip_dagster.errors import StateError
 from lip_dagster.lake.backends import Quarantine
 from lip_dagster.lake.writer import LakeWriter, WriteResult
@@ -150,16 +151,7 @@ class Transcoder:
             info, body = self.objects.open(key)
             records = self.fmt.records(body, problems)
             for page in _pages(records, self.page_events):
-                res = self.writer.write(
-                    self.source,
-                    page,
-                    self.fmt.identity,
-                    "s3",
-                    info.last_modified,
-                    extra_envelope={"origin": key},
-                )
-                result.merge(res)
-                landed += len(page)
+                landed += self._write(page, key, info, problems, result)
         except BadObjectError as exc:
             problems.add(str(exc), fatal=True)
         except ObjectMissing:
@@ -195,6 +187,49 @@ class Transcoder:
         if not problems:
             return ObjectOutcome(key, "landed", records=landed)
         return self._quarantine(info, problems, landed)
+
+    def _write(
+        self,
+        page: list[dict[str, Any]],
+        key: str,
+        info: ObjectInfo,
+        problems: Problems,
+        result: WriteResult,
+    ) -> int:
+        """Land one page; returns how many records it held that could be landed.
+
+        orjson reads records nested up to 1,024 levels deep but writes only
+        ``MAX_WRITE_DEPTH``: the writer refuses a page holding one before it lands any
+        of it. Such records are bad records, and the rest of the page is landed
+        without them. Checked only after such a refusal, so a page pays nothing."""
+        try:
+            res = self._write_page(page, key, info)
+        except orjson.JSONEncodeError:
+            kept = [rec for rec in page if jsontext.writable(rec)]
+            if len(kept) == len(page):
+                raise  # not the nesting: not ours to explain
+            bad = len(page) - len(kept)
+            problems.add(
+                f"{bad} record(s) nested deeper than {jsontext.MAX_WRITE_DEPTH} levels of "
+                "arrays and objects, more than the lake can store",
+                bad_records=bad,
+            )
+            if not kept:
+                return 0
+            page = kept
+            res = self._write_page(page, key, info)
+        result.merge(res)
+        return len(page)
+
+    def _write_page(self, page: list[dict[str, Any]], key: str, info: ObjectInfo) -> WriteResult:
+        return self.writer.write(
+            self.source,
+            page,
+            self.fmt.identity,
+            "s3",
+            info.last_modified,
+            extra_envelope={"origin": key},
+        )
 
     def _quarantine(self, info: ObjectInfo, problems: Problems, landed: int) -> ObjectOutcome:
         where_from = self.objects.describe(info.key)

@@ -143,6 +143,39 @@ def test_a_lone_surrogate_lands_as_the_replacement_character_not_in_quarantine(
     assert "cloudtrail" in warning and KEY in warning and agent not in warning
 
 
+@pytest.mark.parametrize("fmt", ["cloudtrail", "cloudflare_logpush"])
+def test_a_record_nested_too_deep_to_write_is_quarantined_and_the_rest_land(
+    home: Path, embedded: EmbeddedBackend, fmt: str
+) -> None:
+    """orjson reads 1,024 levels of nesting but writes 254: a record between the two
+    was read and then crashed the writer, so its whole page stayed out of the lake,
+    the run failed and every retry failed the same way. It is a bad record now."""
+    deep = b'{"a":' * 300 + b"1" + b"}" * 300
+    if fmt == "cloudtrail":
+        recs = cloudtrail_records(5)
+        recs[2]["requestParameters"] = "DEEP"
+        key, opts, source, id_key = KEY, {}, "cloudtrail", "eventID"
+        body = gz(orjson.dumps({"Records": recs}).replace(b'"DEEP"', deep))
+    else:
+        recs = cloudflare_audit(5)
+        recs[2]["Metadata"] = "DEEP"
+        key, opts, source, id_key = (
+            "logs/20260301/d.log.gz",
+            {"dataset": "audit"},
+            "cloudflare",
+            "ID",
+        )
+        body = gz(ndjson(recs).replace(b'"DEEP"', deep))
+    write_object(landing(home, source), key, body)
+    report = transcoder(embedded, source, fmt, **opts).run([key])
+    (outcome,) = report.objects
+    assert outcome.status == "partial" and outcome.records == 4 and outcome.bad_records == 1
+    assert "nested deeper than" in (outcome.reason or "")
+    landed = {r[id_key] for r in lake_records(home, source)}
+    assert landed == {r[id_key] for i, r in enumerate(recs) if i != 2}
+    assert embedded.quarantine.count(source) == 1
+
+
 def test_a_truncated_trail_file_lands_what_it_holds(home: Path, embedded: EmbeddedBackend) -> None:
     body = trail_file(cloudtrail_records(200))
     write_object(landing(home, "cloudtrail"), KEY, body[: len(body) // 2])
