@@ -22,7 +22,10 @@ own REST API describes one (``GET /repos/{owner}/{repo}/hooks/{id}/deliveries/
 own log knows (``status_code``, ``duration``, ...) are absent rather than invented.
 
 Bodies are parsed with orjson, which also refuses invalid UTF-8, nesting deeper than
-1024 levels and integers beyond 64 bits: each becomes a 400 with the parser's reason.
+1024 levels and numbers beyond a double's range: each becomes a 400 with the parser's
+reason. Integers beyond 64 bits are not refused: orjson reads them as the nearest
+double, so they land rounded (and an id field holding one identifies by the rounded
+value).
 orjson writes only 254 levels, so a body nested deeper than ``MAX_BODY_DEPTH`` is a
 400 too: read, it could be neither buffered nor landed. A
 lone UTF-16 surrogate escape (``"\\ud83d"``, a string cut mid-emoji) is valid JSON that

@@ -928,3 +928,18 @@ def test_marks_never_run_while_a_commit_of_the_source_is_running(
     ]
     assert {s.status for s in backend.dedupe.get("okta_hooks", keys).values()} == {"accepted"}
     assert len(backend.dedupe.get("okta_hooks", keys)) == 240
+
+
+def test_integers_beyond_64_bits_are_accepted_rounded_as_documented(
+    client: Client, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    """docs/webhooks.md: such integers are not a 400; they are read as doubles."""
+    d = okta_fixture_delivery(sim)
+    event = dict(fixture("okta/event_hook_delivery.json")["data"]["events"][0])
+    body = orjson.dumps({"data": {"events": [event]}})
+    body = body.replace(b'"data":{', b'"data":{"big":18446744073709551617,', 1)
+    r = client.post("/webhooks/okta_hooks", headers=d.headers, content=body)
+    assert r.status_code == 204
+    body = body.replace(b"18446744073709551617", b"1e400")
+    r = client.post("/webhooks/okta_hooks", headers=d.headers, content=body)
+    assert r.status_code == 400 and "infinity" in r.json()["error"]
