@@ -108,8 +108,10 @@ class WindowPass:
             if st.page:
                 # mid-window: keep paging the same fixed window
                 return replace(st, overlap=overlap_seconds)
-            asked = st.latest if st.hw is None else max(st.hw, st.latest)
-            start = asked - overlap_seconds
+            # the window's own end, never the newest event seen: an event stamped
+            # in the future (a vendor's clock, a unit slip) would otherwise start
+            # every later window at that future time and skip what is published now
+            start = st.latest - overlap_seconds
             return cls(min(start, latest), latest, None, st.hw, overlap_seconds)
         if start_time is None:
             raise ValueError("a first request needs a start time")
@@ -119,8 +121,10 @@ class WindowPass:
         """The cursor to store, whether pages remain, and the coverage mark after a
         page (``PollResult.high_water``)."""
         hw = self.hw
-        if newest is not None and (hw is None or newest > hw):
-            hw = newest
+        if newest is not None:
+            newest = min(newest, self.latest)  # nothing past the window's own end
+            if hw is None or newest > hw:
+                hw = newest
         if next_page:
             return WindowStep(replace(self, page=next_page, hw=hw).dumps(), True, None)
         done_hw = hw if hw is not None else self.latest

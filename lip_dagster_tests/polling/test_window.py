@@ -40,6 +40,20 @@ def test_a_busy_endpoint_starts_at_the_previous_end_minus_the_overlap_too() -> N
     assert nxt.oldest == T0 - OVERLAP
 
 
+def test_an_event_stamped_in_the_future_does_not_move_later_windows() -> None:
+    """A vendor clock a year ahead (or a unit slip) in one event: the window still
+    ends where it was asked, and the next one starts from there, so what is published
+    meanwhile is read. A cursor that already holds such a time recovers as well."""
+    year = 365 * 24 * HOUR
+    cursor = finished(T0 - HOUR, T0, T0 + year)
+    assert WindowPass.loads(cursor).hw == T0  # capped at the window's end
+    nxt = WindowPass.begin(cursor, None, None, now=T0 + 600, overlap_seconds=OVERLAP)
+    assert (nxt.oldest, nxt.latest) == (T0 - OVERLAP, T0 + 600)
+    stored = WindowPass(T0 - HOUR, T0, None, T0 + year, OVERLAP).dumps()  # already stuck
+    nxt = WindowPass.begin(stored, None, None, now=T0 + 600, overlap_seconds=OVERLAP)
+    assert (nxt.oldest, nxt.latest) == (T0 - OVERLAP, T0 + 600)
+
+
 def test_a_cursor_stored_before_the_overlap_was_kept_still_reads() -> None:
     old = orjson.dumps({"oldest": T0 - HOUR, "latest": T0, "page": None, "hw": T0 - 90 * 60})
     st = WindowPass.loads(old.decode())
