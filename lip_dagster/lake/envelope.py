@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any, Literal
 
 import orjson
@@ -51,13 +52,13 @@ def parse_timestamp(value: Any) -> datetime | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return _from_epoch(float(value))
+        return _from_epoch(value)
     if not isinstance(value, str) or not value:
         return None
     s = value.strip()
     # ASCII only: str.isdigit() is also true of "²" or "①", which float() refuses
     if s.isascii() and s.lstrip("-").replace(".", "", 1).isdigit():
-        return _from_epoch(float(s))
+        return _from_epoch(int(s) if s.lstrip("-").isdigit() else Fraction(s))
     try:
         dt = datetime.fromisoformat(s)
     except ValueError:
@@ -88,17 +89,24 @@ def _parse_long_fraction(s: str) -> datetime | None:
         return None
 
 
-def _from_epoch(x: float) -> datetime | None:
-    ax = abs(x)
-    if ax >= _EPOCH_NS:
-        x /= 1e9
-    elif ax >= _EPOCH_US:
-        x /= 1e6
-    elif ax >= _EPOCH_MS:
-        x /= 1e3
+_EPOCH_START = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_epoch(x: int | float | Fraction) -> datetime | None:
+    """The epoch value ``x`` truncated to the microsecond, as RFC 3339 fractions are.
+    Exact arithmetic, not ``float``: a nanosecond count (Cloudflare's ``unixnano``)
+    has more digits than a float holds, and ``fromtimestamp`` rounds to the nearest
+    microsecond, so a request at 23:59:59.9999996 was filed under the next hour (on
+    31 December, the next year)."""
     try:
-        return datetime.fromtimestamp(x, tz=UTC)
-    except (OverflowError, OSError, ValueError):
+        exact = x if isinstance(x, int) else Fraction(x)  # a float's exact value
+        ax = abs(exact)
+        per_second = 10**9 if ax >= _EPOCH_NS else 10**6 if ax >= _EPOCH_US else 10**3
+        if ax < _EPOCH_MS:
+            per_second = 1
+        micros = exact * 10**6 // per_second  # floor, exact for int and Fraction
+        return _EPOCH_START + timedelta(microseconds=micros)
+    except (OverflowError, ValueError):  # inf, nan, or beyond year 1..9999
         return None
 
 

@@ -198,3 +198,41 @@ def test_a_key_that_cannot_be_built_fails_the_page_as_a_lake_error(
     assert "not a lake object key" in str(err.value)
     assert [p for p in lake.root.rglob("*") if p.is_file()] == []
     assert dedupe.get("okta", keys_of(events, dedupe)) == {}
+
+
+# The last instant of 2025 written every way a vendor writes times: nanoseconds
+# (Cloudflare Logpush ``unixnano``), microseconds, a numeric string, a float, RFC 3339.
+# Each is still 2025-12-31 23:59:59, so each belongs in that year's last hour.
+LAST_INSTANT_OF_2025: dict[str, Any] = {
+    "unixnano": 1767225599_999999999,
+    "unixnano-half-microsecond-left": 1767225599_999999500,
+    "unixnano-string": "1767225599999999999",
+    "unix-micros": 1767225599_999999,
+    "unix-seconds-string": "1767225599.9999999",
+    "unix-seconds-float": 1767225599.9999995,  # the nearest float is still in 2025
+    "rfc3339-nanos": "2025-12-31T23:59:59.999999999Z",
+}
+
+
+@pytest.mark.parametrize("name", LAST_INSTANT_OF_2025)
+def test_the_last_instant_of_an_hour_stays_in_its_hour(name: str) -> None:
+    t, hour = time_and_hour(LAST_INSTANT_OF_2025[name])
+    assert hour == "2025-12-31-23:00"
+    assert t is not None and (t.year, t.second, t.microsecond) == (2025, 59, 999999)
+
+
+def test_a_logpush_request_at_the_end_of_the_year_lands_in_that_year(
+    writer: LakeWriter, lake: LocalLake
+) -> None:
+    """Cloudflare stamps ``EdgeStartTimestamp`` in nanoseconds; a request in the last
+    microsecond of the year was filed under year=2026 before."""
+    from lip_dagster.s3stream.formats import CLOUDFLARE_DATASETS
+
+    event = orjson.loads(
+        (Path(__file__).parent.parent / "fixtures/cloudflare/http_request.json").read_bytes()
+    )
+    event["EdgeStartTimestamp"] = 1767225599_999999700
+    writer.write("cf", [event], CLOUDFLARE_DATASETS["http_requests"], "s3", arrival=ARRIVAL)
+    [(key, rec)] = lake_lines(lake.root)
+    assert key.split("/")[1:5] == ["year=2025", "month=12", "day=31", "hour=23"]
+    assert rec["_lip"]["hour_from"] == "event"
