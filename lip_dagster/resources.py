@@ -78,11 +78,18 @@ class Backend(ABC):
         )
 
     def ensure_source(self, source: str) -> list[str]:
-        """Create the source's state resources if the backend needs them. What exists
+        """Create the source's state tables if the backend needs them. What exists
         and differs from what LIP would create is left alone and returned (and
-        logged: a run that ensures its source shows it in its log)."""
+        logged: a run that ensures its source shows it in its log).
+
+        The buffer is not ensured here: only webhook sources have one, and every
+        source's run and sensor calls this. On AWS a polling or S3 source would
+        otherwise create (or, under the deployed roles, which may not create queues,
+        fail on AccessDenied creating) a buffer queue and dead-letter queue it never
+        uses. `lip provision` creates a webhook source's queues (the buffer's own
+        ``ensure``); a buffer used before that fails naming the missing queue."""
         notes: list[str] = []
-        for store in (self.cursors, self.dedupe, self.buffer):
+        for store in (self.cursors, self.dedupe):
             notes += store.ensure(source)
         for note in notes:
             log.warning("source %s: %s", source, note)

@@ -900,8 +900,8 @@ class SqsBuffer(_AwsStore, Buffer):
         if main_url is None or dlq_url is None:
             missing = main_name if main_url is None else dlq_name
             raise StateError(
-                f"SQS queue {missing!r} of source {source!r} does not exist "
-                "(provision it first: the store's ensure(source) creates it)"
+                f"SQS queue {missing!r} of source {source!r} does not exist: run "
+                "`lip provision` (the store's ensure(source) creates it)"
             )
         self._urls[source] = (main_url, dlq_url)
         return main_url, dlq_url

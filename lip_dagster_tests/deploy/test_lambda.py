@@ -124,6 +124,7 @@ def aws(aws_env: str, lip_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
         kms.create_alias(AliasName=f"alias/lip-{run}-{source}", TargetKeyId=key)
     for source in SOURCES:
         backend.ensure_source(source)
+        backend.buffer.ensure(source)  # `lip provision` makes a webhook source's queues
     # a cold Lambda container: the handler builds its app on the first request
     monkeypatch.setattr(lambda_handler, "_app", None)
     monkeypatch.setattr(lambda_handler, "_loop", None)

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
 
 from lip_dagster.errors import ConfigError, InvalidSourceName, StateError
+from lip_dagster.resources import AwsBackend
 from lip_dagster.state.aws import (
     DynamoCursorStore,
     DynamoDedupeStore,
     SqsBuffer,
 )
 from lip_dagster.state.base import DedupeKey
+from lip_dagster_tests.conftest import aws_settings
 
 
 def new_source() -> str:
@@ -239,3 +242,35 @@ def test_no_region_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     with pytest.raises(ConfigError, match="region"):
         SqsBuffer(session=boto3.session.Session())
+
+
+def test_a_run_ensures_its_tables_and_creates_no_queue_it_does_not_use(
+    aws_env: str, tmp_path: Path
+) -> None:
+    """Every run and sensor ensures its source. Polling and S3 sources have no
+    buffer: ensuring one must not create SQS queues, which the deployed run and code
+    server roles may not do (every polling run and S3 sensor tick failed on
+    AccessDenied), and which nothing would ever read."""
+    run = uuid.uuid4().hex[:8]
+    backend = AwsBackend(aws_settings(aws_env, tmp_path, run))
+    assert backend.ensure_source("okta") == []
+    sqs = backend.client("sqs")
+    assert sqs.list_queues(QueueNamePrefix=f"lip-{run}-").get("QueueUrls", []) == []
+    ddb = backend.client("dynamodb")
+    for table in (f"lip-{run}-okta-cursor", f"lip-{run}-okta-dedupe"):
+        assert ddb.describe_table(TableName=table)["Table"]["TableStatus"] == "ACTIVE"
+
+
+def test_a_webhook_source_used_before_provisioning_names_its_queue(
+    aws_env: str, tmp_path: Path
+) -> None:
+    """Ensuring a source leaves the buffer to `lip provision`: a delivery buffered
+    before it fails naming the queue and the command that makes it."""
+    run = uuid.uuid4().hex[:8]
+    backend = AwsBackend(aws_settings(aws_env, tmp_path, run))
+    backend.ensure_source("github")
+    with pytest.raises(StateError, match=f"lip-{run}-github-buffer.*lip provision"):
+        backend.buffer.send("github", [b'{"a": 1}'])
+    backend.buffer.ensure("github")  # what `lip provision` does for a webhook source
+    backend.buffer.send("github", [b'{"a": 1}'])
+    assert [m.body for m in backend.buffer.receive("github", 10, 30)] == [b'{"a": 1}']
