@@ -1272,6 +1272,16 @@ class AwsSecretsManagerStore(SecretStore):
             resp = self._client.get_secret_value(SecretId=secret_id)
         except ClientError as err:
             if _error_code(err) == "ResourceNotFoundException":
+                message = str(err.response.get("Error", {}).get("Message", ""))
+                if "secret value" in message:
+                    # The secret exists without a current value: the placeholder
+                    # `lip provision` creates, not yet set. "Not found" would send the
+                    # operator looking for a secret that is plainly there.
+                    raise SecretNotFound(
+                        f"secret {name!r} has no value yet in AWS Secrets Manager (secret "
+                        f"id {secret_id!r}, region {self.region_name}): set it with aws "
+                        f"secretsmanager put-secret-value --secret-id {secret_id}"
+                    ) from None
                 raise SecretNotFound(
                     f"secret {name!r} not found in AWS Secrets Manager "
                     f"(secret id {secret_id!r}, region {self.region_name})"

@@ -209,6 +209,21 @@ def test_secrets_manager_missing_secret(aws_store: AwsSecretsManagerStore) -> No
     assert "nobody/here" in str(caught.value) and "lip/nobody/here" in str(caught.value)
 
 
+def test_a_placeholder_without_a_value_says_to_set_it(
+    aws_store: AwsSecretsManagerStore, boto_session: boto3.session.Session, moto_endpoint: str
+) -> None:
+    """`lip provision` creates each secret as a placeholder without a value; a run
+    before it is set must say so, not that a secret which exists is not found."""
+    name = f"okta-{uuid.uuid4().hex[:8]}/api-token"
+    client = boto_session.client("secretsmanager", endpoint_url=moto_endpoint)
+    client.create_secret(Name=f"lip/{name}", Description="placeholder until set")
+    with pytest.raises(SecretNotFound) as caught:
+        aws_store.get(name)
+    message = str(caught.value)
+    assert "no value yet" in message and "not found" not in message
+    assert f"put-secret-value --secret-id lip/{name}" in message
+
+
 def test_secrets_manager_unreachable_is_a_state_error(aws_env: str) -> None:
     # Nothing listens on port 9 of localhost: the bounded retries give up quickly.
     store = AwsSecretsManagerStore(
