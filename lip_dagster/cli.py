@@ -54,7 +54,10 @@ def failure_message(result: object) -> str:
             while err is not None and err.cause is not None:
                 err = err.cause
             if err is not None:
-                return err.message.strip()
+                message = err.message.strip()
+                if err.cls_name == "Failure":  # Dagster's wrapper: its description is the news
+                    message = message.split(": ", 1)[-1]
+                return message
     return "run failed (see the Dagster run log)"
 
 
@@ -74,8 +77,24 @@ def _check_partition(job: dg.JobDefinition, source: str, partition: str) -> None
     )
 
 
-def run_source(source: str, partition: str | None, log_level: str = "WARNING") -> dict[str, int]:
-    """Materialize one source in-process; returns totals. Raises on failure."""
+def _run_warnings(instance: dg.DagsterInstance, run_id: str, step: str) -> list[str]:
+    """What the source's own step warned about in the run (objects put in quarantine,
+    hours recorded after a failure): the lines of the run's log worth a terminal,
+    without Dagster's event lines, stack traces and its notes on skipped steps."""
+    return [
+        entry.user_message
+        for entry in instance.all_logs(run_id)
+        if not entry.is_dagster_event and entry.level >= logging.WARNING and entry.step_key == step
+    ]
+
+
+def run_source(source: str, partition: str | None, verbose: bool = False) -> dict[str, int]:
+    """Materialize one source in-process; returns totals. Raises on failure.
+
+    Dagster's console log prints a failed step's stack trace twice (the step and the
+    run) above the one sentence that says what failed, which buries it. Unless
+    ``verbose``, that log stays in the run's record (the UI, ``lip status --json``'s
+    ``last_run_id``) and only LIP's own warnings reach stderr."""
 
     from lip_dagster.components.common import MODE_POLL, MODE_TAG, SOURCE_TAG
     from lip_dagster.lake.layout import hour_of
@@ -97,8 +116,13 @@ def run_source(source: str, partition: str | None, log_level: str = "WARNING") -
         tags=tags,
         raise_on_error=False,
         instance=instance,
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        run_config={
+            "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}}
+        },
     )
+    if not verbose:
+        for line in _run_warnings(instance, result.run_id, source):
+            print(f"  {line}", file=sys.stderr)
     if not result.success:
         raise LipError(f"{source}: {failure_message(result)}")
     totals = {"events": 0, "duplicates": 0, "objects": 0, "partitions": 0}
@@ -113,7 +137,7 @@ def run_source(source: str, partition: str | None, log_level: str = "WARNING") -
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    totals = run_source(args.source, args.partition)
+    totals = run_source(args.source, args.partition, verbose=args.verbose)
     print(
         f"{args.source}: {totals['events']} events landed, {totals['duplicates']} duplicates "
         f"dropped, {totals['objects']} objects, {totals['partitions']} partitions written"

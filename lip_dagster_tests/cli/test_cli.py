@@ -120,3 +120,35 @@ def test_run_of_a_partition_the_source_does_not_have_says_so_without_a_traceback
     err = capsys.readouterr().err
     assert err.startswith(f"lip: error: slack: no hour partition {partition!r}")
     assert why in err and "Traceback" not in err
+
+
+def test_a_failed_run_says_why_in_one_line_without_dagsters_traceback(
+    demo_world: VendorSimulator, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.setenv("LIP_SECRET_ONEPASSWORD_TOKEN", "wrong")
+    assert main(["run", "onepassword"]) == 1
+    err = capsys.readouterr().err
+    said = err[err.index("lip: error: onepassword:") :]
+    assert "HTTP 401" in said and "wrong" not in err
+    # the step failure's stack trace, twice, and Dagster's event lines are not on
+    # the terminal: the run's log in Dagster keeps them, `lip -v run` prints them
+    assert "Stack Trace" not in err and "STEP_FAILURE" not in err
+    assert main(["-v", "run", "onepassword"]) == 1
+    assert "STEP_FAILURE" in capsys.readouterr().err
+
+
+def test_run_still_prints_what_lip_warns_about(
+    lip_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    from lip_dagster.s3stream.demo import populate_landing
+    from lip_dagster.simulator.s3objects import write_object
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    populate_landing(lip_home, hours=1, events_per_hour=30, seed=3)
+    bad = "2026/11/27/13/bad.json.gz"
+    write_object(lip_home / "landing" / "github_audit_stream", bad, b"not gzip")
+    assert main(["run", "github_audit_stream"]) == 0
+    err = capsys.readouterr().err
+    # the object LIP put in quarantine is named, as it was before the run's log was
+    # kept off the terminal
+    assert bad in err and "quarantined" in err
