@@ -13,11 +13,15 @@ import sys
 import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from lip_dagster.errors import LipError
 from lip_dagster.instance import open_instance
+
+if TYPE_CHECKING:
+    from lip_dagster.resources import Backend
 
 
 def _defs():
@@ -88,6 +92,26 @@ def _run_warnings(instance: dg.DagsterInstance, run_id: str, step: str) -> list[
     ]
 
 
+def _refuse_hidden_batch(lip: Backend, source: str) -> None:
+    """A webhook source whose every buffered message is held by a drain (one still
+    running, or one that failed: its batch stays hidden for the visibility timeout)
+    has nothing a drain could receive now. Run anyway, the drain would land nothing,
+    succeed, and resolve the source's run incident while its batch still cannot land:
+    the on-call engineer checking a fix would be told it worked."""
+    try:
+        depth = lip.buffer.depth(source)
+    except LipError:
+        return  # the drain reads the same buffer and fails with the reason
+    if depth.in_flight > 0 and depth.ready == 0:
+        raise LipError(
+            f"{source}: {depth.in_flight} of {depth.messages} buffered messages are held "
+            "by a drain (a drain that failed keeps its batch hidden for the source's "
+            "visibility timeout, 300 s by default), so a drain now would land nothing and "
+            "record a success; run it again once `lip webhook status` shows IN FLIGHT "
+            "below BUFFERED"
+        )
+
+
 def run_source(source: str, partition: str | None, verbose: bool = False) -> dict[str, int]:
     """Materialize one source in-process; returns totals. Raises on failure.
 
@@ -107,6 +131,8 @@ def run_source(source: str, partition: str | None, verbose: bool = False) -> dic
     tags = {SOURCE_TAG: source}
     if partition is not None:
         _check_partition(job, source, partition)
+    elif job.tags.get("lip/pattern") == "webhook":
+        _refuse_hidden_batch(d.resources["lip"], source)
     if partition is None:
         partition = hour_of(datetime.now(UTC))
         tags[MODE_TAG] = MODE_POLL

@@ -152,3 +152,28 @@ def test_run_still_prints_what_lip_warns_about(
     # the object LIP put in quarantine is named, as it was before the run's log was
     # kept off the terminal
     assert bad in err and "quarantined" in err
+
+
+def test_run_of_a_webhook_source_whose_batch_is_hidden_does_not_record_a_success(
+    lip_home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch
+) -> None:
+    from lip_dagster.config import Settings
+    from lip_dagster.resources import EmbeddedBackend
+    from lip_dagster.webhook.message import encode
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    buffer = EmbeddedBackend(Settings.from_env()).buffer
+    body = encode("jamf", 1_780_000_000.0, [{"webhook": {"webhookEvent": "X", "id": 1}}])
+    buffer.send("jamf", body)
+    buffer.receive("jamf", 10, 300)  # a drain failed to land it: hidden for 300 s
+    # a drain now would find nothing, succeed, and close the source's run incident
+    # while its batch still cannot land: `lip run` says so instead, and runs nothing
+    assert main(["run", "jamf"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lip: error: jamf:") and "1 of 1 buffered" in err
+    assert "lip webhook status" in err
+    import dagster as dg
+
+    assert dg.DagsterInstance.get().get_runs_count() == 0
+    assert buffer.depth("jamf").messages == 1
