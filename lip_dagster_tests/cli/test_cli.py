@@ -177,3 +177,25 @@ def test_run_of_a_webhook_source_whose_batch_is_hidden_does_not_record_a_success
 
     assert dg.DagsterInstance.get().get_runs_count() == 0
     assert buffer.depth("jamf").messages == 1
+
+
+def test_a_lake_that_refuses_writes_is_named_as_lips_error_not_the_os_one(
+    lip_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    from lip_dagster.config import Settings
+    from lip_dagster.resources import EmbeddedBackend
+    from lip_dagster.webhook.message import encode
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    settings = Settings.from_env()
+    EmbeddedBackend(settings).buffer.send(
+        "jamf", encode("jamf", 1_780_000_000.0, [{"webhook": {"webhookEvent": "X", "id": 1}}])
+    )
+    settings.lake_dir.mkdir(parents=True, exist_ok=True)
+    (settings.lake_dir / "source=jamf").write_bytes(b"")  # where its directory should be
+    assert main(["run", "jamf"]) == 1
+    said = capsys.readouterr().err.split("lip: error: ", 1)[1]
+    # the sentence LIP wrapped the OS error in: which source, that the events are
+    # still pending; the runbook's `LakeWriteError`, not Python's FileExistsError
+    assert said.startswith("jamf: LakeWriteError: ")
+    assert "of source 'jamf' failed to land" in said
