@@ -13,7 +13,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -49,35 +49,16 @@ def cmd_sources(_: argparse.Namespace) -> int:
     return 0
 
 
-_LIP_PREFIX = "lip_dagster."  # how a LIP exception's class path starts in an error's text
-
-
-def _said(err: Any) -> str:
-    """One error's message as the on-call engineer should read it: LIP's by its class
-    name (the runbook's ``LakeWriteError``, not ``lip_dagster.errors.LakeWriteError``),
-    a Dagster ``Failure`` by its description alone."""
-    message = str(err.message).strip()
-    if err.cls_name == "Failure" or message.startswith(_LIP_PREFIX):
-        text = message.split(": ", 1)[-1]
-        return text if err.cls_name == "Failure" else f"{err.cls_name}: {text}"
-    return message
-
-
 def failure_message(result: object) -> str:
-    """What failed a run: the outermost of LIP's own errors in the step failure's
-    chain (the source, endpoint and HTTP status, or which lake object could not be
-    written and that its events stay pending), not Dagster's wrapper around it nor
-    the OS or HTTP client error LIP wrapped; the innermost error when LIP raised none."""
+    """What failed a run, from its first step failure (``health.error_text``: LIP's
+    own error, not Dagster's wrapper around it nor the OS error LIP wrapped)."""
+    from lip_dagster.alerts.health import error_text
+
     for event in result.all_events:  # type: ignore[attr-defined]
         if event.event_type_value == "STEP_FAILURE" and event.step_failure_data:
-            chain = []
-            err = event.step_failure_data.error
-            while err is not None:
-                chain.append(err)
-                err = err.cause
-            if chain:
-                lip = [e for e in chain if str(e.message).startswith(_LIP_PREFIX)]
-                return _said(lip[0] if lip else chain[-1])
+            said = error_text(event.step_failure_data.error)
+            if said:
+                return said
     return "run failed (see the Dagster run log)"
 
 

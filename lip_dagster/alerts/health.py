@@ -105,6 +105,8 @@ class SourceHealth:
     last_run_at: float | None = None
     # the last run failed only because blocking checks failed: those checks page
     last_run_failed_by_checks: bool = False
+    # a failed last run: what failed it, on one line (``error_text``), if recorded
+    last_run_error: str | None = None
     failing_checks: list[str] = field(default_factory=list)
     # of failing_checks, those whose failure Dagster records at WARN severity
     # (coverage): they page at warn, as they show in the UI
@@ -479,18 +481,53 @@ def _freshness(h: SourceHealth, age: float) -> str:
 _CHECK_FAILED = "DagsterAssetCheckFailedError"
 
 
-def _failed_only_by_checks(instance: dg.DagsterInstance, run_id: str) -> bool:
+_LIP_PREFIX = "lip_dagster."  # how a LIP exception's class path starts in an error's text
+RUN_ERROR_CHARS = 500  # of a failed run's error, in a page and in `lip status --json`
+
+
+def error_text(error: Any) -> str:
+    """What failed, from a step failure's error chain (Dagster's serializable error
+    info): the outermost of LIP's own errors, by class name (the runbook's
+    ``LakeWriteError``, not ``lip_dagster.errors.LakeWriteError``: the source,
+    endpoint and HTTP status, or the lake object and that its events stay pending),
+    not Dagster's wrapper around it nor the OS or HTTP client error LIP wrapped; the
+    innermost error when LIP raised none, and a Dagster ``Failure`` by its
+    description. LIP's errors never carry a secret (DESIGN §8)."""
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.cause
+    if not chain:
+        return ""
+    lip = [e for e in chain if str(e.message).startswith(_LIP_PREFIX)]
+    err = lip[0] if lip else chain[-1]
+    message = str(err.message).strip()
+    if err.cls_name == "Failure":
+        return message.split(": ", 1)[-1]
+    if message.startswith(_LIP_PREFIX):
+        return f"{err.cls_name}: {message.split(': ', 1)[-1]}"
+    return message
+
+
+def _run_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str | None]:
     """Whether every step of the run that failed did so because a blocking asset
-    check failed. That check's own incident says what is wrong and when it is fixed;
-    a run incident on top would page twice for one bad object, and point on-call at
-    the collection, which worked. A run that failed any other way (an endpoint, a
-    launch, a crash) has a failure of another kind, or none recorded."""
+    check failed, and what failed it (the first failed step's error, on one line).
+
+    A run failed only by checks does not page as a run: that check's own incident
+    says what is wrong and when it is fixed; a run incident on top would page twice
+    for one bad object, and point on-call at the collection, which worked. A run that
+    failed any other way (an endpoint, a launch, a crash) has a failure of another
+    kind, or none recorded."""
     failures = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
     errors: list[str | None] = []
+    said: str | None = None
     for e in failures:
         data = e.dagster_event.step_failure_data if e.dagster_event else None
         errors.append(data.error.cls_name if data and data.error else None)
-    return bool(errors) and all(cls == _CHECK_FAILED for cls in errors)
+        if said is None and data and data.error and data.error.cls_name != _CHECK_FAILED:
+            text = " ".join(error_text(data.error).split())
+            said = text if len(text) <= RUN_ERROR_CHARS else text[: RUN_ERROR_CHARS - 3] + "..."
+    return bool(errors) and all(cls == _CHECK_FAILED for cls in errors), said
 
 
 def _source_wide_failures(
@@ -760,7 +797,7 @@ def source_health(
         h.last_run_id = rec.dagster_run.run_id
         h.last_run_at = _finished_at(rec)
         if rec.dagster_run.status == dg.DagsterRunStatus.FAILURE:
-            h.last_run_failed_by_checks = _failed_only_by_checks(instance, h.last_run_id)
+            h.last_run_failed_by_checks, h.last_run_error = _run_failure(instance, h.last_run_id)
     content = {k.name for k in spec.check_keys if k.name in CONTENT_CHECK_NAMES}
     failing = _source_wide_failures(instance, [k for k in spec.check_keys if k.name not in content])
     for name in set(mem.checks) - content:  # a check no longer declared

@@ -189,9 +189,9 @@ def problems_of(h: SourceHealth, now: float) -> list[Problem]:
                 "run",
                 h.source,
                 "fail",
-                f"{h.source}: the latest run {h.last_run_id} failed; its error says what "
-                "failed (for a polling source, the endpoint and HTTP status): Dagster UI, "
-                "Runs, or `lip status --json`.",
+                f"{h.source}: the latest run {h.last_run_id} failed: "
+                f"{h.last_run_error or 'no error recorded'}. Its whole log: Dagster UI, "
+                "Runs; docs/runbook.md, run|<source>.",
             )
         )
     for check in h.failing_checks:

@@ -115,3 +115,18 @@ def test_a_failed_run_launched_from_the_asset_graph_alerts(
     tick(d, instance, None)
     opened = [b for _, b in stub.received if b["event"] == "open" and b["kind"] == "run"]
     assert len(opened) == 1 and opened[0]["source"] == "slack"
+
+
+def test_a_run_page_says_what_failed_without_the_secret(
+    demo_world: VendorSimulator, stub: Stub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The on-call engineer reads the page first: it names the endpoint and status
+    the run failed on, not only a run id to go and look up."""
+    route_alerts_to(stub, monkeypatch)
+    monkeypatch.setenv("LIP_SECRET_SLACK_TOKEN", "xoxp-revoked-4242")
+    d, instance = defs(), dg.DagsterInstance.ephemeral()
+    assert not poll(d, instance, "slack").success
+    tick(d, instance, None)
+    (page,) = [b for _, b in stub.received if b["event"] == "open" and b["kind"] == "run"]
+    assert "VendorAuthError" in page["message"] and "'logs'" in page["message"]
+    assert "HTTP 401" in page["message"] and "4242" not in page["message"]
