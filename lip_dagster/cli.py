@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from lip_dagster.errors import LipError
-from lip_dagster.instance import open_instance
 
 if TYPE_CHECKING:
     from lip_dagster.resources import Backend
@@ -133,7 +132,9 @@ def run_source(source: str, partition: str | None, verbose: bool = False) -> dic
     if partition is None:
         partition = hour_of(datetime.now(UTC))
         tags[MODE_TAG] = MODE_POLL
-    instance, _ = open_instance(d.resources["lip"].settings)
+    from lip_dagster.alerts.status import open_dagster
+
+    instance, _ = open_dagster(d.resources["lip"].settings)
     result = job.execute_in_process(
         partition_key=partition,
         tags=tags,

@@ -4,14 +4,19 @@ vendor is down."""
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import dagster as dg
 import orjson
+from dagster._core.errors import DagsterInvariantViolationError
 
 from lip_dagster.alerts.health import SourceHealth, declared_sources, source_health
 from lip_dagster.alerts.incidents import problems_of
+from lip_dagster.config import Settings
+from lip_dagster.errors import ConfigError
 from lip_dagster.instance import open_instance
 
 
@@ -26,13 +31,25 @@ def _ago(ts: float | None, now: float) -> str:
     return f"{s // 3600}h ago"
 
 
+NO_INSTANCE = "none (set DAGSTER_HOME)"  # what ``open_instance`` names an empty one
+
+
+def open_dagster(settings: Settings) -> tuple[dg.DagsterInstance, str]:
+    """``open_instance``, with a ``DAGSTER_HOME`` that is not a directory said in one
+    sentence (a typo in it during an incident), not as Dagster's traceback."""
+    try:
+        return open_instance(settings)
+    except DagsterInvariantViolationError as exc:
+        raise ConfigError(f"cannot open the Dagster instance: {exc}") from exc
+
+
 def collect(now: float | None = None) -> tuple[list[SourceHealth], str]:
     from lip_dagster.definitions import defs
 
     now = time.time() if now is None else now
     d = defs()
     lip = d.resources["lip"]
-    instance, where = open_instance(lip.settings)
+    instance, where = open_dagster(lip.settings)
     specs = declared_sources(d.get_repository_def())
     return [source_health(instance, s, lip, now) for s in specs], where
 
@@ -85,6 +102,10 @@ def failing(rows: list[SourceHealth], now: float) -> list[SourceHealth]:
 
 
 def main(as_json: bool) -> int:
+    """0: nothing would page at fail severity; 2: something would; 1 (with the table
+    still printed) when no Dagster instance was read, so runs, freshness and checks
+    are unknown and "nothing would page" cannot be said: a script that trusts the
+    exit code must not take a missing ``DAGSTER_HOME`` for a healthy pipeline."""
     now = time.time()
     rows, where = collect(now)
     if as_json:
@@ -92,4 +113,13 @@ def main(as_json: bool) -> int:
     else:
         print(render(rows, now))
         print(f"\n(Dagster instance: {where})")
-    return 2 if failing(rows, now) else 0
+    if failing(rows, now):
+        return 2
+    if where == NO_INSTANCE:
+        print(
+            "lip: error: no Dagster instance was read, so runs, freshness and checks are "
+            "unknown: set DAGSTER_HOME to the instance the daemon uses",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -199,3 +199,25 @@ def test_a_lake_that_refuses_writes_is_named_as_lips_error_not_the_os_one(
     # still pending; the runbook's `LakeWriteError`, not Python's FileExistsError
     assert said.startswith("jamf: LakeWriteError: ")
     assert "of source 'jamf' failed to land" in said
+
+
+def test_status_without_a_dagster_instance_does_not_say_all_is_well(
+    lip_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    # no DAGSTER_HOME and no demo instance: nothing about runs, freshness or checks
+    # was read, so exit 0 ("nothing would page") would be a guess
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["status"]) == 1
+    captured = capsys.readouterr()
+    assert "unknown" in captured.out  # the table is still printed
+    assert captured.err.startswith("lip: error:") and "DAGSTER_HOME" in captured.err
+
+
+@pytest.mark.parametrize("argv", [["status"], ["run", "slack"]])
+def test_a_dagster_home_that_does_not_exist_is_one_sentence(
+    lip_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch, argv: list[str]
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(lip_home / "no-such-dir"))
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lip: error:") and "no-such-dir" in err and "Traceback" not in err
