@@ -219,20 +219,19 @@ class _WindowedSlack:
         return httpx.Response(200, json=body)
 
 
-@pytest.mark.parametrize(
-    "rogue_date",
-    [
-        int(time.time()) + 86_400 * 365,  # a year ahead of the window asked for
-        int(time.time() * 1000),  # milliseconds where Slack documents seconds
-    ],
-)
+@pytest.mark.parametrize("rogue", ["a-year-ahead", "milliseconds"])
 def test_an_entry_outside_the_window_asked_for_does_not_skip_the_next_window(
-    harness: Harness, rogue_date: int
+    harness: Harness, rogue: str
 ) -> None:
     """Slack returns entries of ``[oldest, latest]``; one stamped past ``latest`` (a
     vendor clock or unit slip) once moved the next window's start past its end, and
     every later window asked for nothing but the current second: entries published
     in between were never read, while their hours were reported complete."""
+    # a year ahead of the window asked for, or milliseconds where Slack documents
+    # seconds (computed here, not at collection: test ids must not depend on time)
+    rogue_date = (
+        int(time.time()) + 86_400 * 365 if rogue == "a-year-ahead" else int(time.time() * 1000)
+    )
     vendor = _WindowedSlack(rogue_date)
     now = int(time.time())
     vendor.add("first", now - 60)
