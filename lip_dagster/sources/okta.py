@@ -3,21 +3,26 @@
 Auth: ``SSWS`` API token, or OAuth 2.0 client credentials with a private-key JWT
 client assertion (token cached until shortly before its 1 h expiry), signed RS256 with
 an RSA key or ES256/384/512 with an EC one, as the registered key's type requires.
-Pagination: the ``Link: rel="next"`` URL, followed verbatim. In polling mode (no
+Pagination: the ``Link: rel="next"`` URL, followed verbatim (only on the configured
+origin; a link stored under an earlier base URL is asked of the configured one). In polling mode (no
 ``until``) ``next`` never ends, so an empty page means caught up; a bounded request
 (backfill) ends when ``next`` is absent. Id ``uuid``, time ``published``.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
 
 from lip_dagster.errors import ConfigError, VendorError
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.polling.auth import TokenCache, key_algorithm, same_origin, signed_assertion
 from lip_dagster.polling.base import BasePoller, PollResult
-from lip_dagster.secrets import Secret
+from lip_dagster.secrets import Secret, redact_url
 from lip_dagster.sources import page_events
+
+log = logging.getLogger(__name__)
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -77,9 +82,8 @@ class OktaPoller(BasePoller):
     ) -> PollResult:
         headers = {"Authorization": auth_token.reveal(), "Accept": "application/json"}
         if cursor:
-            if not same_origin(cursor, self.base):
-                raise VendorError(self.source, endpoint, None, "next link points off the Okta org")
-            resp = self.request("GET", cursor, headers=headers)
+            url = cursor if same_origin(cursor, self.base) else self._rebased(cursor)
+            resp = self.request("GET", url, headers=headers)
         else:
             params = {"limit": str(min(self.config.page_size, 1000)), "sortOrder": "ASCENDING"}
             if start_time is not None:
@@ -91,10 +95,40 @@ class OktaPoller(BasePoller):
             self.source, endpoint, resp.status_code, self.json_body(resp, list), "the page"
         )
         nxt = resp.links.get("next", {}).get("url")
+        if nxt is not None and not same_origin(nxt, self.base):
+            # our credential would follow it: refused before the link is stored
+            raise VendorError(
+                self.source, endpoint, resp.status_code, "the next link points off the Okta org"
+            )
         if end_time is not None:  # bounded: the last page has no next
             return PollResult(events, nxt, has_more=nxt is not None)
         # polling: next never ends; an empty page means caught up
         return PollResult(events, nxt or cursor, has_more=bool(events) and nxt is not None)
+
+    def _rebased(self, link: str) -> str:
+        """A next link stored under an earlier ``base_url`` (the org moved to a custom
+        domain, or the other way round), asked of the org configured now: same path
+        from ``/api/v1/logs`` on, same ``after``. The request goes only to the
+        configured host. If that is another org, Okta refuses the ``after`` and the
+        run fails with its answer."""
+        parts = urlsplit(link)
+        at = parts.path.find("/api/v1/logs")
+        if at < 0:
+            raise ConfigError(
+                f"source {self.source!r}: the stored cursor is not an Okta System Log link; "
+                "reset the source's cursor to start again"
+            )
+        base = urlsplit(self.base)
+        url = urlunsplit(
+            (base.scheme, base.netloc, base.path.rstrip("/") + parts.path[at:], parts.query, "")
+        )
+        log.warning(
+            "source %r: the stored next link is on another host than the configured base "
+            "URL (%s); continuing from it there",
+            self.source,
+            redact_url(self.base),
+        )
+        return url
 
     def get_cursor_key(self, endpoint: str) -> str:
         return endpoint

@@ -267,10 +267,42 @@ def test_backfill_asks_for_the_bounded_window(harness: Harness) -> None:
 
 
 def test_a_next_link_to_another_host_is_not_followed(harness: Harness) -> None:
+    """A page whose next link points at another host fails before the link is
+    stored: following it would send our token there."""
     p = harness.poller("okta")
-    evil = "https://attacker.example/api/v1/logs?after=x"
+    request = p.request
+    sent_to: list[str] = []
+
+    def evil_link(method: str, url: str, **kw):  # type: ignore[no-untyped-def]
+        sent_to.append(url)
+        resp = request(method, url, **kw)
+        resp.headers["link"] = '<https://attacker.example/api/v1/logs?after=x>; rel="next"'
+        return resp
+
+    p.request = evil_link  # type: ignore[method-assign]
     with pytest.raises(VendorError, match="off the Okta org"):
-        p.call_api(p.get_auth_token(), "logs", cursor=evil)
+        p.run()
+    assert sent_to and not any("attacker" in u for u in sent_to)
+    assert harness.backend.cursors.get("okta", "logs") is None
+
+
+def test_a_cursor_stored_under_an_earlier_base_url_continues_on_the_configured_one(
+    harness: Harness,
+) -> None:
+    """The org moved to a custom domain and LIP_OKTA_BASE_URL followed: the stored
+    next link names the old host. The next run asks the configured host for the same
+    page instead of failing for good, and nothing lands twice."""
+    harness.poller("okta", initial_lookback_hours=4).run()
+    landed = harness.lake_ids("okta")
+    rec = harness.backend.cursors.get("okta", "logs")
+    assert rec is not None and rec.value.startswith(harness.sim.base_url)
+    moved = rec.value.replace(harness.sim.base_url, "https://acme.okta.example", 1)
+    harness.backend.cursors.commit("okta", "logs", moved, rec.version)
+    p = harness.poller("okta", initial_lookback_hours=4)
+    p.run()
+    after = harness.backend.cursors.get("okta", "logs")
+    assert after is not None and after.value.startswith(harness.sim.base_url)
+    assert harness.lake_ids("okta") == landed and set(landed) == okta_ids(harness)
 
 
 def test_coverage_follows_the_poll_not_an_event_stamped_in_the_future(harness: Harness) -> None:
