@@ -235,8 +235,8 @@ def content_check(
         name="lake_content",
         blocking=True,
         partitions_def=partitions_def,
-        description="objects match the layout, are gzip, every line is JSON with _lip, "
-        "no id repeats",
+        description="objects match the layout, are gzip, every line is JSON with a valid "
+        "_lip, no id repeats",
     )
     def _check(
         context: dg.AssetCheckExecutionContext, lip: dg.ResourceParam[Backend]

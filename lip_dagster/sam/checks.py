@@ -148,7 +148,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         6,
         "content",
         True,
-        "objects match the layout, are gzip, every line is JSON with _lip, no id repeats",
+        "objects match the layout, are gzip, every line is JSON with a valid _lip, no id repeats",
     ),
     CheckSpec(
         "sam_dead_letters",

@@ -7,6 +7,7 @@ per-object encryption check; used by the asset checks and by ``lip check``."""
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,9 +16,17 @@ import orjson
 
 from lip_dagster.errors import LakeReadError
 from lip_dagster.lake.backends import LakeBackend
+from lip_dagster.lake.envelope import PATTERNS, parse_timestamp
 from lip_dagster.lake.layout import parse_object_key, partition_prefix
 
 LIP_KEYS = ("source", "id", "ingested_at", "pattern")
+
+# RFC 3339 with a zone: what LIP writes (``2026-03-01T10:20:00.123456Z``) and what a
+# SAM types the column by. An epoch number, a zoneless time or free text in one object
+# turns the column into text, or the query into an error, for every object.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})\Z"
+)
 
 # Given the KMS key id an object carries (None: not SSE-KMS), a problem to report or
 # None when it is the source's key.
@@ -106,9 +115,39 @@ def verify_partition(
                 problem(f"{key}:{n}: missing the _lip envelope")
                 continue
             report.events += 1
-            eid = str(lip["id"])
+            wrong = envelope_problem(lip, source)
+            if wrong:
+                problem(f"{key}:{n}: {wrong}")
+                continue
+            eid = lip["id"]
             if eid in seen:
                 problem(f"{key}:{n}: id {eid} repeats (also in {seen[eid]})")
             else:
                 seen[eid] = key
     return report
+
+
+def envelope_problem(lip: dict[str, object], source: str) -> str | None:
+    """What is wrong with the values of the four fixed ``_lip`` keys, or None. LIP's
+    writer always gets them right; a lake-layout producer writes its own, and the SAM
+    relies on their meaning (DESIGN §1): a line whose ``source`` names another source
+    is missed by every query on it, an id that is not a string defeats the SAM's
+    deduplication, a ``pattern`` outside the three or an ``ingested_at`` that is no
+    time breaks the column the SAM types."""
+    if lip["source"] != source:
+        return f"_lip.source is {_shown(lip['source'])}, not {source!r}"
+    eid = lip["id"]
+    if not isinstance(eid, str) or not eid:
+        return f"_lip.id is not a non-empty string ({_shown(eid)})"
+    if lip["pattern"] not in PATTERNS:
+        return f"_lip.pattern is {_shown(lip['pattern'])}, not one of {', '.join(PATTERNS)}"
+    at = lip["ingested_at"]
+    if not isinstance(at, str) or not _RFC3339.match(at) or parse_timestamp(at) is None:
+        return f"_lip.ingested_at is not an RFC 3339 time with a zone ({_shown(at)})"
+    return None
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr`` of a value from an object, cut: it goes into the check's metadata."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

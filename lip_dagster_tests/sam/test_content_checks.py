@@ -26,7 +26,12 @@ def layout_key() -> str:
 
 def envelope_line(seed: int) -> bytes:
     ev = okta_events(1, datetime(2026, 3, 1, 10, 5, tzinfo=UTC), seed=seed)[0]
-    ev["_lip"] = {"source": "okta", "id": ev["uuid"], "ingested_at": "x", "pattern": "polling"}
+    ev["_lip"] = {
+        "source": "okta",
+        "id": ev["uuid"],
+        "pattern": "polling",
+        "ingested_at": "2026-03-01T10:20:00.000000Z",
+    }
     return orjson.dumps(ev) + b"\n"
 
 
