@@ -173,6 +173,33 @@ def test_an_hour_is_checked_at_once_then_at_most_once_per_window(home: Path) -> 
     assert tick(t0 + timedelta(minutes=30), fourth.cursor).run_requests == []
 
 
+def test_an_object_filed_in_the_next_hour_does_not_fail_the_sensor(home: Path) -> None:
+    """A producer whose clock runs a little ahead (or that files an event stamped a
+    minute in the future) writes into the hour that has not started: that hour is no
+    partition yet, and registering it or asking for its checks failed every tick until
+    it started, holding back the objects of the hour that had."""
+    _, lip, built = partner()
+    landing = home / "landing" / "partner"
+    now = datetime.now(UTC)
+    this_hour, next_hour = hour_of(now), hour_of(now + timedelta(hours=1))
+    write_object(landing, object_key("partner", this_hour, now, str(uuid.uuid4())), b"")
+    write_object(landing, object_key("partner", next_hour, now, str(uuid.uuid4())), b"")
+    sensor = built.resolve_sensor_def("partner_arrivals")
+
+    result = sensor.evaluate_tick(
+        dg.build_sensor_context(definitions=built, resources={"lip": lip})
+    )
+    assert {e.partition for e in result.asset_events} == {this_hour}
+    assert [r.partition_key for r in result.run_requests] == [this_hour]
+
+    # once the next hour has started, its objects get their content checked
+    component = S3Source(name="partner", lake_layout=True, bucket_env="T_BUCKET")
+    later = component.evaluate_tick(
+        lip, result.cursor, ASSET, now + timedelta(hours=1), lambda ids: {}
+    )
+    assert [r.partition_key for r in later.run_requests] == [next_hour]
+
+
 # ------------------------------------------------------------------------- on AWS
 
 
