@@ -149,6 +149,10 @@ FAILED_RUNS_LOOKED_AT = 20
 failed ones: more failures in a row than that are already paging."""
 
 
+_ENDED_UNCHECKED = frozenset({dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED})
+"""Run ends after which a run's check steps may not have run."""
+
+
 def _materialized_by(instance: dg.DagsterInstance, run_id: str, asset_key: dg.AssetKey) -> set[str]:
     records = instance.get_records_for_run(
         run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
@@ -166,7 +170,9 @@ def _left_unchecked(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetK
     """Hours the source's runs landed before they failed, since its last success. A
     run that fails after landing pages records those hours (its cursor is past them,
     no later run writes them again), but Dagster does not run a check step whose asset
-    step failed: without this, nothing would ever check them."""
+    step failed: without this, nothing would ever check them. A run terminated from
+    the UI (or whose task was stopped) records its hours the same way, and Dagster
+    ends it as canceled, not failed."""
     source = context.run.tags.get(SOURCE_TAG)
     if not source:
         return set()
@@ -180,7 +186,7 @@ def _left_unchecked(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetK
             continue
         if run.status == dg.DagsterRunStatus.SUCCESS:
             break
-        if run.status == dg.DagsterRunStatus.FAILURE:
+        if run.status in _ENDED_UNCHECKED:
             hours |= _materialized_by(context.instance, run.run_id, asset_key)
     return hours
 

@@ -279,11 +279,18 @@ class FailsAfter(httpx.HTTPTransport):
         super().__init__()
         self.ok = ok
         self.interrupt = interrupt
+        # set: the run is terminated as from the UI (CANCELING, so it ends CANCELED)
+        self.terminate_in: dg.DagsterInstance | None = None
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/auditevents"):
             if self.ok <= 0:
                 if self.interrupt:
+                    if self.terminate_in is not None:
+                        (run,) = self.terminate_in.get_runs(
+                            dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+                        )
+                        self.terminate_in.report_run_canceling(run)
                     raise dg.DagsterExecutionInterruptedError()
                 return httpx.Response(502, request=request, content=b"bad gateway")
             self.ok -= 1
@@ -345,15 +352,22 @@ def test_a_run_that_fails_mid_poll_still_materializes_the_hours_it_landed(
     assert in_lake and landed == in_lake
 
 
+@pytest.mark.parametrize("terminated", [False, True], ids=["outage", "run-terminated"])
 def test_the_hours_a_failed_run_landed_are_checked_by_the_next_run(
-    demo_world: VendorSimulator, monkeypatch: pytest.MonkeyPatch
+    demo_world: VendorSimulator, monkeypatch: pytest.MonkeyPatch, terminated: bool
 ) -> None:
     """A check step does not run after its asset step failed, and no later run
-    writes those hours again (the cursor is past them): the next run checks them."""
-    transport, component = onepassword_failing_after(6, monkeypatch)
+    writes those hours again (the cursor is past them): the next run checks them.
+    The same for a run terminated from the UI, which Dagster records as canceled."""
+    transport, component = onepassword_failing_after(6, monkeypatch, interrupt=terminated)
     instance = dg.DagsterInstance.ephemeral()
+    if terminated:
+        transport.terminate_in = instance
     failed = live_poll(component, "onepassword_poll", instance)
     assert not failed.success
+    if terminated:
+        (stopped,) = instance.get_runs()
+        assert stopped.status == dg.DagsterRunStatus.CANCELED
     landed = {
         r.asset_materialization.partition
         for r in instance.fetch_materializations(dg.AssetKey("onepassword"), limit=100).records
