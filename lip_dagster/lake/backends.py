@@ -195,8 +195,10 @@ class S3Lake(LakeBackend):
                 Bucket=bucket,
                 Key=s3key,
                 Body=data,
-                ContentType="application/x-ndjson",
-                ContentEncoding="gzip",
+                # the object is the gzip file its .gz key names: no Content-Encoding,
+                # or HTTP clients (browsers, requests, some SDKs) gunzip it on the way
+                # and a reader that gunzips by the key's suffix fails
+                ContentType="application/gzip",
                 ServerSideEncryption="aws:kms",
                 SSEKMSKeyId=self.kms_key_for(source),
                 IfNoneMatch="*",  # S3 conditional write: create, never replace

@@ -48,6 +48,32 @@ def test_every_put_carries_the_sources_kms_key(aws_backend, make_events) -> None
             )
 
 
+def test_an_object_fetched_over_http_is_the_gzip_file_its_key_names(
+    aws_backend, make_events
+) -> None:
+    """A reader that fetches an object over plain HTTP (a presigned URL, a browser,
+    an SDK that honours Content-Encoding) gets the gzip bytes the ``.gz`` key
+    promises, not bytes its HTTP client already decompressed: a SAM that gunzips by
+    the suffix must not fail with "not in gzip format"."""
+    import httpx
+
+    b, run, _ = aws_backend
+    w = b.writer()
+    w.write("okta", make_events(5), OKTA, "polling")
+    w.close()
+    s3 = b.client("s3")
+    bucket = f"lake-{run}-okta"
+    (obj,) = s3.list_objects_v2(Bucket=bucket)["Contents"]
+    head = s3.head_object(Bucket=bucket, Key=obj["Key"])
+    assert "ContentEncoding" not in head and head["ContentType"] == "application/gzip"
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": obj["Key"]}, ExpiresIn=60
+    )
+    got = httpx.get(url, timeout=10.0)
+    assert got.status_code == 200 and got.content[:2] == b"\x1f\x8b"
+    assert len(gzip.decompress(got.content).splitlines()) == 5
+
+
 def test_retry_on_s3_and_dynamodb_lands_each_event_once(aws_backend, make_events) -> None:
     b, _, _ = aws_backend
     events = make_events(500, step=timedelta(seconds=10))
