@@ -122,7 +122,8 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         name = validate_source_name(self.name)
-        poller_class(self.adapter)  # unknown adapters fail at load
+        # unknown adapters, and options an adapter cannot use, fail at load
+        poller_class(self.adapter).check_options(name, {k: str(v) for k, v in self.options.items()})
         partitions = common.hourly_partitions(self.start_date)
         # every adapter keys its cursor by endpoint name (get_cursor_key)
         endpoints = tuple(self.endpoints) or poller_class(self.adapter).default_endpoints

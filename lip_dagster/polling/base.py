@@ -227,6 +227,14 @@ class BasePoller(ABC):
     def get_auth_token(self) -> Secret:
         """The credential for the next call; cache it (``TokenCache``)."""
 
+    @classmethod
+    def check_options(cls, source: str, options: Mapping[str, str]) -> None:
+        """Refuse, when the definitions load, an option value this adapter would
+        misread at run time (raise ``ConfigError`` naming it). A typo in a mode
+        setting must not quietly select another mode. Options without a fixed set of
+        values need nothing here."""
+        return None
+
     def forget_auth_token(self) -> bool:
         """Drop a cached access token the vendor just refused (401), so the next
         ``get_auth_token`` fetches a new one; True if there was one to drop. A token

@@ -12,6 +12,7 @@ origin; a link stored under an earlier base URL is asked of the configured one).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +25,7 @@ from lip_dagster.sources import page_events
 
 log = logging.getLogger(__name__)
 
+AUTH_MODES = ("ssws", "oauth")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -40,6 +42,15 @@ class OktaPoller(BasePoller):
         self.base = self.config.base_url.rstrip("/")
         self.token_url = f"{self.base}/oauth2/v1/token"
         self._tokens = TokenCache(self._fetch_oauth_token, clock=self.clock)
+
+    @classmethod
+    def check_options(cls, source: str, options: Mapping[str, str]) -> None:
+        auth = options.get("auth", "ssws")
+        if auth not in AUTH_MODES:
+            raise ConfigError(
+                f"source {source!r}: auth (LIP_OKTA_AUTH) must be one of {', '.join(AUTH_MODES)}, "
+                f"not {auth!r}"
+            )
 
     def get_auth_token(self) -> Secret:
         if self.config.option("auth", "ssws") == "oauth":

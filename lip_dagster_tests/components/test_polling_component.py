@@ -270,6 +270,24 @@ def test_a_setting_that_would_collect_nothing_is_refused_when_the_yaml_loads(
     assert PollingSource(name="okta", adapter="okta", base_url_env="X", **{field: 1})
 
 
+@pytest.mark.parametrize("auth", ["OAuth", "oauth2", "token"])
+def test_an_okta_auth_mode_it_does_not_know_is_refused_when_the_yaml_loads(auth: str) -> None:
+    """LIP_OKTA_AUTH=OAuth used to select the API token silently: an operator who
+    set up OAuth got told a token secret they never made was missing."""
+    from lip_dagster.components.polling import PollingSource
+    from lip_dagster.errors import ConfigError
+
+    def okta(mode: str) -> PollingSource:
+        return PollingSource(
+            name="okta", adapter="okta", base_url_env="LIP_OKTA_BASE_URL", options={"auth": mode}
+        )
+
+    with pytest.raises(ConfigError, match=rf"LIP_OKTA_AUTH.*not '{auth}'"):
+        okta(auth).build_defs(None)  # type: ignore[arg-type]
+    for mode in ("ssws", "oauth"):
+        assert okta(mode).build_defs(None)  # type: ignore[arg-type]
+
+
 class FailsAfter(httpx.HTTPTransport):
     """1Password's ``auditevents`` answers ``ok`` pages, then only 502s (or, with
     ``interrupt``, the run is stopped during the next request, as Dagster stops a run
