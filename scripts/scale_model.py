@@ -21,7 +21,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 # ------------------------------------------------------------------ the demo's volume
-DEMO_RATE_PER_ENDPOINT = 2.0  # `lip demo`: the simulator's live rate, events/s per endpoint
+DEMO_RATE_PER_ENDPOINT = 2.0  # the model's 1x, events/s per endpoint (`lip demo` runs at half)
 ENDPOINTS = {"okta": 1, "onepassword": 3, "slack": 1, "google_workspace": 4}
 POLL_MINUTES = 5
 RETENTION_DAYS = 365  # `lip provision` default
