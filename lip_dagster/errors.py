@@ -19,6 +19,27 @@ Messages never carry secret values: callers pass names, URLs go through
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+_R = TypeVar("_R")
+_REPORT_ATTR = "lip_partial_report"
+
+
+def attach_report(exc: BaseException, report: object) -> None:
+    """Hang what a failing run had done (its partial report: the pages, batches or
+    objects that landed) on the error it fails with, so the asset can record those
+    hours before re-raising. Any error counts, a ``BaseException`` too: Dagster
+    interrupts a run terminated from the UI with one. The first report wins: an
+    error re-raised through nested runs keeps the one of where it started."""
+    if getattr(exc, _REPORT_ATTR, None) is None:
+        setattr(exc, _REPORT_ATTR, report)
+
+
+def attached_report(exc: BaseException, kind: type[_R]) -> _R | None:
+    """The report ``attach_report`` hung on ``exc``, if it is a ``kind``."""
+    report = getattr(exc, _REPORT_ATTR, None)
+    return report if isinstance(report, kind) else None
+
 
 class LipError(Exception):
     """Root of every error LIP raises on purpose."""

@@ -48,7 +48,14 @@ import httpx
 import orjson
 
 from lip_dagster import jsontext
-from lip_dagster.errors import ConfigError, LipError, VendorAuthError, VendorError
+from lip_dagster.errors import (
+    ConfigError,
+    LipError,
+    VendorAuthError,
+    VendorError,
+    attach_report,
+    attached_report,
+)
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.lake.writer import LakeWriter, PendingWrite, WriteResult
 from lip_dagster.polling.http import THROTTLE_STATUSES, BudgetExhausted, HttpClient
@@ -439,7 +446,7 @@ class BasePoller(ABC):
             # stopped (Dagster interrupts a terminated run with a BaseException):
             # pages before it may have landed (and, live, been committed past)
             finish()
-            _attach(exc, report)
+            attach_report(exc, report)
             raise
         finish()
         if not failures:
@@ -453,7 +460,7 @@ class BasePoller(ABC):
             error = (EndpointsRefused if refused else EndpointsFailed)(
                 self.source, failures, collected
             )
-        _attach(error, report)
+        attach_report(error, report)
         raise error
 
     def _submit(
@@ -581,21 +588,10 @@ class BasePoller(ABC):
         pages.settle()
 
 
-_REPORT_ATTR = "lip_poll_report"
-
-
-def _attach(exc: BaseException, report: PollReport) -> None:
-    """Hang the run's partial report on the error it fails with (the first one wins:
-    an exception re-raised through nested runs keeps the report of where it started)."""
-    if getattr(exc, _REPORT_ATTR, None) is None:
-        setattr(exc, _REPORT_ATTR, report)
-
-
 def failed_report(exc: BaseException) -> PollReport | None:
     """What a failed ``BasePoller.run`` did before it failed (the pages it landed, and
     for a live poll committed past), or None if the error did not come from a run."""
-    report = getattr(exc, _REPORT_ATTR, None)
-    return report if isinstance(report, PollReport) else None
+    return attached_report(exc, PollReport)
 
 
 class BackfillIncomplete(LipError):

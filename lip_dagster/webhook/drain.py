@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from lip_dagster.errors import LipError
+from lip_dagster.errors import LipError, attach_report, attached_report
 from lip_dagster.lake.backends import Quarantine
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.lake.layout import hour_of
@@ -149,7 +149,7 @@ class Drainer:
             # report travels with the error for the caller to record them.
             report.seconds = self.clock() - started
             report.stopped = "interrupted"
-            setattr(stop, _REPORT_ATTR, report)
+            attach_report(stop, report)
             raise
         report.seconds = self.clock() - started
         return report
@@ -201,14 +201,10 @@ class Drainer:
             )
 
 
-_REPORT_ATTR = "lip_drain_report"
-
-
 def interrupted_report(exc: BaseException) -> DrainReport | None:
     """What a drain stopped by ``exc`` (not a ``LipError``, which ends a drain with
     ``report.error``) had landed, or None if ``exc`` did not come from a drain."""
-    report = getattr(exc, _REPORT_ATTR, None)
-    return report if isinstance(report, DrainReport) else None
+    return attached_report(exc, DrainReport)
 
 
 def replay(buffer: Buffer, source: str) -> int:
