@@ -29,7 +29,7 @@ from pydantic import Field
 
 from lip_dagster.components import common
 from lip_dagster.components.checks import source_checks
-from lip_dagster.errors import ConfigError, LipError, StateError
+from lip_dagster.errors import ConfigError, LipError, StateError, attached_report
 from lip_dagster.lake.layout import hour_of, partition_start, validate_source_name
 from lip_dagster.lake.writer import WriteResult
 from lip_dagster.resources import Backend
@@ -746,7 +746,15 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
                 return dg.MaterializeResult(metadata={"mode": "registered by sensor"})
             if keys:  # until it says otherwise, nothing of this run counts as landed
                 context.instance.add_run_tags(context.run.run_id, {NOT_READ_TAG: ALL_KEYS})
-            report, meta = component.land(lip, keys)
+            try:
+                report, meta = component.land(lip, keys)
+            except (Exception, dg.DagsterExecutionInterruptedError) as stop:
+                # a run stopped from the UI (or failed outside LIP) after landing some
+                # objects: their hours are recorded before it fails
+                partial = attached_report(stop, TranscodeReport)
+                if partial is not None:
+                    _log_landed(context, partial.result, partitions)
+                raise
             failed = report.failed
             if keys:
                 context.instance.add_run_tags(context.run.run_id, {NOT_READ_TAG: _not_read(failed)})

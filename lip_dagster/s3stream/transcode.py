@@ -28,7 +28,7 @@ from typing import Any, Literal
 import orjson
 
 from lip_dagster import jsontext
-from lip_dagster.errors import StateError
+from lip_dagster.errors import StateError, attach_report
 from lip_dagster.lake.backends import Quarantine
 from lip_dagster.lake.writer import LakeWriter, WriteResult
 from lip_dagster.s3stream.formats import VendorFormat
@@ -132,8 +132,14 @@ class Transcoder:
 
     def run(self, keys: Iterable[str], report: TranscodeReport | None = None) -> TranscodeReport:
         report = report or TranscodeReport()
-        for key in keys:
-            report.objects.append(self.transcode(key, report.result))
+        try:
+            for key in keys:
+                report.objects.append(self.transcode(key, report.result))
+        except BaseException as stop:
+            # stopped (a run terminated from the UI) or failed mid-way: what landed is
+            # recorded by the asset before it re-raises
+            attach_report(stop, report)
+            raise
         return report
 
     def transcode(self, key: str, result: WriteResult | None = None) -> ObjectOutcome:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -383,6 +384,43 @@ def test_a_run_that_fails_past_its_retries_loses_nothing(
         assert launch(built, instance, req).success
     assert len(set(lake_ids(home, "cloudtrail"))) == counts["cloudtrail"]
     assert tick(built, lip, instance, second.cursor).run_requests == []
+
+
+def test_a_run_stopped_from_the_ui_records_the_hours_it_landed(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Terminated after its first object landed (Dagster interrupts the run with a
+    BaseException), a transcode run still records that object's hours, with their
+    counts: the retry finds them duplicates, and would report 0 events for them."""
+    from lip_dagster.s3stream.transcode import Transcoder
+
+    populate_landing(home, hours=2, events_per_hour=30, seed=5)
+    _, built, lip, instance = small_source(home, monkeypatch)
+    first = tick(built, lip, instance)
+    (req,) = first.run_requests[:1]
+    transcode = Transcoder.transcode
+    done: list[str] = []
+
+    def stopped_after_one(self, key, result=None):  # type: ignore[no-untyped-def]
+        if done:
+            raise dg.DagsterExecutionInterruptedError()
+        done.append(key)
+        return transcode(self, key, result)
+
+    monkeypatch.setattr(Transcoder, "transcode", stopped_after_one)
+    assert not launch(built, instance, req).success
+    landed = Counter(
+        hour_of(datetime.fromisoformat(orjson.loads(line)["eventTime"].replace("Z", "+00:00")))
+        for p in (home / "lake" / "source=cloudtrail").rglob("*.ndjson.gz")
+        for line in gzip.decompress(p.read_bytes()).splitlines()
+    )
+    assert done and landed
+    recorded = {
+        r.asset_materialization.partition: r.asset_materialization.metadata["events"].value
+        for r in instance.fetch_materializations(dg.AssetKey("cloudtrail"), limit=50).records
+        if r.asset_materialization is not None
+    }
+    assert recorded == dict(landed)
 
 
 def test_objects_no_run_can_land_are_quarantined_and_the_source_stays_red(
