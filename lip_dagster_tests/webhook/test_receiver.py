@@ -748,6 +748,10 @@ def test_concurrent_deliveries_are_committed_in_groups(
 
     def counting(source: str, bodies: list[bytes]) -> Callable[[], None]:
         sends.append(len(bodies))
+        # a commit that takes a few milliseconds, as on a busy disk: requests arriving
+        # meanwhile must wait for the next commit together, however fast the machine
+        # runs the event loop against the committer thread
+        time.sleep(0.005)
         real_flush = real_append(source, bodies)
 
         def flush() -> None:
@@ -776,7 +780,7 @@ def test_concurrent_deliveries_are_committed_in_groups(
     assert all(r.status_code == 204 for r in responses)
     assert sum(int(r.headers["x-lip-accepted"]) for r in responses) == 400
     assert len(buffered(backend, "okta_hooks")) == 400
-    assert len(sends) < len(deliveries) / 2, "every request paid for its own commit"
+    assert len(sends) < len(deliveries) / 4, "every request paid for its own commit"
     assert len(flushes) <= len(sends), "a commit was flushed to disk more than once"
     client.flush_marks()
     assert sum(marks) == 400 and len(marks) <= len(sends), "marks were not coalesced"
