@@ -170,10 +170,11 @@ def test_slow_responses(sim: VendorSimulator) -> None:
     sim.script("slack", ["slow"])
     t0 = time.monotonic()
     assert call(sim, "slack").status_code == 200
-    assert time.monotonic() - t0 >= 0.4
+    slow = time.monotonic() - t0
+    assert slow >= 0.4
     t0 = time.monotonic()
     call(sim, "slack")
-    assert time.monotonic() - t0 < 0.4
+    assert time.monotonic() - t0 < slow  # the script held one answer back, not all
 
 
 def test_live_events_appear_as_time_passes() -> None:
@@ -264,14 +265,12 @@ def test_add_events_window_and_visibility(sim: VendorSimulator) -> None:
         sim.add_events("okta", "nope", 1, start, end)
 
 
-def test_okta_generator_is_fast_varied_and_deterministic() -> None:
+def test_okta_generator_is_varied_and_deterministic() -> None:
+    """Its speed is the benchmarks' business (they generate 200,000 events), not a
+    timed test's."""
     end = datetime.now(UTC)
     start = end - timedelta(hours=6)
-    okta_events(100, start, end)  # warm the shared tenant
-    t0 = time.perf_counter()
     events = okta_events(20_000, start, end, seed=5)
-    rate = len(events) / (time.perf_counter() - t0)
-    assert rate > 8_000, rate  # > 20k/s on a quiet machine; loose bound against CI noise
     sizes = [len(orjson.dumps(e)) for e in events[:2000]]
     assert 1200 <= sum(sizes) / len(sizes) <= 2300
     assert len({e["uuid"] for e in events}) == len(events)
@@ -332,10 +331,8 @@ def test_generated_events_have_the_documented_sample_shape(
         check(sample, event, fixture)
 
 
-def test_lifecycle_start_is_quick_and_stop_frees_the_port() -> None:
-    t0 = time.monotonic()
+def test_lifecycle_start_answers_and_stop_frees_the_port() -> None:
     s = VendorSimulator(SimConfig()).start()
-    assert time.monotonic() - t0 < 2.0
     port = int(s.base_url.rsplit(":", 1)[1])
     assert s.base_url.startswith("http://127.0.0.1:")
     assert set(s.credentials()) == {
