@@ -50,7 +50,7 @@ from lip_dagster.state.base import Buffer, DedupeKey, DedupeStore, KeyResolution
 from lip_dagster.webhook.errors import WebhookRejected
 from lip_dagster.webhook.intake import Intake, Outcome
 from lip_dagster.webhook.spec import WebhookSourceSpec, load_specs
-from lip_dagster.webhook.vendors import Extractor, build_extractor
+from lip_dagster.webhook.vendors import MAX_BODY_DEPTH, Extractor, build_extractor
 from lip_dagster.webhook.verifiers import Verifier, build_verifier
 
 if TYPE_CHECKING:
@@ -236,12 +236,23 @@ class WebhookReceiver:
         paused = gc.isenabled()
         gc.disable()
         try:
-            events = route.extractor.extract(body, media, headers)
-            keys = route.keys(events)
-        finally:
-            if paused:
-                gc.enable()
-        return await self.intake.submit(route.spec.name, events, keys, arrival)
+            try:
+                events = route.extractor.extract(body, media, headers)
+                keys = route.keys(events)
+            finally:
+                if paused:
+                    gc.enable()
+            return await self.intake.submit(route.spec.name, events, keys, arrival)
+        except orjson.JSONEncodeError:
+            # orjson reads 1,024 levels of nesting and writes 254: a body in between
+            # parses, then cannot be hashed into an id or packed into a message.
+            # Found where it is written (no extra pass over every body): a 400, and
+            # nothing stored, as for a body too deep to read
+            raise WebhookRejected(
+                400,
+                f"body is nested deeper than {MAX_BODY_DEPTH} levels of arrays and objects, "
+                "more than can be stored",
+            ) from None
 
 
 class ReceiverApp(Starlette):

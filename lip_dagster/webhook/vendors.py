@@ -27,7 +27,8 @@ reason. Integers beyond 64 bits are not refused: orjson reads them as the neares
 double, so they land rounded (and an id field holding one identifies by the rounded
 value).
 orjson writes only 254 levels, so a body nested deeper than ``MAX_BODY_DEPTH`` is a
-400 too: read, it could be neither buffered nor landed. A
+400 too (the receiver finds it where the body is first written: hashed into an id or
+packed into a buffer message): read, it could be neither buffered nor landed. A
 lone UTF-16 surrogate escape (``"\\ud83d"``, a string cut mid-emoji) is valid JSON that
 orjson refuses: it becomes U+FFFD and the delivery is accepted, since a 400 would make
 the vendor drop it.
@@ -89,13 +90,6 @@ def parse_json(body: bytes, source: str) -> Any:
         doc, repaired = jsontext.loads(body)
     except orjson.JSONDecodeError as err:
         raise _bad(f"body is not valid JSON: {err.msg}") from None
-    # Each level takes two bytes, so only a longer body can nest too deep to write;
-    # writing it once costs a fraction of reading it.
-    if len(body) > 2 * MAX_BODY_DEPTH and not jsontext.writable(doc, _WRAPPING):
-        raise _bad(
-            f"body is nested deeper than {MAX_BODY_DEPTH} levels of arrays and objects, "
-            "more than can be stored"
-        )
     if repaired:
         log.warning(
             "webhook %s: replaced %d lone UTF-16 surrogate escape(s) in the delivery with U+FFFD",
