@@ -149,7 +149,14 @@ def run_source(source: str, partition: str | None, verbose: bool = False) -> dic
             print(f"  {line}", file=sys.stderr)
     if not result.success:
         raise LipError(f"{source}: {failure_message(result)}")
-    totals = {"events": 0, "duplicates": 0, "objects": 0, "partitions": 0}
+    totals = {"events": 0, "duplicates": 0, "objects": 0, "partitions": 0, "failed_checks": 0}
+    for check in result.get_asset_check_evaluations():
+        # a run can succeed while a non-blocking check of what it landed fails (an
+        # object put in quarantine): the summary line must not read as all well
+        if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:
+            totals["failed_checks"] += 1
+            why = (check.description or "").splitlines()[0][:300] if check.description else ""
+            print(f"  check {check.check_name} failed: {why}", file=sys.stderr)
     for mat in result.asset_materializations_for_node(source):
         md = mat.metadata
         if "events_total" in md:
@@ -162,11 +169,13 @@ def run_source(source: str, partition: str | None, verbose: bool = False) -> dic
 
 def cmd_run(args: argparse.Namespace) -> int:
     totals = run_source(args.source, args.partition, verbose=args.verbose)
+    failed = totals["failed_checks"]
     print(
         f"{args.source}: {totals['events']} events landed, {totals['duplicates']} duplicates "
         f"dropped, {totals['objects']} objects, {totals['partitions']} partitions written"
+        + (f"; {failed} check(s) failed (see above)" if failed else "")
     )
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -147,11 +147,13 @@ def test_run_still_prints_what_lip_warns_about(
     populate_landing(lip_home, hours=1, events_per_hour=30, seed=3)
     bad = "2026/11/27/13/bad.json.gz"
     write_object(lip_home / "landing" / "github_audit_stream", bad, b"not gzip")
-    assert main(["run", "github_audit_stream"]) == 0
-    err = capsys.readouterr().err
+    # the run landed what it could, but the lake lacks the object: not "all well"
+    assert main(["run", "github_audit_stream"]) == 1
+    out, err = capsys.readouterr()
     # the object LIP put in quarantine is named, as it was before the run's log was
-    # kept off the terminal
+    # kept off the terminal, and so is the check it turned red
     assert bad in err and "quarantined" in err
+    assert "check quarantine_empty failed" in err and "1 check(s) failed" in out
 
 
 def test_run_of_a_webhook_source_whose_batch_is_hidden_does_not_record_a_success(
