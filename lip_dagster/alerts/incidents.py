@@ -223,7 +223,7 @@ def problems_of(h: SourceHealth, now: float) -> list[Problem]:
                 h.source,
                 "fail",
                 f"{h.source}: {h.dlq_depth} message(s) in the dead-letter queue; fix the "
-                "cause, then run the replay job.",
+                f"cause, then `lip webhook replay {h.source}` (or the {h.source}_replay job).",
             )
         )
     return out

@@ -77,3 +77,10 @@ def test_an_unreachable_notifier_never_raises_out_of_the_sensor() -> None:
     advance(state, problems_of(failing_run(), 0), ["webhook"], 0)
     assert deliver(state, [dead], now=0) == (0, 1)
     assert "127.0.0.1:9" not in state.outbox[0].last_error  # the URL is a secret
+
+
+def test_a_dead_letter_page_names_the_command_that_brings_them_back() -> None:
+    """On-call reads the page, not the runbook: it says which command replays."""
+    h = SourceHealth("jamf", "webhook", freshness="pass", last_landed_at=0.0, dlq_depth=3)
+    (dlq,) = [p for p in problems_of(h, 10) if p.key == "dlq|jamf"]
+    assert "3 message(s)" in dlq.message and "lip webhook replay jamf" in dlq.message
