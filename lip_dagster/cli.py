@@ -155,7 +155,7 @@ def run_source(source: str, partition: str | None, verbose: bool = False) -> dic
         # object put in quarantine): the summary line must not read as all well
         if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:
             totals["failed_checks"] += 1
-            why = (check.description or "").splitlines()[0][:300] if check.description else ""
+            why = (check.description or "").partition("\n")[0][:300]
             print(f"  check {check.check_name} failed: {why}", file=sys.stderr)
     for mat in result.asset_materializations_for_node(source):
         md = mat.metadata

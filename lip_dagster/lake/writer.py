@@ -795,9 +795,8 @@ class LakeWriter:
         rest = _pick(chunk, missing)
         rest_key = self._key(source, hour, rest)
         self._move(source, chunk, missing, key, rest_key, "pending")
-        inside = [k for k, h in zip(chunk.keys, held, strict=True) if h]
-        if inside:
-            self.dedupe.mark_landed(source, inside, key)
+        inside = [k for k, h in zip(chunk.keys, held, strict=True) if h]  # never empty
+        self.dedupe.mark_landed(source, inside, key)
         log.warning(
             "source %r: %s is already in the lake with %d of the %d events this run "
             "would put in it (their ids had expired from the commit log); it is kept as "

@@ -122,7 +122,10 @@ class WindowPass:
         page (``PollResult.high_water``)."""
         hw = self.hw
         if newest is not None:
-            newest = min(newest, self.latest)  # nothing past the window's own end
+            # Never past the window asked for: an event stamped later (a vendor's
+            # clock, milliseconds where seconds are documented) is no sign the window
+            # reached that far, and the cursor keeps nothing later than its end
+            newest = min(newest, self.latest)
             if hw is None or newest > hw:
                 hw = newest
         if next_page:

@@ -118,10 +118,7 @@ class GoogleWorkspacePoller(BasePoller):
         data = self.json_body(resp, dict)
         items = page_events(self.source, endpoint, resp.status_code, data.get("items"), "items")
         times = [t.timestamp() for i in items if (t := parse_timestamp(dig(i, "id.time")))]
-        # Never past the window asked for: an item stamped later would start the next
-        # window after its own end (see ``SlackPoller.call_api``).
-        newest = min(max(times), st.latest) if times else None
-        step = st.advance(data.get("nextPageToken"), newest)
+        step = st.advance(data.get("nextPageToken"), max(times) if times else None)
         return PollResult(items, step.cursor, step.has_more, high_water=step.high_water)
 
     def overlap_seconds(self, endpoint: str) -> float:

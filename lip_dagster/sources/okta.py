@@ -4,9 +4,9 @@ Auth: ``SSWS`` API token, or OAuth 2.0 client credentials with a private-key JWT
 client assertion (token cached until shortly before its 1 h expiry), signed RS256 with
 an RSA key or ES256/384/512 with an EC one, as the registered key's type requires.
 Pagination: the ``Link: rel="next"`` URL, followed verbatim (only on the configured
-origin; a link stored under an earlier base URL is asked of the configured one). In polling mode (no
-``until``) ``next`` never ends, so an empty page means caught up; a bounded request
-(backfill) ends when ``next`` is absent. Id ``uuid``, time ``published``.
+origin; a link stored under an earlier base URL is asked of the configured one). In
+polling mode (no ``until``) ``next`` never ends, so an empty page means caught up; a
+bounded request (backfill) ends when ``next`` is absent. Id ``uuid``, time ``published``.
 """
 
 from __future__ import annotations

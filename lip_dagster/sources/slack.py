@@ -73,11 +73,7 @@ class SlackPoller(BasePoller):
                 self.source, endpoint, resp.status_code, "response_metadata is not an object"
             )
         nxt = meta.get("next_cursor") or None
-        # Never past the window asked for: an entry stamped later (a clock or unit
-        # slip) would start the next window after its own end, and every window from
-        # then on would ask for nothing but the current second.
-        newest = min(float(max(times)), st.latest) if times else None
-        step = st.advance(nxt, newest)
+        step = st.advance(nxt, float(max(times)) if times else None)
         return PollResult(entries, step.cursor, step.has_more, high_water=step.high_water)
 
     def overlap_seconds(self) -> float:
