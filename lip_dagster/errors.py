@@ -19,7 +19,7 @@ Messages never carry secret values: callers pass names, URLs go through
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 _R = TypeVar("_R")
 _REPORT_ATTR = "lip_partial_report"
@@ -67,6 +67,17 @@ class StateError(LipError):
 
 class LakeWriteError(LipError):
     """An object could not be written to the lake."""
+
+
+class UnwritableEvents(LakeWriteError):
+    """Events of a page that no lake object can hold (nested deeper than the
+    serializer writes). Raised only by a writer without a quarantine, before any of
+    the page landed; ``events`` are the offending events, for the caller to set
+    aside."""
+
+    def __init__(self, message: str, events: list[Any]) -> None:
+        super().__init__(message)
+        self.events = events
 
 
 class LakeReadError(LipError):

@@ -20,7 +20,10 @@ only after it raised; ``loads`` bundles both for callers that parse once per pag
 
 from __future__ import annotations
 
+import json
 import re
+import sys
+import threading
 from typing import Any
 
 import orjson
@@ -28,6 +31,7 @@ import orjson
 __all__ = [
     "MAX_WRITE_DEPTH",
     "REPLACEMENT_ESCAPE",
+    "dumps_deep",
     "loads",
     "loads_repairing_surrogates",
     "repair_surrogates",
@@ -115,3 +119,23 @@ def writable(value: Any, levels: int = 0) -> bool:
     except orjson.JSONEncodeError:
         return False
     return True
+
+
+_DEEP_LOCK = threading.Lock()
+_DEEP_RECURSION_LIMIT = 8_000
+
+
+def dumps_deep(value: Any) -> bytes:
+    """``value`` as compact JSON however deep orjson read it (up to 1,024 levels),
+    for keeping what the lake cannot hold in quarantine, byte for byte in meaning.
+    Stdlib ``json`` writes any depth its recursion limit allows, which is raised for
+    the call (the interpreter's default, 1,000, is just below orjson's 1,024). Slow,
+    and only for the rare value orjson refused."""
+    with _DEEP_LOCK:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, _DEEP_RECURSION_LIMIT))
+        try:
+            # ASCII escapes: a string may hold what has no UTF-8 form (a lone surrogate)
+            return json.dumps(value, separators=(",", ":")).encode()
+        finally:
+            sys.setrecursionlimit(limit)

@@ -70,11 +70,14 @@ class Backend(ABC):
     def secrets(self) -> SecretStore: ...
 
     def writer(self) -> LakeWriter:
+        """The lake writer; events no lake object can hold go to this backend's
+        quarantine and the rest of their page lands."""
         return LakeWriter(
             self.lake,
             self.dedupe,
             max_object_bytes=self.settings.max_object_bytes,
             max_object_events=self.settings.max_object_events,
+            quarantine=self.quarantine,
         )
 
     def ensure_source(self, source: str) -> list[str]:

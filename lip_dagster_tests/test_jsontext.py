@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from lip_dagster.jsontext import loads, loads_repairing_surrogates, repair_surrogates
+from lip_dagster.jsontext import dumps_deep, loads, loads_repairing_surrogates, repair_surrogates
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EVENT = (FIXTURES / "okta/system_log_event.json").read_bytes()
@@ -90,3 +90,13 @@ def test_invalid_json_still_raises_orjsons_error(body: bytes) -> None:
         loads(body)
     assert ours.value.msg == first.value.msg and ours.value.pos == first.value.pos
     assert loads_repairing_surrogates(body) is None
+
+
+def test_what_orjson_reads_but_cannot_write_is_kept_whole_for_quarantine() -> None:
+    """1,024 levels: orjson's reading limit, four times what it writes and past the
+    interpreter's default recursion limit."""
+    body = b'{"a":' * 1023 + b'"\\ud83d\\ude00 caf\\u00e9"' + b"}" * 1023
+    value = orjson.loads(body)
+    with pytest.raises(orjson.JSONEncodeError):
+        orjson.dumps(value)
+    assert dumps_deep(value) == body  # the same document: compact, non-ASCII escaped

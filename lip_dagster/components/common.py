@@ -92,6 +92,13 @@ def report_materializations(
     meta["events_total"] = result.events
     meta["duplicates_total"] = result.duplicates
     meta["objects_total"] = result.objects
+    if result.quarantined:
+        meta["events_quarantined"] = result.quarantined
+        context.log.warning(
+            f"{result.quarantined} event(s) went to quarantine instead of the lake: "
+            "nested deeper than a lake object can hold (reasons beside them in the "
+            "quarantine; the source's sam_quarantine check lists them)"
+        )
     if outside:
         meta["events_outside_partitions"] = outside
     return dg.MaterializeResult(metadata=meta)

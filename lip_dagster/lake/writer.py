@@ -30,6 +30,7 @@ been written one after the other.
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import logging
@@ -45,8 +46,9 @@ from typing import Any, NamedTuple
 import orjson
 from isal import igzip
 
-from lip_dagster.errors import LakeReadError, LakeWriteError, LipError
-from lip_dagster.lake.backends import LakeBackend
+from lip_dagster import jsontext
+from lip_dagster.errors import LakeReadError, LakeWriteError, LipError, UnwritableEvents
+from lip_dagster.lake.backends import LakeBackend, Quarantine
 from lip_dagster.lake.envelope import (
     EPOCH_HOUR,
     PATTERNS,
@@ -103,6 +105,8 @@ class HourStats:
 @dataclass
 class WriteResult:
     hours: dict[str, HourStats] = field(default_factory=dict)
+    # events set aside in quarantine instead of landed (see ``LakeWriter.quarantine``)
+    quarantined: int = 0
 
     @property
     def events(self) -> int:
@@ -122,6 +126,7 @@ class WriteResult:
         return max(times) if times else None
 
     def merge(self, other: WriteResult) -> None:
+        self.quarantined += other.quarantined
         for hour, s in other.hours.items():
             mine = self.hours.setdefault(hour, HourStats())
             mine.events += s.events
@@ -241,7 +246,14 @@ class LakeWriter:
         compresslevel: int = 2,
         put_workers: int = 2,
         pages_in_flight: int = DEFAULT_PAGES_IN_FLIGHT,
+        quarantine: Quarantine | None = None,
     ) -> None:
+        """``quarantine``: where events no lake object can hold are set aside, so
+        the rest of their page lands and its source moves on (a poller would
+        otherwise fetch the same page and fail on it every run). Without one, or
+        when a ``write`` asks to ``raise_unwritable``, such a page raises
+        ``UnwritableEvents`` and nothing of it lands: the caller sets them aside its
+        own way (S3 streaming keeps the vendor object instead)."""
         if max_object_bytes < 1024 or max_object_events < 1:
             raise ValueError("object bounds too small")
         if pages_in_flight < 1:
@@ -251,6 +263,7 @@ class LakeWriter:
         self.max_object_bytes = max_object_bytes
         self.max_object_events = max_object_events
         self.compresslevel = compresslevel
+        self.quarantine = quarantine
         self._pool = ThreadPoolExecutor(max_workers=put_workers, thread_name_prefix="lip-put")
         self._landers = ThreadPoolExecutor(
             max_workers=pages_in_flight, thread_name_prefix="lip-land"
@@ -282,6 +295,7 @@ class LakeWriter:
         arrival: datetime | None = None,
         *,
         extra_envelope: Mapping[str, str] | None = None,
+        raise_unwritable: bool = False,
     ) -> WriteResult:
         """Land ``events`` and return per-hour stats. Raises ``LakeWriteError`` (or
         the state store's error) if any object could not be landed; ids of objects
@@ -302,16 +316,25 @@ class LakeWriter:
                 extra = check_extra_envelope(extra_envelope)
                 now = datetime.now(UTC)
                 arrival = arrival or now
-                groups, dup_in_batch = self._prepare(
+                page = events if isinstance(events, list | tuple) else list(events)
+                prepare = functools.partial(
+                    self._prepare,
                     source,
-                    events,
-                    identity,
-                    pattern,
-                    arrival,
-                    now,
-                    extra,
-                    self.dedupe.key_resolution,
+                    identity=identity,
+                    pattern=pattern,
+                    arrival=arrival,
+                    now=now,
+                    extra=extra,
+                    resolution=self.dedupe.key_resolution,
                 )
+                try:
+                    groups, dup_in_batch = prepare(page)
+                except orjson.JSONEncodeError as exc:
+                    kept = self._set_aside_unwritable(
+                        source, page, identity, pattern, exc, raise_unwritable
+                    )
+                    result.quarantined += len(page) - len(kept)
+                    groups, dup_in_batch = prepare(kept)
                 for hour, dups in dup_in_batch.items():
                     result.hours.setdefault(hour, HourStats()).duplicates += dups
                 if turn is not None:
@@ -394,6 +417,51 @@ class LakeWriter:
             turn[1].set()  # however ``write`` ended, the next page's claims go on
 
     # ----------------------------------------------------------------- the page
+    def _set_aside_unwritable(
+        self,
+        source: str,
+        page: Sequence[dict[str, Any]],
+        identity: EventIdentity,
+        pattern: str,
+        exc: orjson.JSONEncodeError,
+        raise_unwritable: bool,
+    ) -> list[dict[str, Any]]:
+        """The events of ``page`` a lake object can hold, after those it cannot
+        (nested deeper than orjson writes, though it read them) went to quarantine,
+        each under an id from its content, so a page fetched again adds no copy.
+        Looked for only after the serializer refused the page: a page pays nothing."""
+        bad = [ev for ev in page if isinstance(ev, dict) and not jsontext.writable(ev)]
+        if not bad:
+            raise exc  # not the nesting: not ours to explain
+        what = (
+            f"{len(bad)} event(s) of source {source!r} are nested deeper than "
+            f"{jsontext.MAX_WRITE_DEPTH} levels of arrays and objects, more than a lake "
+            "object can hold"
+        )
+        if self.quarantine is None or raise_unwritable:
+            raise UnwritableEvents(f"{what}; nothing of this page was landed", bad) from exc
+        for ev in bad:
+            data = jsontext.dumps_deep(ev)
+            try:
+                eid: str | None = identity.event_id(ev)
+            except orjson.JSONEncodeError:  # no id field: the fallback id hashes the event
+                eid = None
+            reason = (
+                f"source {source!r}: a {pattern} event (id {eid or 'none'}) is nested deeper "
+                f"than {jsontext.MAX_WRITE_DEPTH} levels of arrays and objects, more than a "
+                "lake object can hold. The rest of its page landed; this event is only here."
+            )
+            where = self.quarantine.put(
+                source,
+                f"{pattern}-event",
+                data,
+                reason,
+                stable_id=hashlib.sha256(data).hexdigest()[:32],
+            )
+            log.error("%s: quarantined an event at %s: %s", source, where, reason)
+        unwritable = {id(ev) for ev in bad}
+        return [ev for ev in page if id(ev) not in unwritable]
+
     def _wait_for_overlap(self, keys: list[DedupeKey]) -> None:
         """Wait for objects in flight that hold any of ``keys`` (under
         ``_claiming``): a page repeating ids of a page still landing must find them

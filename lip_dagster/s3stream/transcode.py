@@ -28,7 +28,7 @@ from typing import Any, Literal
 import orjson
 
 from lip_dagster import jsontext
-from lip_dagster.errors import StateError, attach_report
+from lip_dagster.errors import StateError, UnwritableEvents, attach_report
 from lip_dagster.lake.backends import Quarantine
 from lip_dagster.lake.writer import LakeWriter, WriteResult
 from lip_dagster.s3stream.formats import VendorFormat
@@ -205,15 +205,16 @@ class Transcoder:
         """Land one page; returns how many records it held that could be landed.
 
         orjson reads records nested up to 1,024 levels deep but writes only
-        ``MAX_WRITE_DEPTH``: the writer refuses a page holding one before it lands any
-        of it. Such records are bad records, and the rest of the page is landed
-        without them. Checked only after such a refusal, so a page pays nothing."""
+        ``MAX_WRITE_DEPTH``: asked to, the writer refuses a page holding one
+        (``UnwritableEvents``) before it lands any of it, instead of setting the record
+        aside itself. Such records are bad records of the object, which goes to
+        quarantine whole (a copy a person can read again), and the rest of the page is
+        landed without them."""
         try:
             res = self._write_page(page, key, info)
-        except orjson.JSONEncodeError:
-            kept = [rec for rec in page if jsontext.writable(rec)]
-            if len(kept) == len(page):
-                raise  # not the nesting: not ours to explain
+        except UnwritableEvents as exc:
+            unwritable = {id(rec) for rec in exc.events}
+            kept = [rec for rec in page if id(rec) not in unwritable]
             bad = len(page) - len(kept)
             problems.add(
                 f"{bad} record(s) nested deeper than {jsontext.MAX_WRITE_DEPTH} levels of "
@@ -235,6 +236,7 @@ class Transcoder:
             "s3",
             info.last_modified,
             extra_envelope={"origin": key},
+            raise_unwritable=True,  # a bad record of the object: the object is set aside
         )
 
     def _quarantine(self, info: ObjectInfo, problems: Problems, landed: int) -> ObjectOutcome:

@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from lip_dagster.errors import UnwritableEvents
 from lip_dagster.lake.backends import LocalLake
 from lip_dagster.lake.layout import OBJECT_KEY_RE
 from lip_dagster.lake.writer import LakeWriter
@@ -215,3 +216,22 @@ def test_a_page_with_an_event_that_is_not_an_object_is_refused_whole(
         with pytest.raises(LakeWriteError, match="not a JSON object"):
             writer.write("okta", [*make_events(3), bad], OKTA, "polling")  # type: ignore[list-item]
     assert [p for p in lake.root.rglob("*") if p.is_file()] == []
+
+
+def test_a_writer_without_quarantine_refuses_a_page_it_cannot_hold_by_name(
+    writer: LakeWriter, lake: LocalLake, make_events
+) -> None:
+    """orjson reads 1,024 levels and writes 254: the page is refused with a typed
+    error naming the source and handing back the events, before anything lands,
+    where it used to be the serializer's bare "Recursion limit reached"."""
+    events = make_events(5)
+    deep: dict = {"leaf": 1}
+    for _ in range(300):
+        deep = {"a": deep}
+    events[2]["debugContext"] = deep
+    with pytest.raises(UnwritableEvents, match=r"source 'okta'.*nested deeper than 254") as info:
+        writer.write("okta", events, OKTA, "polling")
+    assert info.value.events == [events[2]]
+    assert not lake_lines(lake.root)
+    rest = [e for i, e in enumerate(events) if i != 2]
+    assert writer.write("okta", rest, OKTA, "polling").events == 4

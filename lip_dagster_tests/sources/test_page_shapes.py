@@ -4,7 +4,9 @@ nothing of the page lands, and the other endpoints of the source are still polle
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +143,57 @@ def test_one_application_with_a_bad_page_does_not_stop_the_others(harness: Harne
         p.run()
     assert info.value.collected == ["login"] and list(info.value.failures) == ["admin"]
     assert harness.backend.cursors.get("google_workspace", "login") is not None
+
+
+DEEP = b'{"a":' * 300 + b"1" + b"}" * 300  # orjson reads 1,024 levels, writes 254
+
+
+def test_an_event_nested_too_deep_for_the_lake_goes_to_quarantine_and_the_rest_land(
+    harness: Harness,
+) -> None:
+    """Before, the page failed on the serializer's bare error every run: the source
+    stalled on it for good. Now the event is kept in quarantine, whole and readable,
+    the others land, the cursor moves on, and polling the page again adds no copy."""
+    (event,) = fixture("okta/system_log_page.json")
+    page = [{**event, "uuid": f"{event['uuid'][:-1]}{i}"} for i in range(3)]
+    page[1]["debugContext"] = {"debugData": "DEEP"}
+    body = orjson.dumps(page).replace(b'"DEEP"', DEEP)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        # Okta links the next page of a poll (no "until") always, and polled from
+        # there it is empty until more events are published; a bounded query's last
+        # page has no next link
+        first = "after" not in request.url.params
+        headers = {"content-type": "application/json"}
+        if first or "until" not in request.url.params:
+            nxt = request.url.copy_set_param("after", "after-the-deep-page")
+            headers["link"] = f'<{nxt}>; rel="next"'
+        return httpx.Response(200, content=body if first else b"[]", headers=headers)
+
+    def poller() -> Any:
+        return harness.poller(
+            "okta", initial_lookback_hours=1, transport=httpx.MockTransport(answer)
+        )
+
+    first = poller().run()
+    assert (first.result.events, first.result.quarantined) == (len(page) - 1, 1)
+    assert poller().run().result.events == 0  # the cursor moved past the page
+    # a backfill reading the page again finds the event already in quarantine
+    published = datetime.fromisoformat(event["published"])
+    again = poller().run(window=(published - timedelta(hours=1), published + timedelta(hours=1)))
+    assert (again.result.duplicates, again.result.quarantined) == (len(page) - 1, 1)
+    landed = harness.lake_ids("okta")
+    assert set(landed) == {e["uuid"] for i, e in enumerate(page) if i != 1}
+    assert set(landed.values()) == {1}
+
+    assert harness.backend.quarantine.count("okta") == 1
+    folder = harness.backend.settings.quarantine_dir / "okta"
+    (data,) = folder.glob("*.data")
+    kept = json.loads(data.read_bytes())  # stdlib json: orjson cannot write it back
+    assert kept["uuid"] == page[1]["uuid"]
+    depth, node = 0, kept["debugContext"]["debugData"]
+    while isinstance(node, dict):
+        depth, node = depth + 1, node["a"]
+    assert depth == 300
+    reason = orjson.loads(data.with_name(data.name.replace(".data", ".reason.json")).read_bytes())
+    assert page[1]["uuid"] in reason["reason"] and "nested deeper" in reason["reason"]
