@@ -87,10 +87,32 @@ def key_algorithm(private_key_pem: Secret) -> str | None:
     return None
 
 
-def same_origin(url: str, base_url: str) -> bool:
-    """A vendor-supplied link may only point back at the vendor we configured: a
-    ``next`` link to another host would carry our credential to it."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None] | None:
+    """Scheme, host and port of ``url`` as RFC 3986 compares them: scheme and host
+    case-insensitive, a default port the same as none. None for a URL carrying user
+    information or a port that is not a number: no link of a vendor's has either."""
     from urllib.parse import urlsplit
 
-    a, b = urlsplit(url), urlsplit(base_url)
-    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.username is not None or parts.password is not None:
+        return None
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname, port or _DEFAULT_PORTS.get(scheme)
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """A vendor-supplied link may only point back at the vendor we configured: a
+    ``next`` link to another host would carry our credential to it. Origins compare
+    as RFC 3986 says (``https://Acme.okta.com:443`` is ``https://acme.okta.com``):
+    the vendor spells its own host in its links, and a base URL written another way
+    must not make every link look foreign, which stopped the source at its first
+    page."""
+    a, b = _origin(url), _origin(base_url)
+    return a is not None and a == b

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -15,6 +17,7 @@ from lip_dagster.config import Settings
 from lip_dagster.demo import write_secrets
 from lip_dagster.errors import ConfigError, VendorAuthError, VendorError
 from lip_dagster.lake.layout import hour_of
+from lip_dagster.polling.auth import same_origin
 from lip_dagster.resources import EmbeddedBackend
 from lip_dagster.simulator import SimConfig, VendorSimulator
 from lip_dagster.sources.okta import OktaPoller
@@ -284,6 +287,33 @@ def test_a_next_link_to_another_host_is_not_followed(harness: Harness) -> None:
         p.run()
     assert sent_to and not any("attacker" in u for u in sent_to)
     assert harness.backend.cursors.get("okta", "logs") is None
+
+
+def test_a_base_url_spelled_with_capitals_or_its_default_port_follows_oktas_links(
+    harness: Harness,
+) -> None:
+    """Host names are case-insensitive and ``:443`` is https's own port: Okta's next
+    links name the org as Okta spells it, so LIP_OKTA_BASE_URL written
+    ``https://Acme.okta.com`` (or with ``:443``) is the same org. Taken for another
+    host, every poll failed at its first page and the source never collected."""
+    first = harness.poller("okta", initial_lookback_hours=4)
+    host = urlsplit(harness.sim.base_url).hostname
+    assert host is not None
+    shouted = harness.sim.base_url.replace(host, "LOCALHOST", 1) + "/okta"
+    p = OktaPoller(
+        replace(first.config, base_url=shouted),
+        http=first.http,
+        secrets=first.secrets,
+        cursors=first.cursors,
+        writer=first.writer,
+    )
+    report = p.run()
+    assert report.endpoints["logs"].stopped == "caught_up"
+    assert set(harness.lake_ids("okta")) == okta_ids(harness)
+    assert same_origin("https://acme.okta.com/api/v1/logs?after=1", "https://Acme.okta.com:443")
+    assert not same_origin("https://acme.okta.com.evil.example/x", "https://acme.okta.com")
+    assert not same_origin("https://acme.okta.com@evil.example/x", "https://acme.okta.com")
+    assert not same_origin("https://acme.okta.com:8443/x", "https://acme.okta.com")
 
 
 def test_a_cursor_stored_under_an_earlier_base_url_continues_on_the_configured_one(
