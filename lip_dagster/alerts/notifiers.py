@@ -20,6 +20,11 @@ from lip_dagster.errors import LipError
 from lip_dagster.secrets import Secret
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# The GitHub client's own retries run inside the alert sensor's tick, which Dagster
+# cuts off at 60 s: one quick retry, and a rate limit asking for a longer wait fails the
+# delivery at once. The sensor's backoff (2 min, then 4, ...) is the wait.
+GITHUB_ATTEMPTS = 2
+GITHUB_MAX_WAIT = 5.0
 
 
 class NotifierError(LipError):
@@ -112,7 +117,13 @@ class GitHubIssueNotifier(Notifier):
         marker = marker_comment(f"lip-alert:{d.key}")
         token = _read_secret(self._token, "github notifier")
         try:
-            with GitHubClient(self.repo, token, **kwargs) as gh:  # type: ignore[arg-type]
+            with GitHubClient(
+                self.repo,
+                token,
+                max_attempts=GITHUB_ATTEMPTS,
+                max_wait=GITHUB_MAX_WAIT,
+                **kwargs,  # type: ignore[arg-type]
+            ) as gh:
                 if d.event == "open":
                     gh.report(
                         marker,

@@ -34,6 +34,14 @@ from lip_dagster.resources import Backend
 log = logging.getLogger(__name__)
 
 clock: Callable[[], float] = time.time
+monotonic: Callable[[], float] = time.monotonic
+
+# Dagster ends a sensor evaluation after 60 s (DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS) and
+# keeps the cursor it had: every notice sent in a tick cut off there goes out again on
+# the next one, and incidents opened or resolved in it are not recorded. Sending stops
+# after this many seconds of a tick (health reads come first); what is left waits, due,
+# for the next tick.
+DELIVERY_SECONDS = 20.0
 
 
 def build_notifiers(settings: Settings, lip: Backend) -> list[Notifier]:
@@ -66,22 +74,35 @@ def _where(exc: BaseException) -> str:
     return f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}"
 
 
-def deliver(state: AlertState, notifiers: list[Notifier], now: float) -> tuple[int, int]:
+def deliver(
+    state: AlertState, notifiers: list[Notifier], now: float, budget: float = DELIVERY_SECONDS
+) -> tuple[int, int]:
     """Send what is due; returns (sent, failed).
 
     Each delivery is isolated: whatever one notifier raises is logged with its name and
     the incident, and that delivery stays in the outbox with backoff, so one broken
     notifier can neither stop the others nor fail the tick (a failed tick keeps the old
     cursor, and every notifier before the broken one would send the same notice again).
+
+    The tick's time is bounded for the same reason: a notifier that failed is not tried
+    again in this tick (a hung endpoint costs one timeout, not one per incident), and
+    once ``budget`` seconds have gone by nothing more is sent. Deliveries left over
+    keep their place and attempt count and are due on the next tick.
     """
     by_name = {n.name: n for n in notifiers}
-    sent = failed = 0
+    sent = failed = waiting = 0
+    down: set[str] = set()
+    started = monotonic()
     keep = []
     for d in state.outbox:
         notifier = by_name.get(d.notifier)
         if notifier is None:  # the notifier was removed from the configuration
             continue
         if d.next_at > now:
+            keep.append(d)
+            continue
+        if d.notifier in down or monotonic() - started >= budget:
+            waiting += 1
             keep.append(d)
             continue
         try:
@@ -94,6 +115,7 @@ def deliver(state: AlertState, notifiers: list[Notifier], now: float) -> tuple[i
             # the message is not kept: it may quote the URL or token the notifier holds
             reason = f"{d.notifier} notifier: unexpected {type(exc).__name__} at {_where(exc)}"
         failed += 1
+        down.add(d.notifier)
         d.attempts += 1
         d.last_error = reason[:300]
         d.next_at = now + min(60.0 * 2**d.attempts, 3600.0)
@@ -120,6 +142,14 @@ def deliver(state: AlertState, notifiers: list[Notifier], now: float) -> tuple[i
         )
         keep.append(d)
     state.outbox = keep
+    if waiting:
+        log.warning(
+            "%d notification(s) wait for the next tick (%s failed in this one, or the "
+            "tick's %.0f s for sending ran out)",
+            waiting,
+            ", ".join(sorted(down)) or "no notifier",
+            budget,
+        )
     return sent, failed
 
 
