@@ -11,6 +11,7 @@ between ticks (``health.SourceMemory``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 12
 MAX_OUTBOX = 500
+# how the closing notice of an incident whose source left the definitions begins
+CLOSED_UNDECLARED = "closed, not resolved:"
 
 
 @dataclass(frozen=True)
@@ -230,9 +233,18 @@ def problems_of(h: SourceHealth, now: float) -> list[Problem]:
 
 
 def advance(
-    state: AlertState, problems: list[Problem], notifiers: list[str], now: float
+    state: AlertState,
+    problems: list[Problem],
+    notifiers: list[str],
+    now: float,
+    declared: Collection[str] | None = None,
 ) -> list[Delivery]:
-    """Open and resolve incidents; returns the deliveries newly queued."""
+    """Open and resolve incidents; returns the deliveries newly queued.
+
+    ``declared``: the sources the definitions hold now. An open incident of a source
+    no longer among them is closed (nothing could ever resolve it), with a notice that
+    says so: its problem was not seen to end, and "resolved" would tell on-call the
+    dead letters landed or the vendor came back."""
     current = {p.key: p for p in problems}
     queued: list[Delivery] = []
     for key, p in current.items():
@@ -250,7 +262,14 @@ def advance(
             ]
     for key in [k for k in state.open if k not in current]:
         info = state.open.pop(key)
-        msg = f"resolved: {info['message']}"
+        if declared is not None and info["source"] not in declared:
+            msg = (
+                f"{CLOSED_UNDECLARED} {info['source']} is no longer declared (its "
+                "defs.yaml was removed or renamed), so LIP no longer watches it; what was "
+                f"open: {info['message']}"
+            )
+        else:
+            msg = f"resolved: {info['message']}"
         queued += [
             Delivery(
                 "resolved", key, info["kind"], info["source"], info["severity"], msg, now, n, 0, now

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import httpx
 
-from lip_dagster.alerts.incidents import Delivery
+from lip_dagster.alerts.incidents import CLOSED_UNDECLARED, Delivery
 from lip_dagster.errors import LipError
 from lip_dagster.secrets import Secret
 
@@ -91,12 +91,16 @@ class SlackNotifier(Notifier):
         self._url = url
 
     def send(self, d: Delivery) -> None:
-        icon = (
-            ":white_check_mark:"
-            if d.event == "resolved"
-            else (":rotating_light:" if d.severity == "fail" else ":warning:")
-        )
-        _post(self._url, {"text": f"{icon} LIP {d.event}: {d.message}"}, "slack notifier")
+        if d.message.startswith(CLOSED_UNDECLARED):  # its source was removed
+            text = f":heavy_minus_sign: LIP {d.message}"
+        else:
+            icon = (
+                ":white_check_mark:"
+                if d.event == "resolved"
+                else (":rotating_light:" if d.severity == "fail" else ":warning:")
+            )
+            text = f"{icon} LIP {d.event}: {d.message}"
+        _post(self._url, {"text": text}, "slack notifier")
 
 
 class GitHubIssueNotifier(Notifier):

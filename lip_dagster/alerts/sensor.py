@@ -170,7 +170,8 @@ def build_alert_sensor(minimum_interval_seconds: int = 60) -> dg.SensorDefinitio
         notifiers = build_notifiers(lip.settings, lip)
         problems = []
         memory: dict[str, dict[str, Any]] = {}
-        for spec in declared_sources(context.repository_def):
+        specs = declared_sources(context.repository_def)
+        for spec in specs:
             mem = SourceMemory.from_dict(state.memory.get(spec.name), spec.name)
             try:
                 health = source_health(context.instance, spec, lip, now, mem, SCAN_BUDGET)
@@ -190,7 +191,7 @@ def build_alert_sensor(minimum_interval_seconds: int = 60) -> dg.SensorDefinitio
                 context.log.warning(f"{spec.name}: {note}")
             problems += problems_of(health, now)
         state.memory = memory
-        queued = advance(state, problems, [n.name for n in notifiers], now)
+        queued = advance(state, problems, [n.name for n in notifiers], now, {s.name for s in specs})
         for d in queued:
             log_fn = context.log.warning if d.event == "open" else context.log.info
             log_fn(f"incident {d.event}: {d.message}")
