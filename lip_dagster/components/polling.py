@@ -14,7 +14,12 @@ from lip_dagster.components.checks import source_checks
 from lip_dagster.components.coverage import coverage_check, hour_coverage, polling_head
 from lip_dagster.errors import ConfigError, VendorAuthError
 from lip_dagster.lake.layout import hour_of, partition_start, validate_source_name
-from lip_dagster.polling.base import PollerConfig, PollReport, failed_report
+from lip_dagster.polling.base import (
+    BackfillBeyondRetention,
+    PollerConfig,
+    PollReport,
+    failed_report,
+)
 from lip_dagster.polling.http import DEFAULT_TOTAL_TIMEOUT, HttpClient
 from lip_dagster.resources import Backend
 from lip_dagster.sources import poller_class
@@ -176,9 +181,9 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
                         f"{name}: could not record the hours this failed run landed "
                         f"({type(log_exc).__name__}: {log_exc})"
                     )
-                if isinstance(exc, (VendorAuthError, ConfigError)):
-                    # retrying in 30 s will not fix a refused credential or a missing
-                    # setting
+                if isinstance(exc, (VendorAuthError, ConfigError, BackfillBeyondRetention)):
+                    # retrying in 30 s will not fix a refused credential, a missing
+                    # setting, or bring back what the vendor no longer keeps
                     raise dg.Failure(description=str(exc), allow_retries=False) from exc
                 raise
             for ep, er in report.endpoints.items():

@@ -205,6 +205,10 @@ class BasePoller(ABC):
     # the answers that mean "slow down" for this vendor; a wait on them past the
     # budget ends a live poll cleanly, any other failure fails the run
     throttle_statuses: ClassVar[frozenset[int]] = THROTTLE_STATUSES
+    # how far back the vendor still answers (VENDORS.md), None if it documents no
+    # limit: a backfill of an hour older than that would get an empty window back and
+    # turn green with 0 events, the look of a quiet hour, so it fails instead
+    retention: ClassVar[timedelta | None] = None
 
     def __init__(
         self,
@@ -419,6 +423,13 @@ class BasePoller(ABC):
 
         todo = list(endpoints or self.config.endpoints)
         failures: dict[str, VendorError] = {}
+        past_retention = self._past_retention(window, started)
+        if past_retention is not None and window is not None and window[1] <= past_retention:
+            # nothing of the window is left at the vendor: not one request
+            finish()
+            gone = self._beyond_retention(window, past_retention)
+            attach_report(gone, report)
+            raise gone
         try:
             for i, endpoint in enumerate(todo):
                 # each endpoint gets a fair share of what is left, so one busy endpoint
@@ -449,6 +460,11 @@ class BasePoller(ABC):
             attach_report(exc, report)
             raise
         finish()
+        if past_retention is not None and window is not None and not failures:
+            # the vendor gave what it still keeps of the hour; the rest is gone
+            partial = self._beyond_retention(window, past_retention)
+            attach_report(partial, report)
+            raise partial
         if not failures:
             return report
         error: VendorError
@@ -462,6 +478,30 @@ class BasePoller(ABC):
             )
         attach_report(error, report)
         raise error
+
+    def _past_retention(
+        self, window: tuple[datetime, datetime] | None, now: float
+    ) -> datetime | None:
+        """The vendor's retention cutoff if the backfill ``window`` starts before it
+        (part or all of it can no longer be fetched), else None."""
+        if window is None or self.retention is None:
+            return None
+        cutoff = datetime.fromtimestamp(now, UTC) - self.retention
+        return cutoff if window[0] < cutoff else None
+
+    def _beyond_retention(
+        self, window: tuple[datetime, datetime], cutoff: datetime
+    ) -> BackfillBeyondRetention:
+        assert self.retention is not None
+        start, end = window
+        held = "nothing of it" if end <= cutoff else f"only what is newer than {_iso(cutoff)}"
+        return BackfillBeyondRetention(
+            f"source {self.source!r}: the backfill of {_iso(start)}..{_iso(end)} reaches "
+            f"past the {self.retention.days} days the vendor keeps, and the vendor still "
+            f"holds {held}: the hour cannot be collected from it in full. What the lake "
+            "already holds of that hour is all there will be; it is not marked as "
+            "materialized by this run"
+        )
 
     def _submit(
         self,
@@ -596,6 +636,15 @@ def failed_report(exc: BaseException) -> PollReport | None:
 
 class BackfillIncomplete(LipError):
     """A bounded window could not be fetched to its end within the budget."""
+
+
+class BackfillBeyondRetention(BackfillIncomplete):
+    """A backfill window starts before the oldest time the vendor still returns
+    (``BasePoller.retention``): re-running it cannot complete the hour."""
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class EndpointsFailed(VendorError):

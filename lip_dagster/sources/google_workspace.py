@@ -16,7 +16,7 @@ negative) + ``id.applicationName`` + ``id.customerId``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -54,6 +54,7 @@ class GoogleWorkspacePoller(BasePoller):
     default_endpoints = ("admin", "login", "drive", "token")
     newest_first = True
     throttle_statuses = frozenset({429, 503})  # VENDORS.md §4: over quota is 503
+    retention = timedelta(days=180)  # VENDORS.md §4: results reach back 180 days
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 from lip_dagster.errors import ConfigError, VendorError
@@ -36,6 +36,7 @@ def rfc3339(dt: datetime) -> str:
 class OktaPoller(BasePoller):
     identity = EventIdentity(id_fields=("uuid",), time_field="published")
     default_endpoints = ("logs",)
+    retention = timedelta(days=90)  # VENDORS.md §1: older data is not returned
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ allowed).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from lip_dagster.errors import VendorError
@@ -26,6 +26,7 @@ ENDPOINTS = ("auditevents", "itemusages", "signinattempts")
 class OnePasswordPoller(BasePoller):
     identity = EventIdentity(id_fields=("uuid",), time_field="timestamp")
     default_endpoints = ENDPOINTS
+    retention = timedelta(days=120)  # VENDORS.md §3: data reaches back 120 days
 
     def get_auth_token(self) -> Secret:
         return self.bearer("token_secret", "onepassword/token")

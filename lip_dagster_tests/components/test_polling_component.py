@@ -131,6 +131,33 @@ def test_a_backfill_of_a_past_hour_lands_exactly_that_hour(demo_world: VendorSim
     assert again.asset_materializations_for_node("okta")[0].metadata["events_total"].value == 0
 
 
+def test_a_backfill_older_than_the_vendor_keeps_fails_instead_of_turning_green(
+    demo_world: VendorSimulator,
+) -> None:
+    """Okta returns 90 days (VENDORS.md §1). A UI backfill of an older hour used to
+    get an empty window back and materialize the hour with 0 events, the look of a
+    quiet hour that was collected; it now fails at once, without step retries, and
+    says why."""
+    from lip_dagster.cli import failure_message
+
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=100)
+    partition = hour.strftime("%Y-%m-%d-%H:00")
+    result = (
+        load()
+        .resolve_job_def("okta_poll")
+        .execute_in_process(
+            partition_key=partition,
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
+    )
+    assert not result.success
+    assert not result.asset_materializations_for_node("okta")
+    assert "90 days" in failure_message(result)
+    restarts = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert not restarts
+
+
 def test_a_failed_collection_fails_the_run_naming_source_endpoint_status(
     demo_world: VendorSimulator,
 ) -> None:

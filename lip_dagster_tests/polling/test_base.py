@@ -14,6 +14,7 @@ from lip_dagster.lake.backends import LocalLake
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.lake.writer import LakeWriter
 from lip_dagster.polling.base import (
+    BackfillBeyondRetention,
     BackfillIncomplete,
     Backpressure,
     BackpressurePolicy,
@@ -261,6 +262,44 @@ def test_a_failing_backfill_hands_back_what_it_landed(make_poller) -> None:
         p.run(window=(start, start + timedelta(hours=10)))
     report = failed_report(ei.value)
     assert report is not None and report.result.events > 0
+
+
+def test_a_backfill_past_the_vendors_retention_fails_instead_of_looking_quiet(
+    make_poller,
+) -> None:
+    """A vendor that no longer keeps an hour answers its window with nothing: the
+    backfill must not turn that hour green with 0 events, as if it had been quiet."""
+    p = make_poller([])
+    p.retention = timedelta(days=90)  # type: ignore[misc]
+    hour = datetime.fromtimestamp(NOW, UTC).replace(minute=0) - timedelta(days=100)
+    with pytest.raises(BackfillBeyondRetention, match="90 days") as ei:
+        p.run(window=(hour, hour + timedelta(hours=1)))
+    assert p.calls == []  # nothing of it is left to ask for
+    report = failed_report(ei.value)
+    assert report is not None and report.result.events == 0
+
+
+def test_a_backfill_across_the_retention_edge_lands_what_is_left_then_fails(
+    make_poller,
+) -> None:
+    now = datetime.fromtimestamp(NOW, UTC) + timedelta(minutes=30)
+    cutoff = now - timedelta(days=90)  # half past an hour
+    start = cutoff.replace(minute=0) - timedelta(hours=1)
+    # the vendor still returns only what is newer than the cutoff
+    kept = [e for e in events(180, start) if datetime.fromisoformat(e["published"]) >= cutoff]
+    p = make_poller(kept)
+    p.clock.now = now.timestamp()  # type: ignore[attr-defined]
+    p.retention = timedelta(days=90)  # type: ignore[misc]
+    window = (cutoff.replace(minute=0), cutoff.replace(minute=0) + timedelta(hours=1))
+    with pytest.raises(BackfillBeyondRetention, match="only what is newer than") as ei:
+        p.run(window=window)
+    report = failed_report(ei.value)
+    assert report is not None and report.result.events == sum(
+        1 for e in kept if datetime.fromisoformat(e["published"]) < window[1]
+    )
+    # an hour the vendor still keeps in full is backfilled as before
+    inside = (window[0] + timedelta(hours=1), window[0] + timedelta(hours=2))
+    assert p.run(window=inside).result.events == 60
 
 
 class HungPoller(ListPoller):

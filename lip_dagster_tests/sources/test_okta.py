@@ -269,6 +269,16 @@ def test_backfill_asks_for_the_bounded_window(harness: Harness) -> None:
     assert harness.backend.cursors.get("okta", "logs") is None
 
 
+def test_a_backfill_past_the_90_days_okta_keeps_fails_and_asks_nothing(harness: Harness) -> None:
+    from lip_dagster.polling.base import BackfillBeyondRetention
+
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=100)
+    with pytest.raises(BackfillBeyondRetention, match="90 days"):
+        harness.poller("okta").run(window=(hour, hour + timedelta(hours=1)))
+    assert not harness.lake_ids("okta")
+    assert harness.backend.cursors.get("okta", "logs") is None
+
+
 def test_a_next_link_to_another_host_is_not_followed(harness: Harness) -> None:
     """A page whose next link points at another host fails before the link is
     stored: following it would send our token there."""
