@@ -52,3 +52,56 @@ def test_the_daily_job_deletes_ids_past_their_ttl_and_keeps_the_rest(lip_home: P
     # an old event delivered again after its TTL is new again: it lands
     again = LakeWriter(backend.lake, backend.dedupe).write("okta", old[:10], identity, "polling")
     assert again.events == 10
+
+
+def test_a_failing_maintenance_run_pages_and_resolves_once_it_succeeds(
+    lip_home: Path, monkeypatch
+) -> None:
+    """If the daily prune fails, nothing else deletes expired ids: state.db grows until
+    the disk is full and the receiver refuses deliveries. The failure pages like any
+    failed collection instead of waiting in the run list to be noticed."""
+    from lip_dagster.alerts.sensor import build_alert_sensor
+    from lip_dagster_tests.alerts.conftest import Stub, opened, resolved, route_alerts_to
+
+    stub = Stub()
+    try:
+        route_alerts_to(stub, monkeypatch)
+        d = defs()
+        backend = d.resources["lip"]
+        instance = dg.DagsterInstance.ephemeral()
+        sensor = build_alert_sensor()
+
+        def tick(cursor: str | None) -> str | None:
+            ctx = dg.build_sensor_context(
+                instance=instance,
+                repository_def=d.get_repository_def(),
+                cursor=cursor,
+                resources={"lip": backend},
+            )
+            return sensor(ctx).cursor
+
+        def broken(now: float | None = None) -> int:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(backend.dedupe, "prune", broken)
+        job = d.resolve_job_def("lip_state_maintenance")
+        failed = job.execute_in_process(
+            resources={"lip": backend}, instance=instance, raise_on_error=False
+        )
+        assert not failed.success
+        cursor = tick(None)
+        assert "run|lip_state_maintenance" in opened(stub)
+        (page,) = [b for _, b in stub.received if b.get("event") == "open"]
+        assert "No space left on device" in page["message"]
+        cursor = tick(cursor)  # still failing: the incident stays open, nothing is sent
+        assert [b.get("event") for _, b in stub.received] == ["open"]
+
+        monkeypatch.undo()
+        route_alerts_to(stub, monkeypatch)
+        assert job.execute_in_process(resources={"lip": backend}, instance=instance).success
+        tick(cursor)
+        assert resolved(stub) == ["run|lip_state_maintenance"]
+        (notice,) = [b for _, b in stub.received if b.get("event") == "resolved"]
+        assert notice["message"].startswith("resolved: ")  # not "closed, not resolved"
+    finally:
+        stub.close()

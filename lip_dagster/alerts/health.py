@@ -407,6 +407,20 @@ def _last_finished_run(instance: dg.DagsterInstance, spec: SourceSpec) -> dg.Run
     return max(found, key=_finished_at, default=None)
 
 
+def maintenance_failure(instance: dg.DagsterInstance, job_name: str) -> tuple[str, str] | None:
+    """(run id, what failed it) if the newest finished run of the state maintenance
+    job failed, else None. Nothing else deletes expired ids from ``state.db``: a prune
+    that keeps failing lets it grow until the disk is full."""
+    found = instance.get_run_records(
+        dg.RunsFilter(job_name=job_name, statuses=list(_FINISHED)), limit=1
+    )
+    if not found or found[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
+        return None
+    run_id = found[0].dagster_run.run_id
+    _, said = _run_failure(instance, run_id)
+    return run_id, said or "no error recorded"
+
+
 def _first_run_at(instance: dg.DagsterInstance, spec: SourceSpec) -> float | None:
     """When the source's oldest run (any status) was created: its schedule's or
     sensor's, a drain on the heartbeat, ``lip run``. A run launched from the asset

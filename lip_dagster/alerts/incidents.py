@@ -232,6 +232,25 @@ def problems_of(h: SourceHealth, now: float) -> list[Problem]:
     return out
 
 
+def maintenance_problems(job_name: str, failure: tuple[str, str] | None) -> list[Problem]:
+    """A failed run of the state maintenance job (``maintenance_failure``) pages as a
+    run incident of its own: no source's health shows it until the disk is full."""
+    if failure is None:
+        return []
+    run_id, error = failure
+    return [
+        Problem(
+            f"run|{job_name}",
+            "run",
+            job_name,
+            "fail",
+            f"{job_name}: the latest run {run_id} failed: {error}. Expired event ids are "
+            "not deleted while it fails, and state.db grows until the disk is full; "
+            f"fix the cause, then launch {job_name} from the Dagster UI.",
+        )
+    ]
+
+
 def advance(
     state: AlertState,
     problems: list[Problem],

@@ -18,9 +18,17 @@ from lip_dagster.alerts.health import (
     SCAN_BUDGET,
     SourceMemory,
     declared_sources,
+    maintenance_failure,
     source_health,
 )
-from lip_dagster.alerts.incidents import MAX_ATTEMPTS, AlertState, advance, problems_of
+from lip_dagster.alerts.incidents import (
+    MAX_ATTEMPTS,
+    AlertState,
+    Problem,
+    advance,
+    maintenance_problems,
+    problems_of,
+)
 from lip_dagster.alerts.notifiers import (
     GitHubIssueNotifier,
     Notifier,
@@ -29,6 +37,7 @@ from lip_dagster.alerts.notifiers import (
     WebhookNotifier,
 )
 from lip_dagster.config import Settings
+from lip_dagster.maintenance import JOB_NAME as MAINTENANCE_JOB
 from lip_dagster.resources import Backend
 
 log = logging.getLogger(__name__)
@@ -191,7 +200,25 @@ def build_alert_sensor(minimum_interval_seconds: int = 60) -> dg.SensorDefinitio
                 context.log.warning(f"{spec.name}: {note}")
             problems += problems_of(health, now)
         state.memory = memory
-        queued = advance(state, problems, [n.name for n in notifiers], now, {s.name for s in specs})
+        try:
+            problems += maintenance_problems(
+                MAINTENANCE_JOB, maintenance_failure(context.instance, MAINTENANCE_JOB)
+            )
+        except Exception as exc:  # noqa: BLE001 - fail open: the sources still alert
+            context.log.error(
+                f"{MAINTENANCE_JOB}: reading its latest run failed ({type(exc).__name__} at "
+                f"{_where(exc)})"
+            )
+            kept = state.open.get(f"run|{MAINTENANCE_JOB}")
+            if kept is not None:  # not known to be fixed: the incident stays open
+                problems.append(
+                    Problem(
+                        f"run|{MAINTENANCE_JOB}", "run", MAINTENANCE_JOB, "fail", kept["message"]
+                    )
+                )
+        # the maintenance job is watched like a source: never "no longer declared"
+        declared = {s.name for s in specs} | {MAINTENANCE_JOB}
+        queued = advance(state, problems, [n.name for n in notifiers], now, declared)
         for d in queued:
             log_fn = context.log.warning if d.event == "open" else context.log.info
             log_fn(f"incident {d.event}: {d.message}")
