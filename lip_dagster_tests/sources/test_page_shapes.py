@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,8 @@ def test_an_event_nested_too_deep_for_the_lake_goes_to_quarantine_and_the_rest_l
     stalled on it for good. Now the event is kept in quarantine, whole and readable,
     the others land, the cursor moves on, and polling the page again adds no copy."""
     (event,) = fixture("okta/system_log_page.json")
-    page = [{**event, "uuid": f"{event['uuid'][:-1]}{i}"} for i in range(3)]
+    recent = (datetime.now(UTC) - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    page = [{**event, "uuid": f"{event['uuid'][:-1]}{i}", "published": recent} for i in range(3)]
     page[1]["debugContext"] = {"debugData": "DEEP"}
     body = orjson.dumps(page).replace(b'"DEEP"', DEEP)
 
@@ -179,7 +180,7 @@ def test_an_event_nested_too_deep_for_the_lake_goes_to_quarantine_and_the_rest_l
     assert (first.result.events, first.result.quarantined) == (len(page) - 1, 1)
     assert poller().run().result.events == 0  # the cursor moved past the page
     # a backfill reading the page again finds the event already in quarantine
-    published = datetime.fromisoformat(event["published"])
+    published = datetime.fromisoformat(recent)
     again = poller().run(window=(published - timedelta(hours=1), published + timedelta(hours=1)))
     assert (again.result.duplicates, again.result.quarantined) == (len(page) - 1, 1)
     landed = harness.lake_ids("okta")
