@@ -84,6 +84,14 @@ class WebhookNotifier(Notifier):
         )
 
 
+def slack_escape(text: str) -> str:
+    """``text`` shown as written: Slack reads ``<...>`` in a message as a link or a
+    mention and ``&`` as an entity, and a page's text quotes vendor error bodies and
+    run errors, so a vendor answering ``<!channel>`` would notify the whole channel
+    (Slack's "Escaping text": replace exactly these three characters)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 class SlackNotifier(Notifier):
     name = "slack"
 
@@ -100,7 +108,7 @@ class SlackNotifier(Notifier):
                 else (":rotating_light:" if d.severity == "fail" else ":warning:")
             )
             text = f"{icon} LIP {d.event}: {d.message}"
-        _post(self._url, {"text": text}, "slack notifier")
+        _post(self._url, {"text": slack_escape(text)}, "slack notifier")
 
 
 class GitHubIssueNotifier(Notifier):

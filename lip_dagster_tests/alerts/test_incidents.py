@@ -84,3 +84,18 @@ def test_a_dead_letter_page_names_the_command_that_brings_them_back() -> None:
     h = SourceHealth("jamf", "webhook", freshness="pass", last_landed_at=0.0, dlq_depth=3)
     (dlq,) = [p for p in problems_of(h, 10) if p.key == "dlq|jamf"]
     assert "3 message(s)" in dlq.message and "lip webhook replay jamf" in dlq.message
+
+
+def test_a_slack_page_shows_vendor_text_as_written_and_mentions_no_one(stub: Stub) -> None:
+    """A run error quotes the vendor's answer; Slack reads ``<!channel>`` in a message
+    as a mention of everyone in the channel and ``<url|text>`` as a disguised link."""
+    error = 'HTTP 400: {"error": "<!channel> see <https://evil.example|okta.com> & retry"}'
+    h = failing_run()
+    h.last_run_error = error
+    state = AlertState()
+    advance(state, problems_of(h, 0), ["slack"], 0)
+    slack = SlackNotifier(lambda: Secret(stub.url + "/slack"))
+    assert deliver(state, [slack], now=0) == (1, 0)
+    ((_, body),) = stub.received
+    assert "<" not in body["text"] and ">" not in body["text"]
+    assert "&lt;!channel&gt; see &lt;https://evil.example|okta.com&gt; &amp; retry" in body["text"]
