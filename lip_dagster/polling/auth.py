@@ -107,6 +107,29 @@ def _origin(url: str) -> tuple[str, str | None, int | None] | None:
     return scheme, parts.hostname, port or _DEFAULT_PORTS.get(scheme)
 
 
+def canonical_base_url(url: str) -> str:
+    """``url`` with its scheme and host in lower case, without the scheme's default
+    port or a trailing ``/``: how a vendor spells its own URLs. A base URL written
+    ``https://Acme.okta.com:443`` names the same org, but a URL LIP builds from it
+    and the vendor compares as text (Okta's token endpoint as the JWT ``aud``) must
+    be spelled the vendor's way."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url.rstrip("/"))
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        return url.rstrip("/")  # not a URL LIP can make sense of: left for the request to fail
+    netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+    if parts.username is not None or parts.password is not None:
+        return url.rstrip("/")  # credentials in a base URL: refused where links are checked
+    return urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def same_origin(url: str, base_url: str) -> bool:
     """A vendor-supplied link may only point back at the vendor we configured: a
     ``next`` link to another host would carry our credential to it. Origins compare

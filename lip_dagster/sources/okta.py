@@ -18,7 +18,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from lip_dagster.errors import ConfigError, VendorError
 from lip_dagster.lake.envelope import EventIdentity
-from lip_dagster.polling.auth import TokenCache, key_algorithm, same_origin, signed_assertion
+from lip_dagster.polling.auth import (
+    TokenCache,
+    canonical_base_url,
+    key_algorithm,
+    same_origin,
+    signed_assertion,
+)
 from lip_dagster.polling.base import BasePoller, PollResult
 from lip_dagster.secrets import Secret, redact_url
 from lip_dagster.sources import page_events
@@ -40,7 +46,7 @@ class OktaPoller(BasePoller):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.base = self.config.base_url.rstrip("/")
+        self.base = canonical_base_url(self.config.base_url)
         self.token_url = f"{self.base}/oauth2/v1/token"
         self._tokens = TokenCache(self._fetch_oauth_token, clock=self.clock)
 

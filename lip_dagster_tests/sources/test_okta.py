@@ -299,14 +299,17 @@ def test_a_next_link_to_another_host_is_not_followed(harness: Harness) -> None:
     assert harness.backend.cursors.get("okta", "logs") is None
 
 
+@pytest.mark.parametrize("auth", ["ssws", "oauth"])
 def test_a_base_url_spelled_with_capitals_or_its_default_port_follows_oktas_links(
-    harness: Harness,
+    harness: Harness, auth: str
 ) -> None:
     """Host names are case-insensitive and ``:443`` is https's own port: Okta's next
     links name the org as Okta spells it, so LIP_OKTA_BASE_URL written
     ``https://Acme.okta.com`` (or with ``:443``) is the same org. Taken for another
-    host, every poll failed at its first page and the source never collected."""
-    first = harness.poller("okta", initial_lookback_hours=4)
+    host, every poll failed at its first page and the source never collected; with
+    OAuth, the token request's audience named the org as written, not as Okta
+    spells its token endpoint, and the token was refused."""
+    first = harness.poller("okta", initial_lookback_hours=4, options={"auth": auth})
     host = urlsplit(harness.sim.base_url).hostname
     assert host is not None
     shouted = harness.sim.base_url.replace(host, "LOCALHOST", 1) + "/okta"
