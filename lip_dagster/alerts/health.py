@@ -117,6 +117,7 @@ class SourceHealth:
     unlisted_partitions: dict[str, int] = field(default_factory=dict)
     buffer_depth: int | None = None
     dlq_depth: int | None = None
+    buffer_retention_s: float | None = None  # the buffer drops messages this old
     problems_reading: list[str] = field(default_factory=list)
 
     def lag_seconds(self, now: float) -> float | None:
@@ -834,6 +835,7 @@ def source_health(
         try:
             depth = lip.buffer.depth(spec.name)
             h.buffer_depth, h.dlq_depth = depth.messages, depth.dead_letters
+            h.buffer_retention_s = lip.buffer.retention_seconds
         except LipError as exc:
             h.problems_reading.append(f"buffer: {exc}")
     return h

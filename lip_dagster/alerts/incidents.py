@@ -219,16 +219,18 @@ def problems_of(h: SourceHealth, now: float) -> list[Problem]:
         severity = "warn" if check in h.warning_checks else "fail"
         out.append(Problem(f"check|{h.source}:{check}", "check", h.source, severity, message))
     if h.dlq_depth:
-        out.append(
-            Problem(
-                f"dlq|{h.source}",
-                "dlq",
-                h.source,
-                "fail",
-                f"{h.source}: {h.dlq_depth} message(s) in the dead-letter queue; fix the "
-                f"cause, then `lip webhook replay {h.source}` (or the {h.source}_replay job).",
-            )
+        message = (
+            f"{h.source}: {h.dlq_depth} message(s) in the dead-letter queue; fix the "
+            f"cause, then `lip webhook replay {h.source}` (or the {h.source}_replay job)."
         )
+        if h.buffer_retention_s:
+            # SQS deletes dead letters on its own; an empty queue then reads as fixed
+            message += (
+                f" The queue deletes a message {h.buffer_retention_s / 86400:g} days after "
+                "it was first buffered, replayed or not: replay before then, or its events "
+                "are lost."
+            )
+        out.append(Problem(f"dlq|{h.source}", "dlq", h.source, "fail", message))
     return out
 
 

@@ -760,7 +760,7 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
 # SQS caps one message and one batch at 256 KiB. Bodies are base64 (bytes must round
 # trip exactly; SQS bodies are restricted Unicode), so a raw body may be ~190 KiB.
 SQS_MAX_BATCH_BYTES = 262_144
-_RETENTION_SECONDS = "1209600"  # 14 days, the SQS maximum: the buffer must not drop
+_RETENTION_SECONDS = 1_209_600  # 14 days, the SQS maximum: the buffer must not drop
 _ATTR_ENCODING = "lip_encoding"
 _ATTR_SENT_AT = "lip_sent_at"
 
@@ -781,9 +781,12 @@ class SqsBuffer(_AwsStore, Buffer):
       receive towards the DLQ.
     - ``dead_letters`` cannot peek: it receives from the DLQ, then makes the messages
       visible again at once, so a ``redrive`` right after still sees them.
+    - Both queues drop a message 14 days (the SQS maximum) after it was first
+      buffered, also in the DLQ, whose age SQS counts from the first enqueue.
     """
 
     _service = "sqs"
+    retention_seconds = float(_RETENTION_SECONDS)
 
     def __init__(
         self,
@@ -862,7 +865,10 @@ class SqsBuffer(_AwsStore, Buffer):
         Returns drift notes."""
         main_name, dlq_name = self.queue_names(source)
         drift: list[str] = []
-        base = {"MessageRetentionPeriod": _RETENTION_SECONDS, "SqsManagedSseEnabled": "true"}
+        base = {
+            "MessageRetentionPeriod": str(_RETENTION_SECONDS),
+            "SqsManagedSseEnabled": "true",
+        }
         dlq_url = self._lookup(dlq_name) or self._create(dlq_name, source, dict(base))
         dlq_arn = self._attributes(dlq_url, ["QueueArn"])["QueueArn"]
         policy = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.max_receives}

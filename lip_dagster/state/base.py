@@ -238,6 +238,10 @@ class Buffer(ABC):
     queue after ``max_receives`` receives (SQS with a redrive policy on AWS)."""
 
     max_receives: int = 5
+    retention_seconds: float | None = None
+    """How long the queue keeps a message after it was first buffered, dead-lettered
+    or not; None: until it is deleted. Past it the queue drops the message, and
+    events never landed are lost: a dead-letter page says by when to replay."""
 
     @abstractmethod
     def send(self, source: str, bodies: Sequence[bytes]) -> list[str]:

@@ -7,6 +7,7 @@ from lip_dagster.alerts.incidents import AlertState, advance, problems_of
 from lip_dagster.alerts.notifiers import SlackNotifier, WebhookNotifier
 from lip_dagster.alerts.sensor import deliver
 from lip_dagster.secrets import Secret
+from lip_dagster.state.aws import SqsBuffer
 
 from .conftest import Stub
 
@@ -84,6 +85,24 @@ def test_a_dead_letter_page_names_the_command_that_brings_them_back() -> None:
     h = SourceHealth("jamf", "webhook", freshness="pass", last_landed_at=0.0, dlq_depth=3)
     (dlq,) = [p for p in problems_of(h, 10) if p.key == "dlq|jamf"]
     assert "3 message(s)" in dlq.message and "lip webhook replay jamf" in dlq.message
+    assert "days" not in dlq.message  # the SQLite buffer keeps dead letters until replayed
+
+
+def test_a_dead_letter_page_on_sqs_says_by_when_to_replay() -> None:
+    """SQS deletes a dead letter 14 days after it was first buffered (its DLQ keeps
+    the original enqueue time); the queue then reads empty and the page resolves,
+    though nothing landed. The page says so while there is time."""
+    h = SourceHealth(
+        "jamf",
+        "webhook",
+        freshness="pass",
+        last_landed_at=0.0,
+        dlq_depth=3,
+        buffer_retention_s=SqsBuffer.retention_seconds,
+    )
+    (dlq,) = [p for p in problems_of(h, 10) if p.key == "dlq|jamf"]
+    assert "deletes a message 14 days after it was first buffered" in dlq.message
+    assert "replay before then, or its events are lost" in dlq.message
 
 
 def test_a_slack_page_shows_vendor_text_as_written_and_mentions_no_one(stub: Stub) -> None:
