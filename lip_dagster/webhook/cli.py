@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from lip_dagster.errors import LipError
+from lip_dagster.webhook.spec import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["register"]
 
@@ -48,7 +49,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
     for name, spec in specs.items():
         print(f"  {name:<14} {spec.vendor:<16} POST http://{shown}:{args.port}/webhooks/{name}")
-    serve(app, args.host, args.port, access_log=args.access_log)
+    serve(
+        app, args.host, args.port, access_log=args.access_log, request_timeout=args.request_timeout
+    )
     return 0
 
 
@@ -84,6 +87,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:  # nan fails too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 3600")
+    return value
+
+
 def register(subparsers: Any) -> None:
     """Add ``lip webhook ...`` to the ``lip`` parser's subcommands."""
     p = subparsers.add_parser("webhook", help="the webhook receiver and its buffers")
@@ -92,6 +105,13 @@ def register(subparsers: Any) -> None:
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     s.add_argument("--access-log", action="store_true", help="log method, path and status")
+    s.add_argument(
+        "--request-timeout",
+        type=_seconds,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        help="seconds a client has to send a whole request before it is answered 408 and "
+        f"disconnected (default {DEFAULT_REQUEST_TIMEOUT:g}; vendors give up sooner)",
+    )
     s.set_defaults(fn=cmd_serve)
     st = sub.add_parser("status", help="buffer depth and dead letters per webhook source")
     st.set_defaults(fn=cmd_status)

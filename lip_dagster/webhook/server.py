@@ -9,22 +9,104 @@ behind a load balancer (the receiver keeps no state between requests).
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 from types import TracebackType
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from lip_dagster.serving import ThreadedServer, bind
+from lip_dagster.webhook.spec import DEFAULT_REQUEST_TIMEOUT
 
-__all__ = ["BackgroundServer", "serve"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "BackgroundServer", "serve"]
+
+log = logging.getLogger(__name__)
+
+_TIMED_OUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 44\r\nconnection: close\r\n\r\n"
+    b"the request was not received whole in time\r\n"
+)
 
 
-def _config(app: ASGIApp, *, access_log: bool, log_level: str) -> uvicorn.Config:
+class _DeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for receiving each request.
+
+    uvicorn has none: its keep-alive timer runs only between requests and restarts on
+    every byte, and the ASGI app runs only once the headers are in. A client sending
+    a byte every few seconds (Slowloris) therefore held a connection, and a body
+    buffer of up to ``max_body_bytes``, for as long as it liked, and a few thousand
+    such clients exhausted the receiver's sockets while vendors were refused. The
+    deadline is armed when a connection opens and when a request begins, disarmed
+    once the request is whole; at expiry the client gets a 408 (if no answer was
+    started) and the connection is closed. The app then reads a disconnect: nothing
+    of the request is stored. One timer per request: about a microsecond."""
+
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            self._arm()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def _arm(self) -> None:
+        self._deadline = self.loop.call_later(self.request_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        log.info(
+            "closed %s: its request was not received whole in %gs", client, self.request_timeout
+        )
+        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+            self.transport.write(_TIMED_OUT)
+        self.transport.close()
+
+
+def _protocol(request_timeout: float) -> type[_DeadlineProtocol]:
+    if not request_timeout > 0:
+        raise ValueError(
+            f"request timeout must be a positive number of seconds, not {request_timeout!r}"
+        )
+    return type("DeadlineProtocol", (_DeadlineProtocol,), {"request_timeout": request_timeout})
+
+
+def _config(
+    app: ASGIApp,
+    *,
+    access_log: bool,
+    log_level: str,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+) -> uvicorn.Config:
+    http: Any = _protocol(request_timeout)
     return uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=http,
         access_log=access_log,
         log_level=log_level,
         server_header=False,
@@ -40,10 +122,13 @@ def serve(
     *,
     access_log: bool = False,
     log_level: str = "info",
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> None:
     """Serve until interrupted. The access log (off by default) shows method, path
     and status, never headers."""
-    config = _config(app, access_log=access_log, log_level=log_level)
+    config = _config(
+        app, access_log=access_log, log_level=log_level, request_timeout=request_timeout
+    )
     config.host, config.port = host, port
     # Everything loaded so far lives as long as the process: keep it out of the
     # cyclic collector's passes. A delivery's parsed JSON has no cycles and dies by
@@ -58,10 +143,18 @@ def serve(
 class BackgroundServer:
     """The receiver on ``127.0.0.1`` in a daemon thread; ``port=0`` picks a free one."""
 
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.request_timeout = request_timeout
         self._served: ThreadedServer | None = None
 
     @property
@@ -71,7 +164,14 @@ class BackgroundServer:
     def start(self) -> BackgroundServer:
         sock = bind(self.host, self.port)
         self._served = ThreadedServer(
-            _config(self.app, access_log=False, log_level="warning"), sock, "lip-webhook-receiver"
+            _config(
+                self.app,
+                access_log=False,
+                log_level="warning",
+                request_timeout=self.request_timeout,
+            ),
+            sock,
+            "lip-webhook-receiver",
         )
         self.port = self._served.port
         self._served.start()
