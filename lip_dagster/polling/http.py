@@ -149,14 +149,30 @@ def _parse_retry_after(raw: str, now: float) -> float | None:
     try:
         seconds = float(raw)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, OverflowError):
+        when = _http_date(raw)
+        if when is None:
             return None
-        if when.tzinfo is None:  # "-0000": the date is UTC by definition
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - now
+        seconds = when - now
     return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _http_date(raw: str) -> float | None:
+    """An HTTP date (RFC 9110 §5.6.7) as epoch seconds; None if it is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": the date is UTC by definition
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def vendor_time(resp: httpx.Response) -> float | None:
+    """The vendor's clock when it answered: its ``Date`` header (every origin server
+    with a clock sends one, RFC 9110 §6.6.1), whole seconds, rounded down. None
+    without a usable one."""
+    raw = resp.headers.get("date")
+    return _http_date(raw) if raw else None
 
 
 def retry_after_seconds(resp: httpx.Response, now: float, use_reset: bool = True) -> float | None:

@@ -34,6 +34,10 @@ import orjson
 from lip_dagster.errors import ConfigError
 
 MAX_OVERLAP_MINUTES = 7 * 24 * 60
+# A Date header has whole seconds and is sent after the request: clocks that agree
+# read up to about two seconds apart, which the overlap covers many times over.
+_MIN_SKEW_SECONDS = 2.0
+_MAX_SKEW_SECONDS = 86_400.0
 
 
 def overlap_option(
@@ -76,6 +80,9 @@ class WindowPass:
     page: str | None = None
     hw: float | None = None
     overlap: float = 0.0  # seconds re-read by the next window; not yet complete
+    # the vendor's clock (its Date header) at the window's first answer, when behind
+    # ``latest``: nothing the vendor stamps later can have been in the window
+    vendor_now: float | None = None
 
     def dumps(self) -> str:
         return orjson.dumps(asdict(self)).decode()
@@ -90,6 +97,7 @@ class WindowPass:
             d.get("page"),
             float(hw) if hw is not None else None,
             float(d.get("overlap") or 0.0),  # cursors stored before it was kept
+            float(vn) if (vn := d.get("vendor_now")) is not None else None,
         )
 
     @classmethod
@@ -117,9 +125,27 @@ class WindowPass:
             raise ValueError("a first request needs a start time")
         return cls(start_time.timestamp(), latest, None, None, overlap_seconds)
 
-    def advance(self, next_page: str | None, newest: float | None) -> WindowStep:
+    def advance(
+        self, next_page: str | None, newest: float | None, vendor_now: float | None = None
+    ) -> WindowStep:
         """The cursor to store, whether pages remain, and the coverage mark after a
-        page (``PollResult.high_water``)."""
+        page (``PollResult.high_water``).
+
+        ``vendor_now``: the vendor's clock when it answered the page (``vendor_time``).
+        A window asked up to our ``latest`` holds only what the vendor had stamped by
+        its own clock; if that clock is behind ours, the window really ended there.
+        The finished window then ends at the vendor's time, so the next window starts
+        ``overlap`` before it: starting from our ``latest`` instead skipped every
+        entry the vendor stamped in between once our clock ran ahead by more than the
+        overlap. Clocks within two seconds count as agreeing (a Date has whole
+        seconds). A Date more than a day behind is no clock skew but a broken header,
+        and is ignored (it would re-read everything since)."""
+        seen = self.vendor_now
+        if (
+            vendor_now is not None
+            and _MIN_SKEW_SECONDS < self.latest - vendor_now <= _MAX_SKEW_SECONDS
+        ):
+            seen = vendor_now if seen is None else min(seen, vendor_now)
         hw = self.hw
         if newest is not None:
             # Never past the window asked for: an event stamped later (a vendor's
@@ -129,11 +155,13 @@ class WindowPass:
             if hw is None or newest > hw:
                 hw = newest
         if next_page:
-            return WindowStep(replace(self, page=next_page, hw=hw).dumps(), True, None)
-        done_hw = hw if hw is not None else self.latest
-        complete = max(self.oldest, self.latest - self.overlap)
+            step = replace(self, page=next_page, hw=hw, vendor_now=seen)
+            return WindowStep(step.dumps(), True, None)
+        end = self.latest if seen is None else max(self.oldest, min(self.latest, seen))
+        done_hw = min(hw, end) if hw is not None else end
+        complete = max(self.oldest, end - self.overlap)
         return WindowStep(
-            replace(self, page=None, hw=done_hw).dumps(),
+            replace(self, latest=end, page=None, hw=done_hw, vendor_now=None).dumps(),
             False,
             datetime.fromtimestamp(complete, UTC),
         )

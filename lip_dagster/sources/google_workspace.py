@@ -24,6 +24,7 @@ from lip_dagster.errors import ConfigError
 from lip_dagster.lake.envelope import EventIdentity, dig, parse_timestamp
 from lip_dagster.polling.auth import TokenCache, signed_assertion
 from lip_dagster.polling.base import BasePoller, PollResult
+from lip_dagster.polling.http import vendor_time
 from lip_dagster.polling.window import WindowPass, overlap_option
 from lip_dagster.secrets import Secret
 from lip_dagster.sources import page_events
@@ -119,7 +120,9 @@ class GoogleWorkspacePoller(BasePoller):
         data = self.json_body(resp, dict)
         items = page_events(self.source, endpoint, resp.status_code, data.get("items"), "items")
         times = [t.timestamp() for i in items if (t := parse_timestamp(dig(i, "id.time")))]
-        step = st.advance(data.get("nextPageToken"), max(times) if times else None)
+        step = st.advance(
+            data.get("nextPageToken"), max(times) if times else None, vendor_time(resp)
+        )
         return PollResult(items, step.cursor, step.has_more, high_water=step.high_water)
 
     def overlap_seconds(self, endpoint: str) -> float:

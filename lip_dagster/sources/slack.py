@@ -18,6 +18,7 @@ from datetime import datetime
 from lip_dagster.errors import VendorAuthError, VendorError
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.polling.base import BasePoller, PollResult
+from lip_dagster.polling.http import vendor_time
 from lip_dagster.polling.window import WindowPass, overlap_option
 from lip_dagster.secrets import Secret
 from lip_dagster.sources import page_events
@@ -73,7 +74,7 @@ class SlackPoller(BasePoller):
                 self.source, endpoint, resp.status_code, "response_metadata is not an object"
             )
         nxt = meta.get("next_cursor") or None
-        step = st.advance(nxt, float(max(times)) if times else None)
+        step = st.advance(nxt, float(max(times)) if times else None, vendor_time(resp))
         return PollResult(entries, step.cursor, step.has_more, high_water=step.high_water)
 
     def overlap_seconds(self) -> float:

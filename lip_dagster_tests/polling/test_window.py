@@ -106,3 +106,24 @@ def test_overlap_option_takes_the_first_set_name_else_the_default() -> None:
 def test_overlap_option_names_the_bad_option(value: str) -> None:
     with pytest.raises(ConfigError, match=r"source 's'.*'overlap_minutes'.*between 0 and 10080"):
         overlap_option("s", {"overlap_minutes": value}, ("overlap_minutes",), 5)
+
+
+def test_a_window_ends_at_the_vendors_clock_when_it_is_behind_ours() -> None:
+    """The vendor's Date at the first page bounds what the window can hold; a later
+    page's later Date does not move it, a Date ahead of ours changes nothing, and
+    one more than a day behind is a broken header, not a clock."""
+    st = WindowPass(oldest=1000.0, latest=5000.0, overlap=300.0)
+    mid = WindowPass.loads(st.advance("p2", 4100.0, vendor_now=4200.0).cursor)
+    step = mid.advance(None, None, vendor_now=4300.0)
+    done = WindowPass.loads(step.cursor)
+    assert done.latest == 4200.0 and done.hw == 4100.0
+    assert step.high_water is not None and step.high_water.timestamp() == 3900.0
+    assert (
+        WindowPass.begin(step.cursor, None, None, now=5600.0, overlap_seconds=300.0).oldest
+        == 3900.0
+    )
+
+    ahead = WindowPass.loads(st.advance(None, None, vendor_now=5001.0).cursor)
+    assert ahead.latest == 5000.0
+    broken = WindowPass.loads(st.advance(None, None, vendor_now=5000.0 - 2 * 86_400).cursor)
+    assert broken.latest == 5000.0

@@ -114,3 +114,12 @@ def ids_of() -> Callable[[list[dict[str, Any]], str], set[str]]:
         return {str(e[field]) for e in events}
 
     return ids
+
+
+@pytest.fixture
+def vendor_clock_follows_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests that move the poller's clock to make time pass: the simulator
+    answers with its real Date, which would read as the vendor's clock lagging ours
+    by hours. Here the vendor's clock is taken to be ours (no Date read)."""
+    for module in ("slack", "google_workspace"):
+        monkeypatch.setattr(f"lip_dagster.sources.{module}.vendor_time", lambda resp: None)

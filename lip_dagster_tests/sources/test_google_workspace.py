@@ -93,6 +93,7 @@ def _window(harness: Harness, app: str) -> WindowPass:
     return WindowPass.loads(harness.backend.cursors.get("google_workspace", app).value)
 
 
+@pytest.mark.usefixtures("vendor_clock_follows_ours")
 def test_a_quiet_application_never_lands_its_last_activity_twice(harness: Harness) -> None:
     """admin on a small tenant: no activity for a month. Each window starts at the end
     of the previous one minus the overlap, not at the last activity ever seen, so that
@@ -117,6 +118,7 @@ def test_a_quiet_application_never_lands_its_last_activity_twice(harness: Harnes
     assert set(ids) == sim_ids(harness, "admin") and max(ids.values()) == 1
 
 
+@pytest.mark.usefixtures("vendor_clock_follows_ours")
 def test_an_hour_is_complete_only_once_its_overlap_has_been_polled(harness: Harness) -> None:
     """Token activity comes up to two hours late. Ten minutes after an hour ended it
     is not complete; activity of it that Google publishes then lands in an hour still

@@ -168,6 +168,7 @@ def test_a_run_stopped_mid_window_calls_no_unfetched_hour_complete(harness: Harn
     assert hours_complete_but_incomplete(harness) == []
 
 
+@pytest.mark.usefixtures("vendor_clock_follows_ours")
 def test_a_finished_window_covers_only_up_to_its_own_end(harness: Harness) -> None:
     """The window was asked up to 30 s before the hour's end; its ten pages took 200 s.
     An event 10 s after the window's end is not fetched yet, so the hour stays open;
@@ -242,3 +243,30 @@ def test_an_entry_outside_the_window_asked_for_does_not_skip_the_next_window(
     vendor.add("late", now - 10)
     harness.poller("slack", transport=transport).run()
     assert "late" in harness.lake_ids("slack")
+
+
+def test_our_clock_ahead_of_slacks_by_more_than_the_overlap_loses_nothing(
+    harness: Harness,
+) -> None:
+    """Each window is asked up to our clock, and Slack answers with what it has
+    stamped by its own. With our clock 10 minutes ahead (a host whose NTP stopped),
+    the next window started 5 minutes before our clock, still 5 minutes after
+    Slack's: everything Slack stamped in between was never read, run after run.
+    Windows now end at Slack's clock (its Date header) when that is behind."""
+    ahead = 600.0
+
+    def poller():
+        p = harness.poller("slack", initial_lookback_hours=4)
+        p.clock = lambda: time.time() + ahead
+        return p
+
+    poller().run()
+    for _ in range(2):
+        now = datetime.now(UTC)
+        new = harness.sim.add_events("slack", "logs", 5, start=now, end=now + timedelta(seconds=1))
+        time.sleep(1.1)  # published: Slack's clock has passed them
+        report = poller().run()
+        assert {e["id"] for e in new} <= set(harness.lake_ids("slack"))
+        assert report.result.events == 5
+    st = WindowPass.loads(harness.backend.cursors.get("slack", "logs").value)
+    assert st.latest <= time.time() + 1  # the window ended at Slack's clock, not ours
