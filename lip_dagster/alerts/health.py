@@ -49,7 +49,15 @@ from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.sqlalchemy_compat import db_fetch_mappings, db_select
 
-from lip_dagster.components.common import LAKE_OBJECTS_KEY, SOURCE_TAG
+from lip_dagster.components.common import (
+    BACKFILL_TAG,
+    LAKE_OBJECTS_KEY,
+    MODE_POLL,
+    MODE_TAG,
+    REFUSED_TAG,
+    SOURCE_TAG,
+    is_live,
+)
 from lip_dagster.errors import LipError
 from lip_dagster.resources import Backend
 from lip_dagster.sam.checks import CONTENT_CHECKS
@@ -61,6 +69,7 @@ SCAN_BUDGET = 5_000  # materializations the sensor reads per source per tick (~1
 CHECK_PAGE = 500  # check executions per storage read
 CHECK_BUDGET = 5_000  # executions of one content check the sensor reads per tick
 MAX_FAILING_PARTITIONS = 200  # failing hours listed per content check (the rest counted)
+BACKFILL_PAGE = 50  # a source's newest backfill runs read for the hours a failed one names
 
 # Checks about one partition's objects: a failure stays until that partition passes.
 # Every other check is about the source as a whole, so its newest result stands.
@@ -100,6 +109,7 @@ class SourceHealth:
     newest_event: str | None = None
     fail_window_s: float | None = None
     warn_window_s: float | None = None
+    # the newest finished run of its live collection (schedule, arrival sensor, `lip run`)
     last_run_status: str | None = None
     last_run_id: str | None = None
     last_run_at: float | None = None
@@ -107,6 +117,17 @@ class SourceHealth:
     last_run_failed_by_checks: bool = False
     # a failed last run: what failed it, on one line (``error_text``), if recorded
     last_run_error: str | None = None
+    # the same for the newest finished run that was not live collection: a backfill or
+    # Materialize from the UI, `lip run --partition`, a Launchpad run with object keys
+    last_backfill_status: str | None = None
+    last_backfill_id: str | None = None
+    last_backfill_at: float | None = None
+    last_backfill_failed_by_checks: bool = False
+    last_backfill_error: str | None = None
+    # the hours of the backfill runs that failed since the last one that succeeded,
+    # and whether more failed than were read (``BACKFILL_PAGE``)
+    backfill_failed_partitions: list[str] = field(default_factory=list)
+    backfill_failed_more: bool = False
     failing_checks: list[str] = field(default_factory=list)
     # of failing_checks, those whose failure Dagster records at WARN severity
     # (coverage): they page at warn, as they show in the UI
@@ -390,22 +411,56 @@ def _finished_at(rec: dg.RunRecord) -> float:
     return rec.end_time or rec.update_timestamp.timestamp()
 
 
-def _last_finished_run(instance: dg.DagsterInstance, spec: SourceSpec) -> dg.RunRecord | None:
-    """The newest finished run of the source: its own jobs carry the source tag, but a
-    backfill or a "Materialize" launched from the asset graph runs an implicit job
-    without it, so the asset's last run is looked at too."""
-    found = list(
-        instance.get_run_records(
-            dg.RunsFilter(tags={SOURCE_TAG: spec.name}, statuses=list(_FINISHED)), limit=1
-        )
+def _newest_finished(
+    instance: dg.DagsterInstance, tags: dict[str, str], limit: int
+) -> list[dg.RunRecord]:
+    return list(
+        instance.get_run_records(dg.RunsFilter(tags=tags, statuses=list(_FINISHED)), limit=limit)
     )
+
+
+def _last_runs(
+    instance: dg.DagsterInstance, spec: SourceSpec
+) -> tuple[dg.RunRecord | None, list[dg.RunRecord]]:
+    """The newest finished run of the source's live collection, and its newest
+    finished backfill runs (newest first, at most ``BACKFILL_PAGE``).
+
+    Each is judged on its own: a backfill that keeps failing while the live polls
+    succeed is one incident, not one that a poll resolves and the next failed hour
+    opens again, and a poll's success says nothing about the hours a backfill could
+    not fetch. Live runs carry ``lip/mode=poll`` from their launch. A backfill or
+    "Materialize" from the asset graph runs an implicit job without the source's tags;
+    its step tags the run ``lip/backfill`` as it starts. A run that failed before its
+    step began (a launch that failed, a lost worker) carries neither, so the asset's
+    last run is looked at too and told apart by its launch tags. Runs the source
+    refuses by design (``lip/refused``) are neither."""
+    live = _newest_finished(instance, {SOURCE_TAG: spec.name, MODE_TAG: MODE_POLL}, 1)
+    backfills = _newest_finished(instance, {BACKFILL_TAG: spec.name}, BACKFILL_PAGE)
     records = instance.get_asset_records([spec.asset_key])
     last = records[0].asset_entry.last_run_id if records else None
-    if last and all(r.dagster_run.run_id != last for r in found):
+    known = {r.dagster_run.run_id for r in live + backfills}
+    if last and last not in known:
         rec = instance.get_run_record_by_id(last)
         if rec is not None and rec.dagster_run.status in _FINISHED:
-            found.append(rec)
-    return max(found, key=_finished_at, default=None)
+            tags = rec.dagster_run.tags
+            if is_live(tags):
+                live.append(rec)
+            elif REFUSED_TAG not in tags and (
+                not backfills or _finished_at(rec) > _finished_at(backfills[0])
+            ):
+                backfills.insert(0, rec)
+    return max(live, key=_finished_at, default=None), backfills
+
+
+def _failed_hours(backfills: list[dg.RunRecord]) -> tuple[list[str], bool]:
+    """The hours of the backfill runs (newest first) that failed since the newest one
+    that succeeded, and whether all those read failed (more may have)."""
+    hours: set[str] = set()
+    for rec in backfills:
+        if rec.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+            return sorted(hours), False
+        hours.add(rec.dagster_run.tags.get("dagster/partition", "(unpartitioned)"))
+    return sorted(hours), len(backfills) >= BACKFILL_PAGE
 
 
 def maintenance_failure(instance: dg.DagsterInstance, job_name: str) -> tuple[str, str] | None:
@@ -806,13 +861,23 @@ def source_health(
             h.started_at, h.started_by = since
             if _freshness(h, now - h.started_at) == "fail":
                 h.freshness = "fail"
-    rec = _last_finished_run(instance, spec)
+    rec, backfills = _last_runs(instance, spec)
     if rec is not None:
         h.last_run_status = rec.dagster_run.status.value
         h.last_run_id = rec.dagster_run.run_id
         h.last_run_at = _finished_at(rec)
         if rec.dagster_run.status == dg.DagsterRunStatus.FAILURE:
             h.last_run_failed_by_checks, h.last_run_error = _run_failure(instance, h.last_run_id)
+    if backfills:
+        rec = backfills[0]
+        h.last_backfill_status = rec.dagster_run.status.value
+        h.last_backfill_id = rec.dagster_run.run_id
+        h.last_backfill_at = _finished_at(rec)
+        if rec.dagster_run.status == dg.DagsterRunStatus.FAILURE:
+            h.last_backfill_failed_by_checks, h.last_backfill_error = _run_failure(
+                instance, h.last_backfill_id
+            )
+            h.backfill_failed_partitions, h.backfill_failed_more = _failed_hours(backfills)
     content = {k.name for k in spec.check_keys if k.name in CONTENT_CHECK_NAMES}
     failing = _source_wide_failures(instance, [k for k in spec.check_keys if k.name not in content])
     for name in set(mem.checks) - content:  # a check no longer declared

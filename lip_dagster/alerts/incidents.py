@@ -31,7 +31,7 @@ CLOSED_UNDECLARED = "closed, not resolved:"
 @dataclass(frozen=True)
 class Problem:
     key: str  # "<kind>|<subject>", stable across ticks
-    kind: str  # freshness | run | check | dlq
+    kind: str  # freshness | run | backfill | check | dlq
     source: str
     severity: str  # warn | fail
     message: str
@@ -150,6 +150,38 @@ NEVER_LANDED_HINTS = {
 }
 
 
+# How a failed backfill is closed: a later backfill of the source that succeeds.
+BACKFILL_CLOSE = {
+    "polling": "fix the cause, then backfill those hours again (the UI, or `lip run <source> "
+    "--partition YYYY-MM-DD-HH:00`)",
+    "webhook": "a webhook source has nothing to fetch by hour; fix the cause, then "
+    "Materialize its current hour from the UI (a drain of its buffer)",
+    "s3": "fix the cause, then launch <source>_transcode from the Launchpad again with the "
+    "keys of the vendor objects to read (run config `ops: {<source>: {config: {keys: "
+    "[...]}}}`)",
+}
+
+
+def _backfill_message(h: SourceHealth) -> str:
+    """A failed backfill: the hours that failed since the last one that succeeded, what
+    failed the newest, and how the incident closes."""
+    hours = h.backfill_failed_partitions
+    shown = ", ".join(hours[:5]) or "an hour"
+    extra = max(len(hours) - 5, 0)
+    more = f" and {extra} more" if extra else ""
+    if h.backfill_failed_more:
+        more += " (and maybe more before them)"
+    close = BACKFILL_CLOSE.get(h.pattern, BACKFILL_CLOSE["polling"]).replace("<source>", h.source)
+    return (
+        f"{h.source}: a backfill (a run launched from the UI or by `lip run --partition`, "
+        f"not by its schedule or sensor) failed for {shown}{more}; the latest, run "
+        f"{h.last_backfill_id}: {h.last_backfill_error or 'no error recorded'}. The live "
+        f"collection's runs page apart (run|{h.source}) and do not close this. It resolves "
+        f"when a later backfill of {h.source} succeeds: {close}. docs/runbook.md, "
+        "backfill|<source>."
+    )
+
+
 def _freshness_message(h: SourceHealth, now: float) -> str | None:
     """Why a source is stale, or None if the health says nothing about when: data that
     stopped landing, or a source running past its fail window that never landed any."""
@@ -192,10 +224,15 @@ def problems_of(h: SourceHealth, now: float) -> list[Problem]:
                 "run",
                 h.source,
                 "fail",
-                f"{h.source}: the latest run {h.last_run_id} failed: "
+                f"{h.source}: the latest live run {h.last_run_id} failed: "
                 f"{h.last_run_error or 'no error recorded'}. Its whole log: Dagster UI, "
                 "Runs; docs/runbook.md, run|<source>.",
             )
+        )
+    if h.last_backfill_status == "FAILURE" and not h.last_backfill_failed_by_checks:
+        # one incident however many backfilled hours fail, apart from the live runs'
+        out.append(
+            Problem(f"backfill|{h.source}", "backfill", h.source, "fail", _backfill_message(h))
         )
     for check in h.failing_checks:
         # one incident per check, however many hours fail it, so a broken writer pages

@@ -1,6 +1,7 @@
 """``lip status``: one table for the on-call engineer, from state only (Dagster's run
 and event storage, LIP's buffer), never a vendor, so it answers in seconds even when a
-vendor is down."""
+vendor is down. LAST RUN is the source's live collection (``run|<source>``), LAST
+BACKFILL its newest run launched otherwise (``backfill|<source>``)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def render(rows: list[SourceHealth], now: float) -> str:
         "LAST LANDED",
         "NEWEST EVENT",
         "LAST RUN",
+        "LAST BACKFILL",
         "FAILING CHECKS",
         "BUFFER/DLQ",
     )
@@ -69,6 +71,7 @@ def render(rows: list[SourceHealth], now: float) -> str:
     for h in rows:
         buf = "-" if h.buffer_depth is None else f"{h.buffer_depth}/{h.dlq_depth}"
         run = f"{(h.last_run_status or '-').lower()} {_ago(h.last_run_at, now)}".strip()
+        backfill = f"{(h.last_backfill_status or '-').lower()} {_ago(h.last_backfill_at, now)}"
         lines.append(
             (
                 h.source,
@@ -77,6 +80,7 @@ def render(rows: list[SourceHealth], now: float) -> str:
                 _ago(h.last_landed_at, now),
                 (h.newest_event or "-")[:20],
                 run if h.last_run_status else "-",
+                backfill if h.last_backfill_status else "-",
                 ",".join(h.failing_checks) or "-",
                 buf,
             )
@@ -96,8 +100,9 @@ def status_json(rows: list[SourceHealth], now: float, where: str) -> bytes:
 
 def failing(rows: list[SourceHealth], now: float) -> list[SourceHealth]:
     """Sources with a problem the alert sensor pages on at fail severity: freshness
-    past its fail window, a failed latest run, a failing check, dead letters. The same
-    rules as the sensor's, so the exit code never disagrees with an open page."""
+    past its fail window, a failed latest live run, a failed backfill not yet run again
+    with success, a failing check, dead letters. The same rules as the sensor's, so the
+    exit code never disagrees with an open page."""
     return [h for h in rows if any(p.severity == "fail" for p in problems_of(h, now))]
 
 

@@ -16,6 +16,44 @@ from lip_dagster.lake.writer import HourStats, WriteResult
 SOURCE_TAG = "lip/source"
 MODE_TAG = "lip/mode"
 MODE_POLL = "poll"
+"""``lip/mode=poll`` marks a run as the source's live collection, set when it is
+launched: by the polling schedule, the webhook and S3 arrival sensors and ``lip run
+SOURCE``. Every other run of a source (a backfill or Materialize from the UI, ``lip run
+--partition``, a Launchpad run) is not live."""
+TRIGGER_TAG = "lip/trigger"
+"""On a webhook drain the arrival sensor requests: why (``size``, ``age``, ``heartbeat``)."""
+BATCH_TAG = "lip/batch"
+"""On every run the S3 arrival sensor requests: the batch id (also its run key). Dagster
+copies it onto its own retries of the run, so the sensor finds every run of a batch."""
+CHECKS_TAG = "lip/checks"
+"""On a run of checks alone (a lake-layout hour's content checks): which."""
+BACKFILL_TAG = "lip/backfill"
+"""Set by the source's step, as it starts, on a run that is not live collection (value:
+the source). A backfill or Materialize from the asset graph runs Dagster's implicit
+asset job, which carries none of the source's tags: this is how the alert sensor finds
+it, and keeps its failure apart from the live collection's."""
+REFUSED_TAG = "lip/refused"
+"""Set instead of ``lip/backfill`` on a run the source refuses by design (a past hour of
+a webhook source, an S3 source's run without object keys), value: the source. It
+collected nothing and lost nothing, and its error says what to do instead: it pages
+nobody."""
+
+
+def is_live(tags: Mapping[str, str]) -> bool:
+    """Whether a run is the source's live collection, from its tags. The arrival
+    sensors' own tags count too: their runs launched (or retried by Dagster) before
+    the sensors also set ``lip/mode=poll`` are live all the same."""
+    return tags.get(MODE_TAG) == MODE_POLL or any(
+        t in tags for t in (TRIGGER_TAG, BATCH_TAG, CHECKS_TAG)
+    )
+
+
+def mark_not_live(context: dg.AssetExecutionContext, name: str, refused: bool = False) -> None:
+    """Tag the running run as not live collection of ``name`` (``lip/backfill``), or as
+    refused by design (``lip/refused``): the alert sensor pages a failed one as
+    ``backfill|<source>``, never as the live collection's ``run|<source>``."""
+    tag = REFUSED_TAG if refused else BACKFILL_TAG
+    context.instance.add_run_tags(context.run.run_id, {tag: name})
 
 
 def retry_policy(max_retries: int = 2, delay: int = 30) -> dg.RetryPolicy | None:

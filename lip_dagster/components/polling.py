@@ -159,6 +159,8 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
             context: dg.AssetExecutionContext, lip: dg.ResourceParam[Backend]
         ) -> dg.MaterializeResult:
             live = context.run.tags.get(common.MODE_TAG) == common.MODE_POLL
+            if not live:
+                common.mark_not_live(context, name)
 
             def queued_runs() -> int:
                 return context.instance.get_runs_count(

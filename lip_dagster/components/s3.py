@@ -68,9 +68,7 @@ from lip_dagster.sam.sources import PRODUCER_METADATA, producer_metadata
 log = logging.getLogger(__name__)
 
 PATTERN = "s3"
-BATCH_TAG = "lip/batch"
-"""On every run the sensor requests: the batch id (also its run key). Dagster copies
-it onto its own retries of the run, so the sensor finds every run of a batch."""
+BATCH_TAG = common.BATCH_TAG
 ATTEMPT_TAG = "lip/attempt"
 NOT_READ_TAG = "lip/not_read"
 """Set by a keyed run on itself: ``*`` while it works (if it dies, every key counts as
@@ -88,8 +86,7 @@ MAX_UNDELETED_MESSAGES = 1000
 delete them (each is retried every tick). Past this the tick fails, naming the
 permission: a cursor that grows every tick would end up too large to store."""
 QUARANTINE_CHECK = "quarantine_empty"
-CHECKS_TAG = "lip/checks"
-"""On a run of checks alone (a lake-layout hour's content checks): which."""
+CHECKS_TAG = common.CHECKS_TAG
 RunLookup = Callable[[Sequence[str]], Mapping[str, RunOutcome]]
 
 _QUEUE_ENVS: dict[str, str] = {}
@@ -671,7 +668,11 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
                     partition_key=hour,
                     asset_selection=[],
                     asset_check_keys=checks,
-                    tags={**common.source_tags(self.name, PATTERN), CHECKS_TAG: "content"},
+                    tags={
+                        **common.source_tags(self.name, PATTERN),
+                        CHECKS_TAG: "content",
+                        common.MODE_TAG: common.MODE_POLL,
+                    },
                 )
             )
         return requests
@@ -683,6 +684,7 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             run_config={"ops": {self.name: {"config": {"keys": batch.keys}}}},
             tags={
                 **common.source_tags(self.name, PATTERN),
+                common.MODE_TAG: common.MODE_POLL,
                 BATCH_TAG: batch.id,
                 ATTEMPT_TAG: str(batch.run_no),
                 "lip/objects": str(len(batch.keys)),
@@ -739,8 +741,11 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             polling = context.run.tags.get(common.MODE_TAG) == common.MODE_POLL
             if (fmt is None or not keys) and not polling:
                 # a backfill: vendor objects are not filed by event hour
+                common.mark_not_live(context, name, refused=True)
                 pk = context.partition_key if context.has_partition_key else None
                 raise dg.Failure(description=component.not_by_hour(pk), allow_retries=False)
+            if not common.is_live(context.run.tags):  # keys given from the Launchpad
+                common.mark_not_live(context, name)
             if fmt is None:
                 context.log.info(f"{name}: lake-layout objects are registered by the sensor")
                 return dg.MaterializeResult(metadata={"mode": "registered by sensor"})

@@ -34,7 +34,7 @@ ACTIVE = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-TRIGGER_TAG = "lip/trigger"
+TRIGGER_TAG = common.TRIGGER_TAG
 
 
 def drain_source(
@@ -96,12 +96,12 @@ class WebhookSource(dg.Component, WebhookSourceSpec, dg.Resolvable):
         def _asset(
             context: dg.AssetExecutionContext, lip: dg.ResourceParam[Backend]
         ) -> dg.MaterializeResult:
-            live = (
-                TRIGGER_TAG in context.run.tags
-                or context.run.tags.get(common.MODE_TAG) == common.MODE_POLL
-            )
+            live = common.is_live(context.run.tags)
             pk = context.partition_key if context.has_partition_key else None
-            if not live and pk is not None and pk < hour_of(datetime.now(UTC)):
+            refused = not live and pk is not None and pk < hour_of(datetime.now(UTC))
+            if not live:
+                common.mark_not_live(context, name, refused=refused)
+            if refused:
                 # A past hour has nothing to fetch: a drain takes what is buffered now
                 # and files it by event time, so the backfill would succeed with
                 # nothing in its hour and look like a filled gap.
@@ -192,7 +192,7 @@ class WebhookSource(dg.Component, WebhookSourceSpec, dg.Resolvable):
             request = dg.RunRequest(
                 run_key=f"{name}-{int(now * 1000)}",
                 partition_key=hour_of(datetime.fromtimestamp(now, UTC)),
-                tags={**tags, TRIGGER_TAG: reason},
+                tags={**tags, TRIGGER_TAG: reason, common.MODE_TAG: common.MODE_POLL},
             )
             return dg.SensorResult(run_requests=[request], cursor=new_state.to_cursor())
 

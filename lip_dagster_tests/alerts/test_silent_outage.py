@@ -15,6 +15,8 @@ from lip_dagster.lake.writer import LakeWriter, WriteResult
 from lip_dagster.simulator import VendorSimulator
 
 from .conftest import Stub, poll, route_alerts_to, tick
+from .conftest import opened as opened_keys
+from .conftest import resolved as resolved_keys
 
 
 def test_silent_outage_pages_within_one_window_and_resolves(
@@ -93,28 +95,51 @@ def test_a_run_failed_by_its_blocking_check_pages_once_as_that_check(
     assert isinstance(lake, LocalLake)
 
 
-def test_a_failed_run_launched_from_the_asset_graph_alerts(
-    demo_world: VendorSimulator, stub: Stub, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A backfill or "Materialize" from the UI runs an implicit asset job that does not
-    carry the source's tags; its failure must page like any other."""
-    route_alerts_to(stub, monkeypatch)
-    # the vendor rejects the token: every page of the run fails
-    monkeypatch.setenv("LIP_SECRET_SLACK_TOKEN", "xoxp-revoked")
-    d = defs()
-    instance = dg.DagsterInstance.ephemeral()
+def backfill(
+    d: dg.Definitions, instance: dg.DagsterInstance, partition: str
+) -> dg.ExecuteInProcessResult:
+    """One run of Dagster's implicit asset job, as a UI backfill or "Materialize" of
+    the slack asset launches it: none of the source's tags."""
     job = d.resolve_implicit_job_def_def_for_assets([dg.AssetKey("slack")])
     assert job is not None and "lip/source" not in job.tags
-    run = job.execute_in_process(
-        partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
+    return job.execute_in_process(
+        partition_key=partition,
         asset_selection=[dg.AssetKey("slack")],
         instance=instance,
         raise_on_error=False,
     )
-    assert not run.success and "lip/source" not in run.dagster_run.tags
-    tick(d, instance, None)
-    opened = [b for _, b in stub.received if b["event"] == "open" and b["kind"] == "run"]
-    assert len(opened) == 1 and opened[0]["source"] == "slack"
+
+
+def test_a_failed_run_launched_from_the_asset_graph_alerts(
+    demo_world: VendorSimulator, stub: Stub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill or "Materialize" from the UI runs an implicit asset job that does not
+    carry the source's tags; its failure must page, once, however often the live polls
+    in between succeed, and only a backfill that succeeds resolves it."""
+    route_alerts_to(stub, monkeypatch)
+    d = defs()
+    instance = dg.DagsterInstance.ephemeral()
+    now = datetime.now(UTC)
+    earlier = [(now - timedelta(hours=h)).strftime("%Y-%m-%d-%H:00") for h in (2, 1)]
+    cursor = None
+    for partition in earlier:  # the vendor refuses the token for each backfilled hour
+        demo_world.script("slack", [401])
+        run = backfill(d, instance, partition)
+        assert not run.success and "lip/source" not in run.dagster_run.tags
+        cursor = tick(d, instance, cursor).cursor
+        assert poll(d, instance, "slack").success  # the live collection is fine
+        cursor = tick(d, instance, cursor).cursor
+    assert opened_keys(stub) == ["backfill|slack"] and resolved_keys(stub) == []
+    (page,) = [b for _, b in stub.received if b["event"] == "open"]
+    assert page["kind"] == "backfill" and page["source"] == "slack"
+    assert earlier[0] in page["message"] and "HTTP 401" in page["message"]
+    assert "resolves when a later backfill of slack succeeds" in page["message"]
+
+    # the hours are backfilled again, and now they land: the page resolves
+    for partition in earlier:
+        assert backfill(d, instance, partition).success
+    tick(d, instance, cursor)
+    assert resolved_keys(stub) == ["backfill|slack"] and opened_keys(stub) == ["backfill|slack"]
 
 
 def test_a_run_page_says_what_failed_without_the_secret(

@@ -26,3 +26,27 @@ def test_lip_status_exits_2_when_the_latest_run_failed_before_anything_landed(
     rows = orjson.loads(capsys.readouterr().out)["sources"]
     slack = next(r for r in rows if r["source"] == "slack")
     assert (slack["freshness"], slack["last_run_status"]) == ("unknown", "FAILURE")
+
+
+def test_lip_status_shows_a_failed_backfill_apart_from_the_live_runs(
+    demo_world: VendorSimulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backfill that failed still fails `lip status` after a live poll succeeded (the
+    `backfill|<source>` page is still open), and the row says which run failed."""
+    from lip_dagster.alerts.health import SourceHealth
+    from lip_dagster.alerts.status import render
+
+    d, instance = defs(), dg.DagsterInstance.ephemeral()
+    demo_world.script("slack", [401])  # Slack refuses the token once
+    assert not poll(d, instance, "slack", partition="2026-01-01-00:00", live=False).success
+    assert poll(d, instance, "slack").success
+    assert lip_status_exit_code(d, instance, monkeypatch) == 2
+    rows = orjson.loads(capsys.readouterr().out)["sources"]
+    slack = next(r for r in rows if r["source"] == "slack")
+    assert (slack["last_run_status"], slack["last_backfill_status"]) == ("SUCCESS", "FAILURE")
+    assert slack["backfill_failed_partitions"] == ["2026-01-01-00:00"]
+    assert "HTTP 401" in slack["last_backfill_error"]
+    row = SourceHealth("slack", "polling", last_run_status="SUCCESS", last_run_at=0.0)
+    row.last_backfill_status, row.last_backfill_at = "FAILURE", 0.0
+    head, line = render([row], 60).splitlines()
+    assert "LAST BACKFILL" in head and "success 60s ago  failure 60s ago" in line

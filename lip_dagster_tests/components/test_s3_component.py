@@ -589,3 +589,53 @@ def _refuse(*_a: object, **_k: object) -> None:
     from lip_dagster.errors import LakeWriteError
 
     raise LakeWriteError("lake refused the put (simulated: disk full)")
+
+
+def test_sensor_runs_page_as_live_collection_and_launchpad_runs_as_a_backfill(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The arrival sensor's runs are the source's live collection (``run|cloudtrail``).
+    A backfill of an hour is refused by design (nothing to fetch, nothing lost) and
+    pages nobody; a Launchpad run with object keys that fails is a backfill
+    (``backfill|cloudtrail``), which the sensor's runs do not close."""
+    from lip_dagster.alerts.health import declared_sources, source_health
+    from lip_dagster.alerts.incidents import problems_of
+    from lip_dagster.s3stream.objects import LocalObjectSource
+
+    populate_landing(home, hours=1, events_per_hour=10, seed=21)
+    _, built, lip, instance = small_source(home, monkeypatch, max_batch_runs=5)
+    (spec,) = declared_sources(built.get_repository_def())
+
+    def paging() -> list[str]:
+        health = source_health(instance, spec, lip)
+        now = datetime.now(UTC).timestamp()
+        return sorted(p.key for p in problems_of(health, now) if p.kind != "check")
+
+    def launchpad(keys: list[str]) -> dg.ExecuteInProcessResult:
+        return built.resolve_job_def("cloudtrail_transcode").execute_in_process(
+            run_config={"ops": {"cloudtrail": {"config": {"keys": keys}}}},
+            partition_key=now_hour(),
+            instance=instance,
+            raise_on_error=False,
+        )
+
+    result = tick(built, lip, instance)
+    (req,) = result.run_requests
+    keys = requested(result)
+    with monkeypatch.context() as m:
+        m.setattr(LocalObjectSource, "head", _deny)
+        assert not launch(built, instance, req).success
+        assert paging() == ["run|cloudtrail"]
+        assert not ui_backfill(built, "cloudtrail", instance).success  # refused
+        assert paging() == ["run|cloudtrail"]
+        assert not launchpad(keys).success
+        assert paging() == ["backfill|cloudtrail", "run|cloudtrail"]
+    result = tick(built, lip, instance, result.cursor)  # the sensor asks for them again
+    (req,) = result.run_requests
+    assert launch(built, instance, req).success
+    assert paging() == ["backfill|cloudtrail"]  # the live collection is fine: still open
+    health = source_health(instance, spec, lip)
+    (problem,) = [p for p in problems_of(health, 0) if p.kind == "backfill"]
+    assert "access denied" in problem.message and "Launchpad" in problem.message
+    assert launchpad(keys).success
+    assert paging() == []

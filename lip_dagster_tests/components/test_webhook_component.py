@@ -308,3 +308,65 @@ def test_the_demo_delivers_every_vendor_and_each_source_lands(
     assert totals["okta_hooks"]["events"] == 120  # the two redeliveries were not buffered
     assert totals["github"]["events"] == 30 and totals["jamf"]["events"] == 30
     assert settings.secrets_file.stat().st_mode & 0o077 == 0  # merged secrets stay private
+
+
+def test_drains_page_as_live_collection_and_a_ui_materialize_as_a_backfill(
+    world, monkeypatch
+) -> None:
+    """The arrival sensor's drains are the source's live collection (``run|jamf``). A
+    backfill of a past hour is refused by design (nothing to fetch, nothing lost) and
+    pages nobody; a Materialize of the current hour from the UI that fails is a
+    backfill (``backfill|jamf``), which the sensor's drains do not close."""
+    from lip_dagster.alerts.health import declared_sources, source_health
+    from lip_dagster.alerts.incidents import problems_of
+
+    instance = dg.DagsterInstance.ephemeral()
+    (spec,) = [s for s in declared_sources(world.defs.get_repository_def()) if s.name == "jamf"]
+
+    def paging() -> list[str]:
+        health = source_health(instance, spec, world.backend)
+        return sorted(p.key for p in problems_of(health, time.time()) if p.kind != "check")
+
+    def lake_down(self: LocalLake, key: str, data: bytes) -> None:
+        from lip_dagster.errors import LakeWriteError
+
+        raise LakeWriteError(f"could not write lake object {key}: disk failure")
+
+    def ui(partition: str) -> dg.ExecuteInProcessResult:
+        job = world.defs.resolve_implicit_job_def_def_for_assets([dg.AssetKey("jamf")])
+        return job.execute_in_process(
+            partition_key=partition,
+            asset_selection=[dg.AssetKey("jamf")],
+            instance=instance,
+            raise_on_error=False,
+        )
+
+    (req,) = sensor_tick(world, "jamf", None, instance=instance).run_requests
+
+    def sensor_drain() -> dg.ExecuteInProcessResult:
+        return run_drain(world, "jamf", instance=instance, tags=req.tags)
+
+    deliver(world, world.sim.jamf_deliveries(3))
+    with monkeypatch.context() as m:
+        m.setattr(LocalLake, "put", lake_down)
+        assert not sensor_drain().success
+    assert paging() == ["run|jamf"]
+    assert not ui(hour_of(datetime.now(UTC) - timedelta(days=1))).success  # refused
+    assert paging() == ["run|jamf"]
+    assert sensor_drain().success
+    assert paging() == []
+
+    deliver(world, world.sim.jamf_deliveries(3))
+    with monkeypatch.context() as m:
+        m.setattr(LocalLake, "put", lake_down)
+        assert not ui(hour_of(datetime.now(UTC))).success
+    assert paging() == ["backfill|jamf"]
+    assert sensor_drain().success  # the live collection is fine: still open
+    assert not ui(hour_of(datetime.now(UTC) - timedelta(days=1))).success  # refused
+    assert paging() == ["backfill|jamf"]
+    health = source_health(instance, spec, world.backend)
+    (problem,) = [p for p in problems_of(health, time.time()) if p.kind == "backfill"]
+    assert "Materialize its current hour" in problem.message
+    assert "could not write lake object" in problem.message
+    assert ui(hour_of(datetime.now(UTC))).success
+    assert paging() == []
