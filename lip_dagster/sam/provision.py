@@ -212,6 +212,13 @@ class _Stack:
         self.key_arn: str | None = None
         self.key_usable = False
 
+    @property
+    def key_ready(self) -> bool:
+        """Whether the source's key is usable by the time encryption and secrets need
+        it: enabled now, or (in a plan) to be created under its alias. A key LIP may
+        not create (LIP_KMS_KEY not an alias) stays missing in the run too."""
+        return self.key_usable or (self.plan and self.key_arn is None and self.t.key_is_alias)
+
     def note(
         self, kind: str, name: str, action: Action, detail: str = "", manual: str | None = None
     ) -> None:
@@ -360,15 +367,19 @@ class _Stack:
         created = state == "missing"
         if created:
             if self.plan:
+                # what the run does to the new bucket, where it does not depend on
+                # the bucket; the key and the SAM's queue are read like the run does
                 self.note("s3 bucket", t.bucket, "create", f"in {t.region}, tagged lip:source")
-                for kind, detail in (
-                    ("s3 public access block", "all four settings on"),
-                    ("s3 default encryption", "SSE-KMS with the source's key, bucket keys on"),
-                    ("s3 bucket policy", "deny non-TLS; the SAM's role lists and reads"),
-                    ("s3 lifecycle", self._retention_detail()),
-                    ("s3 notifications", f"s3:ObjectCreated:* under {t.lake_prefix} -> the SAM"),
-                ):
-                    self.note(kind, t.bucket, "create", detail)
+                self.note("s3 public access block", t.bucket, "create", "all four settings on")
+                if self.key_ready:
+                    detail = "SSE-KMS with the source's key, bucket keys on"
+                    self.note("s3 default encryption", t.bucket, "create", detail)
+                else:
+                    self._waits_for_key("s3 default encryption", t.bucket)
+                detail = "deny non-TLS; the SAM's role lists and reads"
+                self.note("s3 bucket policy", t.bucket, "create", detail)
+                self.note("s3 lifecycle", t.bucket, "create", self._retention_detail())
+                self.notifications(created)
                 return
             self.create_bucket()
         self.public_access(created)
@@ -435,7 +446,7 @@ class _Stack:
     def encryption(self, created: bool) -> None:
         t = self.t
         if self.key_arn is None:
-            if self.plan and t.key_is_alias:
+            if self.key_ready:
                 self.note("s3 default encryption", t.bucket, "update", "SSE-KMS with the new key")
             else:
                 self._waits_for_key("s3 default encryption", t.bucket)
@@ -589,7 +600,8 @@ class _Stack:
     def notifications(self, created: bool) -> None:
         t = self.t
         queue = str(t.sam.queue_arn)
-        current = t.notifications()
+        # a plan for a bucket still to be created has no configuration to read
+        current = {} if self.plan and created else t.notifications()
         configs = list(current.get("QueueConfigurations", []))
         if any(grants.notification_covers(c, queue, t.lake_prefix) for c in configs):
             self.note("s3 notifications", t.bucket, "ok", f"s3:ObjectCreated:* -> {queue}")
@@ -751,7 +763,7 @@ class _Stack:
                     self.note("secret", secret_id, "ok", "exists (its value is left alone)")
                 continue
             set_it = f"set it: aws secretsmanager put-secret-value --secret-id {secret_id}"
-            if not self.key_usable and not (self.plan and self.key_arn is None):
+            if not self.key_ready:
                 self._waits_for_key("secret", secret_id)
                 continue
             if self.plan:

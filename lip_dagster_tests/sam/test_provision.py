@@ -412,3 +412,34 @@ def test_two_sources_that_would_share_a_bucket_are_refused(deployment: Deploymen
     twin = DeclaredSource("okta-hooks", "webhook", ())
     with pytest.raises(ConfigError, match="would share the bucket"):
         provision(deployment.backend(), [twin])
+
+
+def test_a_plan_for_a_new_bucket_names_the_queue_that_refuses_it(
+    deployment: Deployment,
+) -> None:
+    """On a fresh account the real run leaves the notification as a manual step when
+    the SAM's queue refuses the bucket: the plan must say so, not promise it."""
+    deployment.client("sqs").set_queue_attributes(
+        QueueUrl=deployment.queue_url,
+        Attributes={"Policy": json.dumps({"Version": "2012-10-17", "Statement": []})},
+    )
+    planned = only(provision(deployment.backend(), [OKTA], plan=True), "s3 notifications")
+    done = only(provision(deployment.backend(), [OKTA]), "s3 notifications")
+    assert done.action == "manual"
+    assert (planned.action, planned.manual) == (done.action, done.manual)
+
+
+def test_a_plan_does_not_promise_encryption_or_secrets_with_a_key_lip_cannot_create(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LIP_KMS_KEY naming a key id that does not exist: the run encrypts nothing and
+    creates no secret (they wait for the key); the plan must say the same."""
+    monkeypatch.setenv(
+        "LIP_KMS_KEY", "arn:aws:kms:us-east-1:123456789012:key/{source}-0000-0000-0000-000000000000"
+    )
+    planned = provision(deployment.backend(), [OKTA], plan=True)
+    done = provision(deployment.backend(), [OKTA])
+    for kind in ("s3 default encryption", "secret"):
+        assert only(done, kind).action == "manual"
+        assert only(planned, kind).action == "manual", only(planned, kind)
+
