@@ -691,14 +691,18 @@ class _Stack:
             name = store.table_name(self.src.name)
             exists = self._table_exists(name)
             ttl_off = exists and store is dedupe and not self._ttl_on(name)
-            drift = [] if self.plan else store.ensure(self.src.name)
+            # a plan reads what the run would refuse (a table with another key
+            # schema) or leave alone (TTL on another attribute), and says so
+            drift = store.drift(self.src.name) if self.plan else store.ensure(self.src.name)
             for note in drift:
                 self.note("dynamodb table", name, "manual", note, "fix the table by hand")
+            if drift:
+                continue
             if not exists:
                 self.note("dynamodb table", name, "create", f"on demand: {what}")
             elif ttl_off:
                 self.note("dynamodb table", name, "update", "turn TTL on expires_at on")
-            elif not drift:
+            else:
                 self.note("dynamodb table", name, "ok", what)
 
     def _queue_url(self, name: str) -> str | None:
@@ -723,7 +727,7 @@ class _Stack:
                 AttributeNames=["RedrivePolicy"],
             ).get("Attributes", {})
             redrive_missing = not attrs.get("RedrivePolicy")
-        drift = [] if self.plan else buffer.ensure(self.src.name)
+        drift = buffer.drift(self.src.name) if self.plan else buffer.ensure(self.src.name)
         for note in drift:
             self.note("sqs queue", main, "manual", note, "fix the redrive policy by hand")
         self.note(

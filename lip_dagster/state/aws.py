@@ -211,18 +211,38 @@ class _DynamoStore(_AwsStore):
         validate_source_name(source)
         return f"{self.prefix}{source}-{self._suffix}"
 
+    def _describe(self, name: str) -> dict[str, Any] | None:
+        with _aws(f"describing DynamoDB table {name!r}"):
+            try:
+                table: dict[str, Any] = self._client.describe_table(TableName=name)["Table"]
+            except ClientError as err:
+                if _error_code(err) != "ResourceNotFoundException":
+                    raise
+                return None
+        return table
+
+    def _schema_problem(self, name: str, table: dict[str, Any]) -> str | None:
+        expected = [{"AttributeName": self._key_attribute, "KeyType": "HASH"}]
+        if table.get("KeySchema") == expected:
+            return None
+        return (
+            f"DynamoDB table {name!r} exists with key schema {table.get('KeySchema')!r}, "
+            f"expected {expected!r}; LIP will not replace it: rename or remove it by hand"
+        )
+
+    def _table_drift(self, source: str) -> list[str]:
+        """What ``_ensure_table`` would refuse, read without changing anything."""
+        name = self.table_name(source)
+        table = self._describe(name)
+        problem = None if table is None else self._schema_problem(name, table)
+        return [problem] if problem else []
+
     def _ensure_table(self, source: str) -> list[str]:
         """Create the table if missing (on-demand billing, tagged with its source),
         wait until it is ACTIVE; refuse to use one whose key schema differs."""
         name = self.table_name(source)
         expected = [{"AttributeName": self._key_attribute, "KeyType": "HASH"}]
-        with _aws(f"describing DynamoDB table {name!r}"):
-            try:
-                table = self._client.describe_table(TableName=name)["Table"]
-            except ClientError as err:
-                if _error_code(err) != "ResourceNotFoundException":
-                    raise
-                table = None
+        table = self._describe(name)
         if table is None:
             log.info("creating DynamoDB table %s", name)
             with _aws(f"creating DynamoDB table {name!r}"):
@@ -252,11 +272,9 @@ class _DynamoStore(_AwsStore):
                     f"DynamoDB table {name!r} did not become ACTIVE within 2 minutes: {err}"
                 ) from err
             return []
-        if table.get("KeySchema") != expected:
-            raise StateError(
-                f"DynamoDB table {name!r} exists with key schema {table.get('KeySchema')!r}, "
-                f"expected {expected!r}; LIP will not replace it: rename or remove it by hand"
-            )
+        problem = self._schema_problem(name, table)
+        if problem is not None:
+            raise StateError(problem)
         return []
 
 
@@ -297,6 +315,11 @@ class DynamoCursorStore(_DynamoStore, CursorStore):
     def ensure(self, source: str) -> list[str]:
         """Create the cursor table if missing; returns drift notes (none for now)."""
         return self._ensure_table(source)
+
+    def drift(self, source: str) -> list[str]:
+        """What ``ensure`` would refuse or leave unchanged, read without changing
+        anything: what ``lip provision --plan`` must report like the run would."""
+        return self._table_drift(source)
 
     def _read(self, table: str, endpoint: str, what: str) -> dict[str, Any] | None:
         with _aws(what):
@@ -471,24 +494,43 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
+    def _ttl(self, name: str) -> tuple[bool, str | None]:
+        """Whether TTL is on, and the drift note when it is on another attribute."""
+        with _aws(f"reading the TTL setting of DynamoDB table {name!r}"):
+            ttl = self._client.describe_time_to_live(TableName=name).get(
+                "TimeToLiveDescription", {}
+            )
+        if ttl.get("TimeToLiveStatus", "DISABLED") not in ("ENABLED", "ENABLING"):
+            return False, None
+        attribute = ttl.get("AttributeName")
+        if attribute == "expires_at":
+            return True, None
+        return True, (
+            f"DynamoDB table {name!r} expires items on {attribute!r}, not "
+            "'expires_at': dedupe ids will never expire"
+        )
+
+    def drift(self, source: str) -> list[str]:
+        """What ``ensure`` would refuse or leave unchanged, read without changing
+        anything: what ``lip provision --plan`` must report like the run would."""
+        name = self.table_name(source)
+        table = self._describe(name)
+        if table is None:
+            return []
+        problem = self._schema_problem(name, table)
+        if problem is not None:
+            return [problem]
+        _, note = self._ttl(name)
+        return [note] if note else []
+
     def ensure(self, source: str) -> list[str]:
         """Create the table if missing and make sure TTL deletes on ``expires_at``.
         Returns drift notes (TTL on another attribute is reported, not changed)."""
         drift = self._ensure_table(source)
         name = self.table_name(source)
-        with _aws(f"reading the TTL setting of DynamoDB table {name!r}"):
-            ttl = self._client.describe_time_to_live(TableName=name).get(
-                "TimeToLiveDescription", {}
-            )
-        status = ttl.get("TimeToLiveStatus", "DISABLED")
-        attribute = ttl.get("AttributeName")
-        if status in ("ENABLED", "ENABLING"):
-            if attribute != "expires_at":
-                drift.append(
-                    f"DynamoDB table {name!r} expires items on {attribute!r}, not "
-                    "'expires_at': dedupe ids will never expire"
-                )
-            return drift
+        on, note = self._ttl(name)
+        if on:
+            return [*drift, note] if note else drift
         log.info("enabling TTL on expires_at for DynamoDB table %s", name)
         with _aws(f"enabling TTL on DynamoDB table {name!r}"):
             self._client.update_time_to_live(
@@ -886,16 +928,43 @@ class SqsBuffer(_AwsStore, Buffer):
                         QueueUrl=main_url, Attributes={"RedrivePolicy": json.dumps(policy)}
                     )
             else:
-                found = json.loads(current)
-                if found.get("deadLetterTargetArn") != dlq_arn or int(
-                    found.get("maxReceiveCount", 0)
-                ) != int(self.max_receives):
-                    drift.append(
-                        f"SQS queue {main_name!r} has redrive policy {current}, expected "
-                        f"{json.dumps(policy)}; left unchanged"
-                    )
+                note = self._redrive_drift(main_name, current, dlq_arn)
+                if note is not None:
+                    drift.append(note)
         self._urls[source] = (main_url, dlq_url)
         return drift
+
+    def _redrive_drift(self, main_name: str, current: str, dlq_arn: str) -> str | None:
+        policy = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.max_receives}
+        found = json.loads(current)
+        if found.get("deadLetterTargetArn") == dlq_arn and int(
+            found.get("maxReceiveCount", 0)
+        ) == int(self.max_receives):
+            return None
+        return (
+            f"SQS queue {main_name!r} has redrive policy {current}, expected "
+            f"{json.dumps(policy)}; left unchanged"
+        )
+
+    def drift(self, source: str) -> list[str]:
+        """What ``ensure`` would leave unchanged, read without changing anything: what
+        ``lip provision --plan`` must report like the run would. The DLQ's ARN, when
+        the DLQ is still to be created, is the buffer's with the DLQ's name."""
+        main_name, dlq_name = self.queue_names(source)
+        main_url = self._lookup(main_name)
+        if main_url is None:
+            return []
+        attrs = self._attributes(main_url, ["RedrivePolicy", "QueueArn"])
+        current = attrs.get("RedrivePolicy")
+        if not current:
+            return []
+        dlq_url = self._lookup(dlq_name)
+        if dlq_url is not None:
+            dlq_arn = self._attributes(dlq_url, ["QueueArn"])["QueueArn"]
+        else:
+            dlq_arn = attrs["QueueArn"].rpartition(":")[0] + ":" + dlq_name
+        note = self._redrive_drift(main_name, current, dlq_arn)
+        return [note] if note else []
 
     def _queues(self, source: str) -> tuple[str, str]:
         cached = self._urls.get(source)

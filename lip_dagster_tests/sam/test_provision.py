@@ -443,3 +443,54 @@ def test_a_plan_does_not_promise_encryption_or_secrets_with_a_key_lip_cannot_cre
         assert only(done, kind).action == "manual"
         assert only(planned, kind).action == "manual", only(planned, kind)
 
+
+def test_a_plan_reports_a_table_the_run_would_refuse(deployment: Deployment) -> None:
+    ddb = deployment.client("dynamodb")
+    name = deployment.table("okta", "cursor")
+    ddb.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    planned = provision(deployment.backend(), [OKTA], plan=True).changes
+    table = next(c for c in planned if c.name == name)
+    assert table.action == "manual" and table.manual and "pk" in table.detail
+    with pytest.raises(StateError, match="will not replace"):
+        provision(deployment.backend(), [OKTA])
+
+
+def test_a_plan_reports_ttl_on_another_attribute_like_the_run(deployment: Deployment) -> None:
+    provision(deployment.backend(), [OKTA])
+    name = deployment.table("okta", "dedupe")
+    ddb = deployment.client("dynamodb")
+    ddb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": False, "AttributeName": "expires_at"}
+    )
+    ddb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+    )
+    planned = provision(deployment.backend(), [OKTA], plan=True).changes
+    done = provision(deployment.backend(), [OKTA]).changes
+    assert [c.action for c in done if c.name == name] == ["manual"]
+    assert [c.action for c in planned if c.name == name] == ["manual"]
+
+
+def test_a_plan_reports_a_buffer_redriving_elsewhere_like_the_run(
+    deployment: Deployment,
+) -> None:
+    sqs = deployment.client("sqs")
+    other = sqs.create_queue(QueueName=f"other-dlq-{deployment.run}")["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=other, AttributeNames=["QueueArn"])
+    other_arn = attrs["Attributes"]["QueueArn"]
+    sqs.create_queue(
+        QueueName=deployment.table("okta_hooks", "buffer"),
+        Attributes={
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": other_arn, "maxReceiveCount": 5})
+        },
+    )
+    main = deployment.table("okta_hooks", "buffer")
+    planned = provision(deployment.backend(), [HOOKS], plan=True).changes
+    done = provision(deployment.backend(), [HOOKS]).changes
+    assert [c.action for c in done if c.name == main] == ["manual"]
+    assert [c.action for c in planned if c.name == main] == ["manual"]
