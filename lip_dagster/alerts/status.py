@@ -69,7 +69,9 @@ def render(rows: list[SourceHealth], now: float) -> str:
     )
     lines = [head]
     for h in rows:
-        buf = "-" if h.buffer_depth is None else f"{h.buffer_depth}/{h.dlq_depth}"
+        buf = f"{h.buffer_depth}/{h.dlq_depth}"
+        if h.buffer_depth is None:  # a webhook source's buffer that could not be read
+            buf = "?" if h.pattern == "webhook" else "-"
         run = f"{(h.last_run_status or '-').lower()} {_ago(h.last_run_at, now)}".strip()
         backfill = f"{(h.last_backfill_status or '-').lower()} {_ago(h.last_backfill_at, now)}"
         lines.append(
@@ -110,7 +112,9 @@ def main(as_json: bool) -> int:
     """0: nothing would page at fail severity; 2: something would; 1 (with the table
     still printed) when no Dagster instance was read, so runs, freshness and checks
     are unknown and "nothing would page" cannot be said: a script that trusts the
-    exit code must not take a missing ``DAGSTER_HOME`` for a healthy pipeline."""
+    exit code must not take a missing ``DAGSTER_HOME`` for a healthy pipeline. The
+    same when a part of a source could not be read (a webhook source's buffer: its
+    dead letters, which page, are then unknown)."""
     now = time.time()
     rows, where = collect(now)
     if as_json:
@@ -127,4 +131,10 @@ def main(as_json: bool) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    unread = [(h.source, note) for h in rows for note in h.problems_reading]
+    for source, note in unread:
+        print(
+            f"lip: error: {source}: could not read {note}; whether it would page is unknown",
+            file=sys.stderr,
+        )
+    return 1 if unread else 0

@@ -223,3 +223,23 @@ def test_a_dagster_home_that_does_not_exist_is_one_sentence(
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("lip: error:") and "no-such-dir" in err and "Traceback" not in err
+
+
+def test_status_with_an_unreadable_buffer_does_not_say_all_is_well(
+    lip_home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch
+) -> None:
+    from lip_dagster.config import Settings
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    state_db = Settings.from_env().state_db
+    state_db.parent.mkdir(parents=True, exist_ok=True)
+    state_db.write_bytes(b"this is not a database" * 100)
+    # the webhook sources' dead letters could not be counted: "nothing would page"
+    # (exit 0) would be a guess, and the table must not show them as not applying
+    assert main(["status"]) == 1
+    out, err = capsys.readouterr()
+    jamf = next(line for line in out.splitlines() if line.startswith("jamf "))
+    assert jamf.split()[-1] == "?"
+    said = [line for line in err.splitlines() if line.startswith("lip: error: jamf:")]
+    assert said and "buffer" in said[0] and "file is not a database" in said[0]
