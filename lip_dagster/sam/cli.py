@@ -111,7 +111,13 @@ _VERB = {
 }
 
 
-def print_provision(report: ProvisionReport, sources: Sequence[DeclaredSource]) -> None:
+def print_provision(
+    report: ProvisionReport, sources: Sequence[DeclaredSource], stopped_at: str | None = None
+) -> None:
+    """The report's table, a summary line per source and the manual steps.
+    ``stopped_at``: the source an error stopped provisioning at; its line says it
+    stopped, and the sources after it say they were not provisioned, never that
+    they are as expected."""
     if report.plan:
         print("plan: nothing below has been changed")
     rows = [("SOURCE", "ACTION", "RESOURCE", "NAME", "DETAIL")]
@@ -120,13 +126,24 @@ def print_provision(report: ProvisionReport, sources: Sequence[DeclaredSource]) 
     ]
     for line in _table(rows):
         print(line.rstrip())
+    names = [src.name for src in sources]
+    after = names[names.index(stopped_at) + 1 :] if stopped_at in names else []
     for src in sources:
         created, updated = report.count("create", src.name), report.count("update", src.name)
         ok, manual = report.count("ok", src.name), report.count("manual", src.name)
+        verb = "would be " if report.plan else ""
+        if src.name in after:
+            print(f"{src.name}: not provisioned (stopped before it)")
+            continue
+        if src.name == stopped_at:
+            print(
+                f"{src.name}: stopped by the error below after {created} {verb}created, "
+                f"{updated} {verb}updated, {ok} as expected, {manual} need a manual step"
+            )
+            continue
         if created == updated == manual == 0:
             print(f"{src.name}: nothing to change ({ok} resources as expected)")
             continue
-        verb = "would be " if report.plan else ""
         print(
             f"{src.name}: {created} {verb}created, {updated} {verb}updated, {ok} as expected, "
             f"{manual} need a manual step"
@@ -149,7 +166,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     try:
         report = provision(backend, sources, plan=args.plan, retention_days=args.retention_days)
     except ProvisionError as err:
-        print_provision(err.report, sources)  # what was done before the failure
+        print_provision(err.report, sources, err.source)  # what was done before it
         raise
     print_provision(report, sources)
     return 1 if report.drift else 0

@@ -60,11 +60,13 @@ Action = Literal["create", "update", "ok", "manual"]
 
 class ProvisionError(LipError):
     """An AWS call of provisioning failed; what was done before it stands and is in
-    ``report``."""
+    ``report``. ``source`` is the source it stopped at: the sources after it were
+    not looked at."""
 
-    def __init__(self, message: str, report: ProvisionReport) -> None:
+    def __init__(self, message: str, report: ProvisionReport, source: str) -> None:
         super().__init__(message)
         self.report = report
+        self.source = source
 
 
 @dataclass(frozen=True)
@@ -174,11 +176,11 @@ def provision(
             stack.run()
         except AwsCallError as err:
             report.changes.extend(stack.changes)
-            raise ProvisionError(f"source {src.name!r}: {err}", report) from err
+            raise ProvisionError(f"source {src.name!r}: {err}", report, src.name) from err
         except (ClientError, BotoCoreError) as err:
             report.changes.extend(stack.changes)
             message = f"source {src.name!r}: {AwsCallError('an AWS call', err)}"
-            raise ProvisionError(message, report) from err
+            raise ProvisionError(message, report, src.name) from err
         report.changes.extend(stack.changes)
     return report
 

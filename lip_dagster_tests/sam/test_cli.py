@@ -86,6 +86,21 @@ def test_provision_exits_1_and_prints_the_manual_step_on_drift(
     assert "put-bucket-lifecycle-configuration" in ran.out
 
 
+def test_a_provisioning_failure_does_not_report_later_sources_as_fine(
+    deployment: Deployment,
+    lip: Callable[..., Ran],
+    two_sources: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LIP_S3_BUCKET", f"lip-{deployment.run}-{'x' * 60}-{{source}}")  # > 63
+    ran = lip("provision", "--source", "okta", "--source", "slack")
+    assert ran.code == 1 and "InvalidBucketName" in ran.err
+    # okta stopped part way and slack was never looked at: neither is "as expected"
+    assert "nothing to change" not in ran.out
+    assert "okta: stopped by the error below after 2 created" in ran.out
+    assert "slack: not provisioned (stopped before it)" in ran.out
+
+
 def test_check_prints_one_row_per_source_and_check_and_exits_0_when_green(
     stack: Stack, lip: Callable[..., Ran], two_sources: None
 ) -> None:
