@@ -49,7 +49,12 @@ def partition_start(partition_key: str) -> datetime:
     if not m:
         raise ValueError(f"not an hourly partition key (YYYY-MM-DD-HH:00): {partition_key!r}")
     y, mo, d, h = (int(g) for g in m.groups())
-    return datetime(y, mo, d, h, tzinfo=UTC)
+    try:
+        return datetime(y, mo, d, h, tzinfo=UTC)
+    except ValueError as err:  # 2024-02-30: say which key, not only "day is out of range"
+        raise ValueError(
+            f"not an hour that exists (YYYY-MM-DD-HH:00, UTC): {partition_key!r}: {err}"
+        ) from None
 
 
 def partition_to_path(partition_key: str) -> str:

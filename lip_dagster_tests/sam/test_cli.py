@@ -152,6 +152,8 @@ def test_check_refuses_an_unknown_source_and_a_bad_partition(
     assert ran.code == 1 and "no source named 'okat'; declared: okta, slack" in ran.err
     ran = lip("check", "--partition", "2026-03-01T10")
     assert ran.code == 1 and "YYYY-MM-DD-HH:00" in ran.err
+    ran = lip("check", "--partition", "2026-02-30-10:00")  # no such day
+    assert ran.code == 1 and "'2026-02-30-10:00'" in ran.err and "YYYY-MM-DD-HH:00" in ran.err
 
 
 def test_issues_are_opened_updated_and_resolved_without_duplicates(
