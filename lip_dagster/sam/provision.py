@@ -33,7 +33,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lip_dagster.config import AwsSettings
-from lip_dagster.errors import ConfigError, LipError
+from lip_dagster.errors import ConfigError, LipError, StateError
 from lip_dagster.resources import Backend
 from lip_dagster.sam import grants
 from lip_dagster.sam.checks import check_key_state
@@ -157,7 +157,8 @@ def provision(
     """Create what is missing in each source's stack (or, with ``plan``, only say
     what would be created or changed). Raises ``ConfigError`` before touching AWS
     when a setting makes a safe stack impossible, ``ProvisionError`` when an AWS call
-    fails (with the report of what was done up to then)."""
+    fails or a state store refuses what it finds (with the report of what was done
+    up to then)."""
     if retention_days < 1:
         raise ConfigError(f"retention must be at least 1 day, not {retention_days}")
     report = ProvisionReport(plan=plan)
@@ -174,7 +175,7 @@ def provision(
         stack = _Stack(backend, target, src, plan=plan, retention_days=retention_days)
         try:
             stack.run()
-        except AwsCallError as err:
+        except (AwsCallError, StateError) as err:  # StateError: a state store's ensure
             report.changes.extend(stack.changes)
             raise ProvisionError(f"source {src.name!r}: {err}", report, src.name) from err
         except (ClientError, BotoCoreError) as err:

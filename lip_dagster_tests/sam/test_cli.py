@@ -101,6 +101,22 @@ def test_a_provisioning_failure_does_not_report_later_sources_as_fine(
     assert "slack: not provisioned (stopped before it)" in ran.out
 
 
+def test_a_state_table_refused_part_way_still_shows_what_was_created(
+    deployment: Deployment, lip: Callable[..., Ran], two_sources: None
+) -> None:
+    deployment.client("dynamodb").create_table(
+        TableName=deployment.table("okta", "cursor"),
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ran = lip("provision", "--source", "okta")
+    assert ran.code == 1 and "will not replace" in ran.err
+    # the key and the bucket were created before the table stopped it: they stand
+    assert "create  kms key" in ran.out and "create  s3 bucket" in ran.out
+    assert "okta: stopped by the error below after 8 created" in ran.out
+
+
 def test_check_prints_one_row_per_source_and_check_and_exits_0_when_green(
     stack: Stack, lip: Callable[..., Ran], two_sources: None
 ) -> None:

@@ -332,8 +332,9 @@ def test_provisioning_never_replaces_a_table(deployment: Deployment) -> None:
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    with pytest.raises(StateError, match="will not replace"):
+    with pytest.raises(ProvisionError, match="will not replace") as caught:
         provision(deployment.backend(), [OKTA])
+    assert isinstance(caught.value.__cause__, StateError)
     schema = ddb.describe_table(TableName=name)["Table"]["KeySchema"]
     assert schema == [{"AttributeName": "pk", "KeyType": "HASH"}]
 
@@ -456,7 +457,7 @@ def test_a_plan_reports_a_table_the_run_would_refuse(deployment: Deployment) -> 
     planned = provision(deployment.backend(), [OKTA], plan=True).changes
     table = next(c for c in planned if c.name == name)
     assert table.action == "manual" and table.manual and "pk" in table.detail
-    with pytest.raises(StateError, match="will not replace"):
+    with pytest.raises(ProvisionError, match="will not replace"):
         provision(deployment.backend(), [OKTA])
 
 
