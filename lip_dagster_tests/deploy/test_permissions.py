@@ -1,0 +1,470 @@
+"""The production roles have exactly the permissions the code uses.
+
+``lip_dagster/permissions.py`` states, for every boto3 call, the IAM action, the
+resource and the processes that make it. Here the package is scanned for boto3 calls
+(a new one fails until it has a row there), and each role of
+``deploy/ecs/lip-dagster.cfn.yaml`` is evaluated, with the template's parameters
+filled in the way docs/deployment.md fills them, against every row: a row its
+process makes and the role does not allow is a feature that fails with AccessDenied
+in production; an action a role allows that no row of its process asks for, or on a
+resource none asks for, is a grant beyond what the code needs.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+import pytest
+from botocore import xform_name
+from cfnlint.decode import decode_str
+
+from lip_dagster.config import Settings
+from lip_dagster.permissions import PERMISSIONS, RESOURCES, Permission, Process
+from lip_dagster.resources import AwsBackend
+from lip_dagster.sam.policy import Request, evaluate
+from lip_dagster.sam.target import SamTarget
+from lip_dagster.state.aws import DynamoCursorStore, DynamoDedupeStore, SqsBuffer
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "lip_dagster"
+TEMPLATE = REPO / "deploy" / "ecs" / "lip-dagster.cfn.yaml"
+
+SERVICES = ("s3", "sqs", "dynamodb", "kms", "iam", "secretsmanager", "sts")
+# the names LIP holds its boto3 clients under (self._client, t.s3, ...)
+CLIENT_NAMES = frozenset({"client", "_client", *SERVICES})
+
+REGION, ACCOUNT, STACK = "eu-west-1", "123456789012", "lip"
+SOURCE = "google_workspace"  # a '_' in the name: its bucket spells it '-'
+ROLES: dict[Process, str] = {
+    "run": "RunTaskRole",
+    "sensors": "CodeServerTaskRole",
+    "receiver": "ReceiverRole",
+}
+# what Dagster's ECS launcher and Lambda itself need, not LIP's code
+INFRA_ACTIONS = re.compile(r"^(ecs:|ec2:|logs:|iam:PassRole$)")
+
+# an organization trail's bucket, its queue and key, in another region than LIP
+VENDOR_REGION = "us-east-1"
+VENDOR_BUCKET = "arn:aws:s3:::acme-cloudtrail"
+VENDOR_QUEUE = f"arn:aws:sqs:{VENDOR_REGION}:{ACCOUNT}:acme-cloudtrail-objects"
+VENDOR_KEY = f"arn:aws:kms:{VENDOR_REGION}:999988887777:key/0b8c5d1e-vendor"
+SAM_ROLE = f"arn:aws:iam::{ACCOUNT}:role/sam-reader"
+SAM_QUEUE = f"arn:aws:sqs:{REGION}:210987654321:sam-intake"
+SAM_INDEX = "acme-sam-index"
+SUFFIX = "-AbCdEf"  # Secrets Manager appends six characters to every secret's ARN
+
+
+def secret_arn(name: str) -> str:
+    return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}{SUFFIX}"
+
+
+# ----------------------------------------------------------------- the code side
+
+
+def client_operations() -> dict[str, set[str]]:
+    """Every boto3 operation the package calls (or hands on as a callable), with
+    the files it is in: attributes named like an operation of a service LIP uses,
+    read off a client held under one of ``CLIENT_NAMES``; paginators and waiters by
+    the operation they call."""
+    session = botocore.session.get_session()
+    operations: set[str] = set()
+    waiters: dict[str, str] = {}
+    for service in SERVICES:
+        model = session.get_service_model(service)
+        operations.update(xform_name(op) for op in model.operation_names)
+        try:
+            waiter_model = session.get_waiter_model(service)
+        except botocore.exceptions.UnknownServiceError:
+            continue
+        for name in waiter_model.waiter_names:
+            waiters[xform_name(name)] = xform_name(waiter_model.get_waiter(name).operation)
+    found: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = str(path.relative_to(REPO))
+        for node in ast.walk(ast.parse(path.read_text(), filename=where)):
+            if isinstance(node, ast.Attribute) and node.attr in operations:
+                held = node.value
+                name = held.attr if isinstance(held, ast.Attribute) else getattr(held, "id", "")
+                if name in CLIENT_NAMES:
+                    found.setdefault(node.attr, set()).add(where)
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("get_paginator", "get_waiter")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                name = str(node.args[0].value)
+                op = name if node.func.attr == "get_paginator" else waiters[name]
+                found.setdefault(op, set()).add(where)
+    return found
+
+
+def test_every_boto3_call_of_the_package_is_in_the_permissions_table() -> None:
+    called = client_operations()
+    # the scan is live: it sees the lake's conditional put and the paginated listing
+    assert "lip_dagster/lake/backends.py" in called["put_object"]
+    assert "lip_dagster/lake/backends.py" in called["list_objects_v2"]
+    assert "lip_dagster/state/aws.py" in called["describe_table"]  # a waiter's call
+    listed = {p.operation for p in PERMISSIONS}
+    missing = {op: sorted(files) for op, files in called.items() if op not in listed}
+    assert not missing, (
+        "boto3 calls without a row in lip_dagster/permissions.py (which process makes "
+        f"them, and which IAM action on which resource they need): {missing}"
+    )
+    stale = sorted(listed - set(called))
+    assert not stale, f"rows for calls the package no longer makes: {stale}"
+    assert {p.resource for p in PERMISSIONS} <= set(RESOURCES)
+
+
+# ------------------------------------------------------------- the template side
+
+PARAMETERS: dict[str, Any] = {
+    "LakeBucket": "acme-lip-{source}",
+    "LakeBucketArnPattern": "arn:aws:s3:::acme-lip-*",
+    "VendorBucketArns": [VENDOR_BUCKET],
+    "VendorObjectArns": [f"{VENDOR_BUCKET}/AWSLogs/*"],
+    "VendorQueueArns": [VENDOR_QUEUE],
+    "VendorKmsKeyArns": [VENDOR_KEY],
+    "WebhookSecretArns": [secret_arn("lip/github/webhook-secret")],
+    "SamQueueArn": SAM_QUEUE,
+    "SamRoleArn": SAM_ROLE,
+    "SamIndexBucketArn": f"arn:aws:s3:::{SAM_INDEX}",
+}
+PSEUDO = {
+    "AWS::Partition": "aws",
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT,
+    "AWS::StackName": STACK,
+}
+NO_VALUE = object()
+
+
+class Resolver:
+    """Just enough of CloudFormation's intrinsic functions to read the roles'
+    policies with a set of parameter values."""
+
+    def __init__(self, tpl: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        self.tpl = tpl
+        self.params = {name: p.get("Default", "") for name, p in tpl["Parameters"].items()} | dict(
+            params
+        )
+        for name, p in tpl["Parameters"].items():
+            value = self.params[name]
+            if p["Type"] == "CommaDelimitedList" and isinstance(value, str):
+                self.params[name] = value.split(",") if value else [""]
+        self.conditions = {name: bool(self(c)) for name, c in tpl["Conditions"].items()}
+
+    def ref(self, name: str) -> Any:
+        if name in self.params:
+            return self.params[name]
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        if name in PSEUDO:
+            return PSEUDO[name]
+        return STACK if name == "Cluster" else f"{STACK}-{name}"
+
+    def sub(self, text: str, local: Mapping[str, Any]) -> str:
+        def one(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in local:
+                return str(local[name])
+            if "." in name:
+                return self.get_att(*name.split(".", 1))
+            return str(self.ref(name))
+
+        return re.sub(r"\$\{([^}]+)\}", one, text)
+
+    def get_att(self, resource: str, attribute: str) -> str:
+        return f"arn:aws:{resource.lower()}:{REGION}:{ACCOUNT}:{STACK}-{resource}"
+
+    def __call__(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [v for v in (self(n) for n in node) if v is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            ((fn, arg),) = node.items()
+            if fn == "Ref":
+                return self.ref(arg)
+            if fn == "Condition":
+                return self.conditions[arg]
+            if fn == "Fn::Sub":
+                text, local = (arg, {}) if isinstance(arg, str) else arg
+                return self.sub(text, {k: self(v) for k, v in local.items()})
+            if fn == "Fn::If":
+                return self(arg[1] if self.conditions[arg[0]] else arg[2])
+            if fn == "Fn::Equals":
+                return self(arg[0]) == self(arg[1])
+            if fn == "Fn::Not":
+                return not self(arg[0])
+            if fn == "Fn::And":
+                return all(self(a) for a in arg)
+            if fn == "Fn::Or":
+                return any(self(a) for a in arg)
+            if fn == "Fn::Join":
+                return arg[0].join(str(v) for v in self(arg[1]))
+            if fn == "Fn::Split":
+                return str(self(arg[1])).split(arg[0])
+            if fn == "Fn::Select":
+                return self(arg[1])[int(arg[0])]
+            if fn == "Fn::GetAtt":
+                return self.get_att(*arg)
+        out = {}
+        for key, value in node.items():
+            resolved = self(value)
+            if resolved is not NO_VALUE:
+                out[key] = resolved
+        return out
+
+
+@cache
+def template() -> Any:
+    tpl, errors = decode_str(TEMPLATE.read_text())
+    assert not errors, errors
+    return tpl
+
+
+def role_policy(role: str, **params: Any) -> dict[str, Any]:
+    """The role's inline policies as one identity policy, for these parameters."""
+    resolve = Resolver(template(), {**PARAMETERS, **params})
+    statements = []
+    for policy in template()["Resources"][role]["Properties"].get("Policies", []):
+        statements += resolve(policy["PolicyDocument"])["Statement"]
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def role_arn(role: str) -> str:
+    return f"arn:aws:iam::{ACCOUNT}:role/{STACK}-{role}"
+
+
+def granted_actions(policy: Mapping[str, Any]) -> set[str]:
+    out: set[str] = set()
+    for stmt in policy["Statement"]:
+        if stmt.get("Effect") == "Allow":
+            actions = stmt["Action"]
+            out.update([actions] if isinstance(actions, str) else actions)
+    return out
+
+
+@cache
+def samples() -> dict[str, tuple[str, dict[str, str]]]:
+    """Each named resource of the permissions table as the code names it for one
+    source, with the request context AWS evaluates it in."""
+    settings = Settings.from_env(
+        {
+            "LIP_BACKEND": "aws",
+            "LIP_AWS_REGION": REGION,
+            "LIP_S3_BUCKET": PARAMETERS["LakeBucket"],
+            "LIP_SAM_ROLE_ARN": SAM_ROLE,
+            "LIP_SAM_QUEUE_ARN": SAM_QUEUE,
+            "LIP_SAM_INDEX_BUCKET": SAM_INDEX,
+        }
+    )
+    aws = settings.aws
+    assert aws is not None
+    backend = AwsBackend(settings)
+    target = SamTarget(backend, SOURCE)
+    cursors, dedupe, queues = backend.cursors, backend.dedupe, backend.buffer
+    assert isinstance(cursors, DynamoCursorStore) and isinstance(dedupe, DynamoDedupeStore)
+    assert isinstance(queues, SqsBuffer)
+    buffer, dlq = queues.queue_names(SOURCE)
+    queue = f"arn:aws:sqs:{REGION}:{ACCOUNT}:"
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/"
+    source_key = (
+        f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1f2e3d4c-0000-4000-8000-000000000001",
+        {"kms:ResourceAliases": aws.kms_key(SOURCE)},
+    )
+    return {
+        "account": ("*", {}),
+        "lake-bucket": (target.bucket_arn, {}),
+        "lake-listing": (target.bucket_arn, {"s3:prefix": target.source_lake_prefix}),
+        "lake-object": (target.sample_object_arn(), {}),
+        "quarantine-listing": (
+            target.bucket_arn,
+            {"s3:prefix": f"{aws.quarantine_prefix}{SOURCE}/"},
+        ),
+        "quarantine-object": (target.sample_quarantine_arn(), {}),
+        "source-key": source_key,
+        "cursor-table": (table + cursors.table_name(SOURCE), {}),
+        "dedupe-table": (table + dedupe.table_name(SOURCE), {}),
+        "buffer-queue": (queue + buffer, {}),
+        "dead-letter-queue": (queue + dlq, {}),
+        "vendor-bucket": (VENDOR_BUCKET, {}),
+        "vendor-object": (f"{VENDOR_BUCKET}/AWSLogs/{ACCOUNT}/CloudTrail/x.json.gz", {}),
+        "vendor-queue": (VENDOR_QUEUE, {}),
+        "vendor-key": (VENDOR_KEY, {}),
+        "vendor-secret": (secret_arn(f"{aws.secrets_prefix}okta/api-token"), {}),
+        "webhook-secret": (secret_arn(f"{aws.secrets_prefix}github/webhook-secret"), {}),
+        "alert-secret": (secret_arn(aws.secrets_prefix + settings.alerts.slack_secret), {}),
+        "sam-queue": (SAM_QUEUE, {}),
+        "sam-role": (SAM_ROLE, {}),
+        "sam-index-bucket": (f"arn:aws:s3:::{SAM_INDEX}", {}),
+        "iam-policy": (f"arn:aws:iam::{ACCOUNT}:policy/sam-read", {}),
+    }
+
+
+# resources of the account no LIP process has any business with
+ELSEWHERE: dict[str, list[tuple[str, dict[str, str]]]] = {
+    "s3": [("arn:aws:s3:::acme-payroll", {}), ("arn:aws:s3:::acme-payroll/2026/x.csv", {})],
+    "kms": [
+        (f"arn:aws:kms:{REGION}:{ACCOUNT}:key/payroll", {"kms:ResourceAliases": "alias/payroll"})
+    ],
+    "dynamodb": [(f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/payroll", {})],
+    "sqs": [(f"arn:aws:sqs:{REGION}:{ACCOUNT}:payroll-jobs", {})],
+    "secretsmanager": [(secret_arn("payroll/db-password"), {})],
+    "iam": [(f"arn:aws:iam::{ACCOUNT}:role/admin", {})],
+}
+
+
+# Broader than the code, on purpose: what a pattern cannot tell apart
+ACCEPTED: dict[tuple[str, str, str], str] = {
+    # one pattern covers lake and quarantine; runs write both, and the template has no
+    # lake-prefix parameter to keep reads to the lake (quarantine is the runs' own)
+    ("RunTaskRole", "s3:GetObject", "quarantine-object"): "lake/* and quarantine/* share it",
+    # vendor credentials, webhook secrets and notifier secrets share the secrets prefix
+    ("RunTaskRole", "secretsmanager:GetSecretValue", "webhook-secret"): "lip/*",
+    ("RunTaskRole", "secretsmanager:GetSecretValue", "alert-secret"): "lip/*",
+}
+
+
+def same(action: str, a: tuple[str, dict[str, str]], b: tuple[str, dict[str, str]]) -> bool:
+    """Whether a request on ``a`` and one on ``b`` are the same to IAM for ``action``:
+    the listing prefix matters only to a listing."""
+
+    def key(r: tuple[str, dict[str, str]]) -> tuple[str, dict[str, str]]:
+        arn, context = r
+        if action != "s3:ListBucket":
+            context = {k: v for k, v in context.items() if k != "s3:prefix"}
+        return arn, context
+
+    return key(a) == key(b)
+
+
+def kind(arn: str) -> str:
+    """What an ARN names: a bucket or an object, a key, a table, a role, ..."""
+    parts = arn.split(":", 5)
+    if len(parts) < 6:
+        return arn
+    service, resource = parts[2], parts[5]
+    if service == "s3":
+        return "s3 object" if "/" in resource else "s3 bucket"
+    if service == "iam":
+        return f"iam {resource.split('/', 1)[0]}"  # a role or a policy
+    return service
+
+
+def request_context(p: Permission, context: Mapping[str, str]) -> dict[str, str]:
+    out = dict(context)
+    if p.via:
+        region = VENDOR_REGION if p.resource == "vendor-key" else REGION
+        out["kms:ViaService"] = f"{p.via}.{region}.amazonaws.com"
+        out["kms:CallerAccount"] = ACCOUNT
+    return out
+
+
+def check(
+    policy: Mapping[str, Any], role: str, action: str, arn: str, ctx: Mapping[str, str]
+) -> bool:
+    return evaluate(
+        policy, Request(action, arn, role_arn(role), context=ctx), identity=True
+    ).allowed
+
+
+@pytest.mark.parametrize("process", list(ROLES))
+def test_each_role_allows_every_call_its_process_makes(process: Process) -> None:
+    role = ROLES[process]
+    policy = role_policy(role)
+    missing = []
+    for p in PERMISSIONS:
+        if process not in p.by or not p.action:
+            continue
+        arn, context = samples()[p.resource]
+        if not check(policy, role, p.action, arn, request_context(p, context)):
+            missing.append(f"{p.operation}: {p.action} on {p.resource} ({arn})")
+    assert not missing, f"{role} would fail with AccessDenied on: {missing}"
+
+
+@pytest.mark.parametrize("process", list(ROLES))
+def test_each_role_allows_nothing_its_process_does_not_do(process: Process) -> None:
+    role = ROLES[process]
+    policy = role_policy(role)
+    rows = [p for p in PERMISSIONS if process in p.by and p.action]
+    needed = {p.action for p in rows}
+    actions = {a for a in granted_actions(policy) if not INFRA_ACTIONS.match(a)}
+    assert actions <= needed, f"{role} may {sorted(actions - needed)}, which no code of it does"
+    beyond = []
+    for action in sorted(actions):
+        # every named resource of the kind it acts on, directly and through each
+        # service that calls KMS for a caller
+        uses = [p for p in PERMISSIONS if p.action == action]
+        kinds = {kind(samples()[p.resource][0]) for p in uses}
+        vias = {p.via for p in uses} | {None}
+        asked = {(p.resource, p.via) for p in rows if p.action == action}
+        for name, (arn, context) in samples().items():
+            if kind(arn) not in kinds:
+                continue
+            for via in vias:
+                probe = Permission("", action, name, (process,), via)
+                if arn == "*" or (role, action, name) in ACCEPTED:
+                    continue
+                if any(same(action, samples()[r], (arn, context)) and v == via for r, v in asked):
+                    continue
+                if check(policy, role, action, arn, request_context(probe, context)):
+                    beyond.append(f"{action} on {name}" + (f" via {via}" if via else ""))
+        for arn, context in ELSEWHERE.get(action.split(":")[0], []):
+            if kind(arn) in kinds and check(policy, role, action, arn, context):
+                beyond.append(f"{action} on {arn}")
+    assert not beyond, f"{role} may do more than its code: {beyond}"
+
+
+def test_roles_that_run_no_lip_code_have_no_lip_permission() -> None:
+    for role in ("DaemonTaskRole", "WebserverTaskRole"):
+        actions = granted_actions(role_policy(role))
+        assert all(INFRA_ACTIONS.match(a) for a in actions), (role, actions)
+
+
+def test_the_receiver_only_appends_to_buffers_and_reads_only_webhook_secrets() -> None:
+    """The internet-facing function: a stolen credential of it must not read the lake,
+    vendor credentials or dead letters, nor rewrite the commit log."""
+    role = "ReceiverRole"
+    policy = role_policy(role)
+    s = samples()
+    buffer, dlq = s["buffer-queue"][0], s["dead-letter-queue"][0]
+    assert check(policy, role, "sqs:SendMessage", buffer, {})
+    for action in ("sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage"):
+        assert not check(policy, role, action, dlq, {}), action
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:PurgeQueue"):
+        assert not check(policy, role, action, buffer, {}), action
+    for action in ("dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem"):
+        assert not check(policy, role, action, s["dedupe-table"][0], {}), action
+    for action in ("s3:GetObject", "s3:PutObject"):
+        assert not check(policy, role, action, s["lake-object"][0], {}), action
+    vendor = s["vendor-secret"][0]
+    assert not check(policy, role, "secretsmanager:GetSecretValue", vendor, {})
+    # a source key decrypts a webhook secret, and nothing else
+    key, aliases = s["source-key"]
+    direct = {**aliases, "kms:CallerAccount": ACCOUNT}
+    assert not check(policy, role, "kms:Decrypt", key, direct)
+    # until WebhookSecretArns is set it reads every secret under the prefix: documented
+    open_policy = role_policy(role, WebhookSecretArns="")
+    assert check(open_policy, role, "secretsmanager:GetSecretValue", vendor, {})
+
+
+def test_sensors_write_only_quarantine_and_never_read_the_lake() -> None:
+    role = "CodeServerTaskRole"
+    policy = role_policy(role)
+    s = samples()
+    assert check(policy, role, "s3:PutObject", s["quarantine-object"][0], {})
+    assert not check(policy, role, "s3:PutObject", s["lake-object"][0], {})
+    assert not check(policy, role, "s3:GetObject", s["lake-object"][0], {})
+    arn, context = s["lake-listing"]
+    assert not check(policy, role, "s3:ListBucket", arn, context)
