@@ -468,3 +468,47 @@ def test_sensors_write_only_quarantine_and_never_read_the_lake() -> None:
     assert not check(policy, role, "s3:GetObject", s["lake-object"][0], {})
     arn, context = s["lake-listing"]
     assert not check(policy, role, "s3:ListBucket", arn, context)
+
+
+def test_one_kubernetes_service_account_needs_the_run_and_the_sensors_policies() -> None:
+    """On Kubernetes the code server and the runs share one service account: with the
+    run role's policy alone, every tick of an S3 source that reads notifications
+    fails with AccessDenied. The Helm values and the guide name both policies."""
+    run = role_policy("RunTaskRole")
+    sensors = role_policy("CodeServerTaskRole")
+    both = {"Statement": run["Statement"] + sensors["Statement"]}
+
+    def missing(policy: Mapping[str, Any], process: Process) -> list[str]:
+        out = []
+        for p in PERMISSIONS:
+            if process in p.by and p.action:
+                arn, context = samples()[p.resource]
+                if not check(policy, "shared", p.action, arn, request_context(p, context)):
+                    out.append(f"{p.action} on {p.resource}")
+        return out
+
+    assert "sqs:ReceiveMessage on vendor-queue" in missing(run, "sensors")
+    assert missing(both, "sensors") == missing(both, "run") == []
+    values = (REPO / "deploy" / "k8s" / "values.yaml").read_text()
+    guide = (REPO / "docs" / "deployment.md").read_text().split("## Kubernetes", 1)[1]
+    for text in (values, guide):
+        assert "RunTaskRole" in text and "CodeServerTaskRole" in text
+
+
+def test_the_guide_names_what_the_receiver_needs_as_a_server() -> None:
+    """`lip webhook serve` (the receiver on ECS or Kubernetes) has no role in the
+    template: the guide gives the receiver role's policy plus what the server does
+    beyond the Lambda function."""
+    receiver = {(p.action, p.resource) for p in PERMISSIONS if "receiver" in p.by}
+    extra = {
+        (p.action, p.resource)
+        for p in PERMISSIONS
+        if "serve" in p.by and (p.action, p.resource) not in receiver
+    }
+    assert extra  # the lookups at start
+    guide = (REPO / "docs" / "deployment.md").read_text().split("## Kubernetes", 1)[1]
+    for action, resource in sorted(extra):
+        suffix = "-cursor" if resource == "cursor-table" else "-dedupe"
+        assert re.search(rf"`{action}` on [^.]*`lip-\*{suffix}`", guide), (action, resource)
+    # and everything else the server does is the receiver role's
+    assert {(p.action, p.resource) for p in PERMISSIONS if "serve" in p.by} - extra == receiver
