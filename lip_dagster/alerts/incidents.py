@@ -306,17 +306,44 @@ def advance(
     current = {p.key: p for p in problems}
     queued: list[Delivery] = []
     for key, p in current.items():
-        if key not in state.open:
+        info = state.open.get(key)
+        if info is None:
             state.open[key] = {
                 "since": now,
                 "message": p.message,
                 "source": p.source,
                 "kind": p.kind,
                 "severity": p.severity,
+                "told": list(notifiers),
             }
             queued += [
                 Delivery("open", key, p.kind, p.source, p.severity, p.message, now, n, 0, now)
                 for n in notifiers
+            ]
+            continue
+        # A notifier configured while the incident was open (Slack added during an
+        # outage) is told of it now: otherwise its first word would be "resolved".
+        # Incidents stored before notifiers were tracked count as told by all.
+        told = info.get("told")
+        if not isinstance(told, list):
+            told = info["told"] = list(notifiers)
+        late = [n for n in notifiers if n not in told]
+        if late:
+            told += late
+            queued += [
+                Delivery(
+                    "open",
+                    key,
+                    info["kind"],
+                    info["source"],
+                    info["severity"],
+                    info["message"],
+                    now,
+                    n,
+                    0,
+                    now,
+                )
+                for n in late
             ]
     for key in [k for k in state.open if k not in current]:
         info = state.open.pop(key)

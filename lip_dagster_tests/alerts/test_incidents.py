@@ -118,3 +118,30 @@ def test_a_slack_page_shows_vendor_text_as_written_and_mentions_no_one(stub: Stu
     ((_, body),) = stub.received
     assert "<" not in body["text"] and ">" not in body["text"]
     assert "&lt;!channel&gt; see &lt;https://evil.example|okta.com&gt; &amp; retry" in body["text"]
+
+
+def test_a_notifier_added_during_an_incident_is_told_it_is_open() -> None:
+    """Slack configured in the middle of an outage: before, its first (and only)
+    notice was "resolved" for an incident it never heard of; the ones already told
+    are not told again."""
+    state = AlertState()
+    advance(state, problems_of(failing_run(), 0), ["webhook"], 0)
+    state = AlertState.loads(state.dumps())
+    late = advance(state, problems_of(failing_run(), 60), ["webhook", "slack"], 60)
+    assert [(d.event, d.notifier) for d in late] == [("open", "slack")]
+    assert advance(state, problems_of(failing_run(), 120), ["webhook", "slack"], 120) == []
+    healthy = SourceHealth("okta", "polling", freshness="pass", last_run_status="SUCCESS")
+    done = advance(state, problems_of(healthy, 180), ["webhook", "slack"], 180)
+    assert sorted((d.event, d.notifier) for d in done) == [
+        ("resolved", "slack"),
+        ("resolved", "webhook"),
+    ]
+
+
+def test_incidents_stored_before_notifiers_were_tracked_are_not_announced_again() -> None:
+    state = AlertState()
+    advance(state, problems_of(failing_run(), 0), ["webhook"], 0)
+    for info in state.open.values():
+        del info["told"]  # a cursor written by an earlier version
+    state = AlertState.loads(state.dumps())
+    assert advance(state, problems_of(failing_run(), 60), ["webhook"], 60) == []
