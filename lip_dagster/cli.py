@@ -167,15 +167,21 @@ def run_source(source: str, partition: str | None, verbose: bool = False) -> dic
     return totals
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    totals = run_source(args.source, args.partition, verbose=args.verbose)
+def run_summary(totals: dict[str, int], width: int = 0) -> str:
+    """The totals of one ``run_source``, and how many of its checks failed: the line
+    `lip run` and `lip demo` print (``width`` aligns the event counts of a table)."""
     failed = totals["failed_checks"]
-    print(
-        f"{args.source}: {totals['events']} events landed, {totals['duplicates']} duplicates "
+    return (
+        f"{totals['events']:>{width}} events landed, {totals['duplicates']} duplicates "
         f"dropped, {totals['objects']} objects, {totals['partitions']} partitions written"
         + (f"; {failed} check(s) failed (see above)" if failed else "")
     )
-    return 1 if failed else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    totals = run_source(args.source, args.partition, verbose=args.verbose)
+    print(f"{args.source}: {run_summary(totals)}")
+    return 1 if totals["failed_checks"] else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -85,7 +85,7 @@ def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
         populate_landing(settings.home)  # the vendors' buckets, played by directories
         failed = []
         for source in (*POLLING_DEMO_SOURCES, *S3_DEMO_SOURCES):
-            if not _collect_once(source, lambda s: run_source(s, None)):
+            if not collect_once(source, lambda s: run_source(s, None)):
                 failed.append(source)
         from lip_dagster.webhook.demo import drain_once, start_webhook_demo
 
@@ -94,7 +94,7 @@ def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
         for line in hooks.summary_lines():
             print(line)
         for source in hooks.sources:
-            if not _collect_once(source, drain_once):
+            if not collect_once(source, drain_once):
                 failed.append(source)
         print(f"lake: {settings.lake_dir}")
         if once:
@@ -105,18 +105,19 @@ def run_demo(once: bool, port: int = 8900, ui_port: int = 3000) -> int:
         sim.stop()
 
 
-def _collect_once(source: str, collect: Callable[[str], dict[str, int]]) -> bool:
-    """Run one collection and print its totals; False if it failed or landed nothing."""
+def collect_once(source: str, collect: Callable[[str], dict[str, int]]) -> bool:
+    """Run one collection and print its totals like `lip run`; False if it failed,
+    landed nothing, or a check of what it landed failed (an object put in quarantine:
+    `run_source` has printed which check and why)."""
+    from lip_dagster.cli import run_summary
+
     try:
         t = collect(source)
     except LipError as exc:
         print(f"  {source:<18} FAILED: {exc}")
         return False
-    print(
-        f"  {source:<18} {t['events']:>6} events landed, {t['duplicates']} duplicates "
-        f"dropped, {t['objects']} objects, {t['partitions']} partitions"
-    )
-    return t["events"] > 0
+    print(f"  {source:<18} {run_summary(t, width=6)}")
+    return t["events"] > 0 and not t["failed_checks"]
 
 
 def _serve_ui(settings: Settings, ui_port: int) -> int:

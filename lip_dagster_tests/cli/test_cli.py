@@ -77,6 +77,32 @@ def test_demo_once_lands_every_demo_source(tmp_path: Path) -> None:
         assert objs and all(gzip.decompress(p.read_bytes()) for p in objs)
 
 
+def test_demo_once_fails_when_a_check_of_what_it_landed_fails(tmp_path: Path) -> None:
+    """An object the demo could not land turns a check red: `lip demo --once` says
+    which check, like `lip run`, and does not exit 0 as if all had landed."""
+    from lip_dagster.simulator.s3objects import write_object
+
+    home = tmp_path / "home"
+    bad = "2026/11/27/13/bad.json.gz"
+    write_object(home / "landing" / "github_audit_stream", bad, b"not gzip")
+    env = {**os.environ, "LIP_HOME": str(home)}
+    env.pop("DAGSTER_HOME", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lip_dagster.cli", "demo", "--once", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    assert "check quarantine_empty failed" in proc.stderr
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("  github_audit_stream ")]
+    assert "1 check(s) failed" in line
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("  cloudtrail ")]
+    assert "failed" not in line
+
+
 def test_status_reads_state_only_and_reports_each_source(
     demo_world: VendorSimulator, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch
 ) -> None:
