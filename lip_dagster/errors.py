@@ -85,8 +85,8 @@ class LakeReadError(LipError):
 
 
 class ServerStartError(LipError):
-    """A local HTTP server (the receiver in the demo, the vendor simulator) did not
-    start serving."""
+    """A local HTTP server (the receiver of `lip webhook serve` or of the demo, the
+    vendor simulator) did not start serving."""
 
 
 class VendorError(LipError):

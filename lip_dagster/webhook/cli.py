@@ -31,27 +31,35 @@ def _declared() -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from lip_dagster.resources import backend_from_env
     from lip_dagster.webhook.receiver import app_for_backend
-    from lip_dagster.webhook.server import serve
+    from lip_dagster.webhook.server import listen, serve
 
     specs = _declared()
-    backend = backend_from_env()
-    for name in specs:
-        for note in backend.ensure_source(name):
-            print(f"  {name}: {note}")
-    app = app_for_backend(backend, specs)
-    # Why a delivery was refused (401 after a secret changed on one side, 415 from a
-    # vendor set to XML) is the first thing on-call needs, and the vendor's own UI
-    # rarely says: the receiver's refusals are logged at INFO, above the command
-    # line's default of WARNING. Never a header or a body, only source, status, reason.
-    receiver_log = logging.getLogger("lip_dagster.webhook.receiver")
-    if receiver_log.getEffectiveLevel() > logging.INFO:
-        receiver_log.setLevel(logging.INFO)
-    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
-    for name, spec in specs.items():
-        print(f"  {name:<14} {spec.vendor:<16} POST http://{shown}:{args.port}/webhooks/{name}")
-    serve(
-        app, args.host, args.port, access_log=args.access_log, request_timeout=args.request_timeout
-    )
+    # bound first: a port in use is one error, before any URL or buffer is made
+    with listen(args.host, args.port) as sock:
+        backend = backend_from_env()
+        for name in specs:
+            for note in backend.ensure_source(name):
+                print(f"  {name}: {note}")
+        app = app_for_backend(backend, specs)
+        # Why a delivery was refused (401 after a secret changed on one side, 415 from a
+        # vendor set to XML) is the first thing on-call needs, and the vendor's own UI
+        # rarely says: the receiver's refusals are logged at INFO, above the command
+        # line's default of WARNING. Never a header or a body, only source, status, reason.
+        receiver_log = logging.getLogger("lip_dagster.webhook.receiver")
+        if receiver_log.getEffectiveLevel() > logging.INFO:
+            receiver_log.setLevel(logging.INFO)
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
+        port = int(sock.getsockname()[1])  # --port 0: the one the system picked
+        for name, spec in specs.items():
+            print(f"  {name:<14} {spec.vendor:<16} POST http://{shown}:{port}/webhooks/{name}")
+        serve(
+            app,
+            args.host,
+            port,
+            sock=sock,
+            access_log=args.access_log,
+            request_timeout=args.request_timeout,
+        )
     return 0
 
 

@@ -10,8 +10,10 @@ behind a load balancer (the receiver keeps no state between requests).
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
+import socket
 from types import TracebackType
 from typing import Any
 
@@ -19,10 +21,11 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from lip_dagster.errors import ServerStartError
 from lip_dagster.serving import ThreadedServer, bind
 from lip_dagster.webhook.spec import DEFAULT_REQUEST_TIMEOUT
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT", "BackgroundServer", "serve"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "BackgroundServer", "listen", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +118,36 @@ def _config(
     )
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The receiver's listening socket, bound before anything is printed or built: a
+    port already in use is one sentence naming the address, not uvicorn's bind
+    error after it announced a startup (and after URLs vendors would be pointed at)."""
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        why = (
+            "the address is already in use (another receiver, or another program, "
+            "listens there): stop it or choose another --port"
+            if exc.errno == errno.EADDRINUSE
+            else (exc.strerror or str(exc))
+        )
+        raise ServerStartError(f"cannot serve on {shown}: {why}") from None
+
+
 def serve(
     app: ASGIApp,
     host: str = "127.0.0.1",
     port: int = 8080,
     *,
+    sock: socket.socket | None = None,
     access_log: bool = False,
     log_level: str = "info",
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> None:
-    """Serve until interrupted. The access log (off by default) shows method, path
-    and status, never headers."""
+    """Serve until interrupted, on ``sock`` if given (bound by ``listen``; ``host``
+    and ``port`` then only name it in uvicorn's log). The access log (off by
+    default) shows method, path and status, never headers."""
     config = _config(
         app, access_log=access_log, log_level=log_level, request_timeout=request_timeout
     )
@@ -137,7 +159,7 @@ def serve(
     # the request waits for its commit.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=None if sock is None else [sock])
 
 
 class BackgroundServer:

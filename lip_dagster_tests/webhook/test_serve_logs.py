@@ -50,3 +50,29 @@ def test_a_refused_delivery_says_why_in_the_receivers_log(tmp_path: Path) -> Non
     logged = log_path.read_text()
     assert "webhook okta_hooks: 401" in logged
     assert SECRET not in logged
+
+
+def test_a_port_in_use_is_one_error_before_any_url(tmp_path: Path) -> None:
+    """Another receiver (or any program) already listens on the port: `lip webhook
+    serve` says so in one sentence and exits 1, without first printing URLs vendors
+    would be pointed at and uvicorn's "startup complete"."""
+    from lip_dagster.serving import bind
+
+    taken = bind("127.0.0.1", 0)
+    try:
+        port = taken.getsockname()[1]
+        env = {**os.environ, "LIP_HOME": str(tmp_path / "home"), "LIP_BACKEND": "embedded"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "lip_dagster.cli", "webhook", "serve", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        taken.close()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "POST http" not in proc.stdout and "startup complete" not in proc.stderr
+    (error,) = [line for line in proc.stderr.splitlines() if line.startswith("lip: error:")]
+    assert f"127.0.0.1:{port}" in error and "in use" in error
