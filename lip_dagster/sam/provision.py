@@ -446,32 +446,44 @@ class _Stack:
             "resolve the KMS key first, then run `lip provision` again",
         )
 
+    def _is_source_key(self, configured: str) -> bool:
+        """Whether a bucket's default key is the source's key. In a plan whose key is
+        still to be created, only its alias can name it."""
+        if self.key_arn is not None:
+            return self.t.key_arn(configured) == self.key_arn
+        alias = self.t.key_ref[self.t.key_ref.index("alias/") :]
+        return "alias/" in configured and configured[configured.index("alias/") :] == alias
+
     def encryption(self, created: bool) -> None:
         t = self.t
-        if self.key_arn is None:
-            if self.key_ready:
-                self.note("s3 default encryption", t.bucket, "update", "SSE-KMS with the new key")
-            else:
-                self._waits_for_key("s3 default encryption", t.bucket)
+        if self.key_arn is None and not self.key_ready:
+            self._waits_for_key("s3 default encryption", t.bucket)
             return
+        # A plan whose key is still to be created reads the bucket too: the run creates
+        # the key first, then finds what this finds (another key is a manual step).
         rules = t.bucket_encryption()
         default = next((r.get("ApplyServerSideEncryptionByDefault") for r in rules), None) or {}
         algorithm = default.get("SSEAlgorithm")
         configured = default.get("KMSMasterKeyID")
+        ours = self.key_arn or "the new key"
         if algorithm in ("aws:kms", "aws:kms:dsse") and configured:
-            if t.key_arn(configured) == self.key_arn:
-                self.note("s3 default encryption", t.bucket, "ok", f"SSE-KMS with {self.key_arn}")
+            if self._is_source_key(configured):
+                self.note("s3 default encryption", t.bucket, "ok", f"SSE-KMS with {ours}")
             else:
+                config = json.dumps(grants.encryption_config(self.key_arn or "<new key ARN>"))
                 self.note(
                     "s3 default encryption",
                     t.bucket,
                     "manual",
                     f"SSE-KMS with another key ({configured})",
                     f"aws s3api put-bucket-encryption --bucket {t.bucket} "
-                    "--server-side-encryption-configuration "
-                    f"'{json.dumps(grants.encryption_config(self.key_arn))}', or point "
+                    f"--server-side-encryption-configuration '{config}', or point "
                     "LIP_KMS_KEY at that key if it was chosen on purpose",
                 )
+            return
+        if self.key_arn is None:  # a plan: the run creates the key, then sets it
+            was = "" if created else f" (was {algorithm or 'none'})"
+            self.note("s3 default encryption", t.bucket, "update", f"SSE-KMS with {ours}{was}")
             return
         if not self.key_usable:
             self._waits_for_key("s3 default encryption", t.bucket)

@@ -288,6 +288,74 @@ def test_another_default_key_on_an_existing_bucket_is_reported_and_kept(
     assert rule["ApplyServerSideEncryptionByDefault"]["KMSMasterKeyID"] == theirs
 
 
+def test_a_plan_reports_another_default_key_like_the_run_while_the_key_is_to_be_created(
+    deployment: Deployment,
+) -> None:
+    """An existing bucket encrypted with a key someone chose, and the source's own key
+    still to be created: the run creates the key and leaves the bucket's encryption
+    as a manual step; the plan must say that, not promise to switch it."""
+    s3, kms = deployment.client("s3"), deployment.client("kms")
+    bucket = deployment.bucket()
+    s3.create_bucket(Bucket=bucket)
+    theirs = kms.create_key(Description="chosen by the security team")["KeyMetadata"]["Arn"]
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": theirs,
+                    }
+                }
+            ]
+        },
+    )
+    plan = provision(deployment.backend(), [OKTA], plan=True)
+    assert only(plan, "kms key").action == "create"
+    planned = only(plan, "s3 default encryption")
+    done = only(provision(deployment.backend(), [OKTA]), "s3 default encryption")
+    assert done.action == "manual"
+    assert planned.action == "manual", planned
+    assert theirs in planned.detail and planned.manual and "put-bucket-encryption" in planned.manual
+
+
+def test_a_plan_for_a_bucket_without_a_key_of_its_own_switches_it_to_the_new_key(
+    deployment: Deployment,
+) -> None:
+    """SSE-S3 (what S3 gives every bucket): the run switches it to the new key, and so
+    does the plan."""
+    deployment.client("s3").create_bucket(Bucket=deployment.bucket())
+    planned = only(provision(deployment.backend(), [OKTA], plan=True), "s3 default encryption")
+    done = only(provision(deployment.backend(), [OKTA]), "s3 default encryption")
+    assert planned.action == done.action == "update"
+    assert "SSE-KMS with the new key" in planned.detail
+
+
+def test_a_plan_for_a_bucket_already_naming_the_keys_alias_calls_it_ok_like_the_run(
+    deployment: Deployment,
+) -> None:
+    s3 = deployment.client("s3")
+    bucket = deployment.bucket()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": deployment.alias("okta"),
+                    }
+                }
+            ]
+        },
+    )
+    planned = only(provision(deployment.backend(), [OKTA], plan=True), "s3 default encryption")
+    done = only(provision(deployment.backend(), [OKTA]), "s3 default encryption")
+    assert planned.action == done.action == "ok"
+
+
 def test_no_retention_rule_is_added_to_a_bucket_lip_did_not_create(
     deployment: Deployment,
 ) -> None:
