@@ -39,6 +39,19 @@ DEFAULT_TOKEN_SECRET = "github/token"  # noqa: S105 - a secret name, not a value
 _LOOKBACK_HOURS = 24
 
 
+def _days(text: str) -> int:
+    """``--retention-days``: a whole number of days, at least 1. Refused as the command
+    is parsed, whatever the backend (the embedded one has nothing to provision, and
+    would otherwise accept a retention that expires the lake at once)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days of at least 1")
+    return value
+
+
 def register(subparsers: Any) -> None:
     """Add ``provision`` and ``check`` to the ``lip`` command line."""
     p = subparsers.add_parser(
@@ -51,7 +64,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--plan", action="store_true", help="print what would change; change nothing")
     p.add_argument(
         "--retention-days",
-        type=int,
+        type=_days,
         default=DEFAULT_RETENTION_DAYS,
         metavar="N",
         help=f"lake objects expire after N days (default {DEFAULT_RETENTION_DAYS})",

@@ -287,3 +287,24 @@ def test_check_on_the_embedded_backend_checks_the_local_lake(
     bad.write_bytes(b"not gzip")
     ran = lip("check", "--source", "okta", "--partition", PARTITION)
     assert ran.code == 1 and "not valid gzip" in ran.out
+
+
+@pytest.mark.parametrize("backend", ["embedded", "aws"])
+@pytest.mark.parametrize("days", ["0", "-30", "soon"])
+def test_a_retention_of_no_days_is_refused_whatever_the_backend(
+    backend: str,
+    days: str,
+    lip_home: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--retention-days 0` would expire the lake (S3 refuses it, and the embedded
+    backend ignored it and said all was well): refused as the command is parsed."""
+    from lip_dagster.cli import main
+
+    monkeypatch.setenv("LIP_BACKEND", backend)
+    with pytest.raises(SystemExit) as info:
+        main(["provision", "--plan", "--retention-days", days])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--retention-days: {days!r} is not a number of days of at least 1" in err
