@@ -30,17 +30,19 @@ def _defs():
 
 
 def cmd_sources(_: argparse.Namespace) -> int:
+    from lip_dagster.components.common import SOURCE_TAG
+
     d = _defs()
     graph = d.resolve_asset_graph()
-    schedules = {s.job_name: s for s in d.schedules or []}
+    # a schedule belongs to the source its job is tagged with: by the job name's
+    # prefix, `okta` would show the schedule of `okta_hooks`
+    source_of = {j.name: j.tags.get(SOURCE_TAG) for j in d.resolve_all_job_defs()}
+    schedules = {source_of.get(s.job_name): s.cron_schedule for s in d.schedules or []}
     rows = []
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node = graph.get(key)
         pattern = node.tags.get("lip/pattern", "?")
-        sched = next(
-            (s.cron_schedule for j, s in schedules.items() if j.startswith(f"{key.path[-1]}_")),
-            "-",
-        )
+        sched = schedules.get(key.path[-1], "-")
         rows.append((key.to_user_string(), pattern, str(sched), node.description or ""))
     print(f"{'SOURCE':<20} {'PATTERN':<9} {'SCHEDULE':<14} DESCRIPTION")
     for r in rows:

@@ -24,6 +24,33 @@ def test_sources_lists_pattern_and_schedule(
     assert "polling" in lines["okta"] and "*/5 * * * *" in lines["okta"]
 
 
+def test_sources_shows_each_source_its_own_schedule_when_names_share_a_prefix(
+    lip_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`okta` and `okta_eu` (the EU org): each row shows that source's schedule, not
+    the other's because its job name starts with `okta_`."""
+    import dagster as dg
+
+    from lip_dagster import cli
+    from lip_dagster.components.polling import PollingSource
+    from lip_dagster.config import Settings
+    from lip_dagster.resources import EmbeddedBackend
+
+    def source(name: str, minutes: int) -> dg.Definitions:
+        component = PollingSource(
+            name=name, adapter="okta", base_url_env="LIP_OKTA_BASE_URL", poll_minutes=minutes
+        )
+        return component.build_defs(None)  # type: ignore[arg-type]
+
+    lip = dg.Definitions(resources={"lip": EmbeddedBackend(Settings.from_env())})
+    both = dg.Definitions.merge(source("okta_eu", 15), source("okta", 5), lip)
+    monkeypatch.setattr(cli, "_defs", lambda: both)
+    assert main(["sources"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "*/5 * * * *" in lines["okta"] and "*/15" not in lines["okta"]
+    assert "*/15 * * * *" in lines["okta_eu"]
+
+
 def test_run_prints_totals_and_backfill_is_idempotent(
     demo_world: VendorSimulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
