@@ -768,12 +768,23 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
                 context.log.warning(f"{name}: {o.key}: {o.status}: {o.reason}")
             if failed:
                 _log_landed(context, report.result, partitions)
-                then = (
-                    f"The sensor requests them again, up to {component.max_batch_runs} runs, "
-                    "then puts them in quarantine."
-                    if keys
-                    else f"They stay new: run `lip run {name}` again once they can be read."
-                )
+                if not keys:
+                    then = f"They stay new: run `lip run {name}` again once they can be read."
+                elif common.is_live(context.run.tags):  # a run of one of the sensor's batches
+                    then = (
+                        f"The sensor requests them again, up to {component.max_batch_runs} "
+                        "runs, then puts them in quarantine."
+                    )
+                else:
+                    # keys given from the Launchpad: no batch of the sensor's, so nothing
+                    # asks for them again and nothing puts them in quarantine
+                    then = (
+                        "This run's keys were given by hand, so the sensor does not request "
+                        "them again: once the reason above is fixed, launch the job "
+                        f"{name}_transcode again with the keys not read (each is named in "
+                        "the run's log; keys that landed may be given again, their events "
+                        "are dropped as duplicates)."
+                    )
                 raise ObjectsNotRead(name, failed, len(report.objects), then)
             run_meta: dict[str, Any] = {
                 **meta,

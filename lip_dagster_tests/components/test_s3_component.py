@@ -639,3 +639,52 @@ def test_sensor_runs_page_as_live_collection_and_launchpad_runs_as_a_backfill(
     assert "access denied" in problem.message and "Launchpad" in problem.message
     assert launchpad(keys).success
     assert paging() == []
+
+
+def test_a_launchpad_run_whose_objects_cannot_be_read_says_to_launch_it_again(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Object keys given from the Launchpad (to read them again) that cannot be read:
+    the sensor never requests a manual run's keys, so the error must not promise it
+    would; it says how to read them again. The sensor's own runs still say it does."""
+    from lip_dagster.cli import failure_message
+    from lip_dagster.s3stream.objects import LocalObjectSource
+
+    populate_landing(home, hours=1, events_per_hour=10, seed=23)
+    _, built, lip, instance = small_source(home, monkeypatch, max_batch_runs=3)
+    first = tick(built, lip, instance)
+    (req,) = first.run_requests
+    keys = requested(first)
+    with monkeypatch.context() as m:
+        m.setattr(LocalObjectSource, "head", _deny)
+        sensor_run = launch(built, instance, req)
+        assert not sensor_run.success
+        assert "The sensor requests them again, up to 3 runs" in failure_message(sensor_run)
+        second = tick(built, lip, instance, first.cursor)
+        assert requested(second) == keys  # as it said
+        (req,) = second.run_requests
+    assert launch(built, instance, req).success
+    third = tick(built, lip, instance, second.cursor)
+    assert third.run_requests == []  # all landed and acknowledged
+
+    with monkeypatch.context() as m:  # someone reads them again by hand, and cannot
+        m.setattr(LocalObjectSource, "head", _deny)
+        manual = built.resolve_job_def("cloudtrail_transcode").execute_in_process(
+            run_config={"ops": {"cloudtrail": {"config": {"keys": keys}}}},
+            partition_key=now_hour(),
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not manual.success
+    said = failure_message(manual)
+    assert "could not be read" in said and "sensor requests them again" not in said
+    assert "cloudtrail_transcode" in said and "again" in said
+    assert tick(built, lip, instance, third.cursor).run_requests == []  # nobody asks again
+    landed = lake_ids(home, "cloudtrail")
+    again = built.resolve_job_def("cloudtrail_transcode").execute_in_process(
+        run_config={"ops": {"cloudtrail": {"config": {"keys": keys}}}},
+        partition_key=now_hour(),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert again.success and lake_ids(home, "cloudtrail") == landed  # as it says: no copy
