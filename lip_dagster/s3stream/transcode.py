@@ -100,9 +100,10 @@ class ObjectsNotRead(StateError):
         self.failed = failed
         shown = "; ".join(f"{o.key}: {o.reason}" for o in failed[:10])
         more = f"; and {len(failed) - 10} more" if len(failed) > 10 else ""
+        landed = "none was read" if len(failed) == total else "the others landed"
         super().__init__(
-            f"source {source!r}: {len(failed)} of {total} objects could not be read, the "
-            f"others landed. Not read: {shown}{more}. {then}"
+            f"source {source!r}: {len(failed)} of {total} objects could not be read, "
+            f"{landed}. Not read: {shown}{more}. {then}"
         )
 
 

@@ -659,7 +659,9 @@ def test_a_launchpad_run_whose_objects_cannot_be_read_says_to_launch_it_again(
         m.setattr(LocalObjectSource, "head", _deny)
         sensor_run = launch(built, instance, req)
         assert not sensor_run.success
-        assert "The sensor requests them again, up to 3 runs" in failure_message(sensor_run)
+        said = failure_message(sensor_run)
+        assert "The sensor requests them again, up to 3 runs" in said
+        assert f"{len(keys)} of {len(keys)} objects could not be read, none was read" in said
         second = tick(built, lip, instance, first.cursor)
         assert requested(second) == keys  # as it said
         (req,) = second.run_requests
