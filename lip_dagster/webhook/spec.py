@@ -22,6 +22,7 @@ from lip_dagster.errors import ConfigError
 from lip_dagster.lake.layout import PARTITION_KEY_RE, validate_source_name
 
 __all__ = [
+    "AUTH_OPTIONS",
     "AUTH_TYPES",
     "COMPONENT_TYPE",
     "DEFAULT_MAX_BODY_BYTES",
@@ -37,6 +38,18 @@ DEFS_DIR = Path(__file__).resolve().parent.parent / "defs"
 
 VENDORS = ("okta_event_hook", "github", "jamf", "generic")
 AUTH_TYPES = ("okta_event_hook", "github", "header", "header_map", "basic", "hmac")
+AUTH_OPTIONS: dict[str, tuple[str, ...]] = {
+    "okta_event_hook": ("header",),
+    "github": (),
+    "header": ("header",),
+    "header_map": (),
+    "basic": (),
+    "hmac": ("tolerance_seconds", "signature_header", "timestamp_header"),
+}
+"""What each ``auth.type`` reads from the block besides ``type`` and ``secret``
+(``verifiers.build_verifier``). Anything else is refused at load: the verifier would
+ignore it, so a misspelt ``tolerance_seconds`` kept the 300 s replay window and a
+``header`` on a type that reads none was never checked."""
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_REQUEST_TIMEOUT = 10.0
@@ -128,6 +141,28 @@ class WebhookSourceSpec(BaseModel):
             raise ValueError(f"auth.type must be one of {', '.join(AUTH_TYPES)}, not {kind!r}")
         if not isinstance(v.get("secret"), str) or not v["secret"]:
             raise ValueError("auth.secret must name the secret holding the shared value")
+        allowed = AUTH_OPTIONS[str(kind)]
+        for key, value in v.items():
+            if key in ("type", "secret"):
+                continue
+            if key not in allowed:
+                takes = ", ".join(allowed) if allowed else "no option but secret"
+                raise ValueError(f"auth.{key} is not read by auth.type {kind} (it takes {takes})")
+            if key == "tolerance_seconds":
+                # checked here, not first when the receiver starts: a value it refuses
+                # there stops the receiver for every source, after this block loaded
+                text = str(value)
+                if (
+                    isinstance(value, bool)
+                    or not (text.isascii() and text.isdigit())
+                    or int(text) < 1
+                ):
+                    raise ValueError(
+                        f"auth.tolerance_seconds must be a whole number of seconds, at least "
+                        f"1, not {value!r}"
+                    )
+            elif not isinstance(value, str) or not value.strip():
+                raise ValueError(f"auth.{key} must name a header, not {value!r}")
         return v
 
     @model_validator(mode="after")

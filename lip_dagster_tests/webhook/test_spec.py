@@ -92,3 +92,44 @@ def test_other_components_are_ignored(tmp_path: Path) -> None:
     path.parent.mkdir()
     path.write_text("type: lip_dagster.components.PollingSource\nattributes: {name: okta}\n")
     assert load_specs(tmp_path) == {}
+
+
+@pytest.mark.parametrize(
+    ("auth", "words"),
+    [
+        # a misspelt option was ignored: the replay window stayed 300 s
+        ({"type": "hmac", "secret": "s", "tolerance": 30}, "auth.tolerance"),
+        # the receiver could not start (every source down) while the definitions loaded
+        ({"type": "hmac", "secret": "s", "tolerance_seconds": 0}, "tolerance_seconds"),
+        ({"type": "hmac", "secret": "s", "tolerance_seconds": "5m"}, "tolerance_seconds"),
+        # an option of another type: the header checked stayed Authorization
+        ({"type": "github", "secret": "s", "header": "X-Key"}, "auth.header"),
+        ({"type": "header", "secret": "s", "header": ""}, "auth.header"),
+    ],
+)
+def test_an_auth_block_the_receiver_cannot_use_is_refused_at_load(
+    tmp_path: Path, auth: dict, words: str
+) -> None:
+    attrs = {"name": "my_app", "vendor": "generic", "auth": auth}
+    path = write_block(tmp_path, "my_app", attrs)
+    with pytest.raises(ConfigError) as info:
+        load_specs(tmp_path)
+    assert str(path) in str(info.value) and words in str(info.value)
+    # Dagster loads the same block with the same verdict (`dagster definitions validate`)
+    with pytest.raises(Exception, match=words.replace(".", r"\.")):
+        WebhookSource.resolve_from_dict(attrs)
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"type": "hmac", "secret": "s", "tolerance_seconds": 60},
+        {"type": "hmac", "secret": "s", "signature_header": "X-Sig", "timestamp_header": "X-Ts"},
+        {"type": "header", "secret": "s", "header": "X-Api-Key"},
+        {"type": "okta_event_hook", "secret": "s", "header": "Authorization"},
+        {"type": "basic", "secret": "s"},
+    ],
+)
+def test_every_documented_auth_option_is_accepted(tmp_path: Path, auth: dict) -> None:
+    write_block(tmp_path, "my_app", {"name": "my_app", "vendor": "generic", "auth": auth})
+    assert load_specs(tmp_path)["my_app"].auth == auth
