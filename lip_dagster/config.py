@@ -146,6 +146,23 @@ class AlertSettings:
 
 
 NOTIFIERS = ("webhook", "slack", "github")
+ALERT_SECRETS_PREFIX = "alerts/"
+"""Where notifier secrets live, under the secrets prefix: the deployed sensors may read
+``<LIP_SECRETS_PREFIX>alerts/*`` and no other secret (deploy/ecs/lip-dagster.cfn.yaml)."""
+
+
+def _alert_secret(env: Mapping[str, str], name: str, default: str) -> str:
+    """A notifier's secret name, refused at load outside ``alerts/``: on AWS the
+    alert sensor could not read it, and every alert would fail with AccessDenied.
+    The rule holds on every backend, so a setting tried locally works when deployed."""
+    value = env.get(name) or default
+    if not value.startswith(ALERT_SECRETS_PREFIX) or value == ALERT_SECRETS_PREFIX:
+        raise ConfigError(
+            f"{name}={value!r}: notifier secrets must be named under "
+            f"{ALERT_SECRETS_PREFIX!r} (e.g. {default!r}), the only secrets the deployed "
+            "alert sensor may read"
+        )
+    return value
 
 
 def _alerts(env: Mapping[str, str]) -> AlertSettings:
@@ -160,9 +177,11 @@ def _alerts(env: Mapping[str, str]) -> AlertSettings:
         raise ConfigError("LIP_ALERT_GITHUB_REPO (OWNER/REPO) is required for the github notifier")
     return AlertSettings(
         notifiers=names,
-        webhook_secret=env.get("LIP_ALERT_WEBHOOK_SECRET", "alerts/webhook-url"),
-        slack_secret=env.get("LIP_ALERT_SLACK_SECRET", "alerts/slack-webhook-url"),
-        github_token_secret=env.get("LIP_ALERT_GITHUB_TOKEN_SECRET", "alerts/github-token"),
+        webhook_secret=_alert_secret(env, "LIP_ALERT_WEBHOOK_SECRET", "alerts/webhook-url"),
+        slack_secret=_alert_secret(env, "LIP_ALERT_SLACK_SECRET", "alerts/slack-webhook-url"),
+        github_token_secret=_alert_secret(
+            env, "LIP_ALERT_GITHUB_TOKEN_SECRET", "alerts/github-token"
+        ),
         github_repo=repo,
         github_api_url=env.get("LIP_GITHUB_API_URL") or None,
     )

@@ -52,6 +52,16 @@ def test_defaults_are_the_embedded_backend(tmp_path) -> None:
             },
             "LIP_AWS_RESOURCE_PREFIX",
         ),
+        # the deployed sensors may read notifier secrets under alerts/ and nowhere else
+        *(
+            ({var: name}, f"{var}.*'alerts/'")
+            for var in (
+                "LIP_ALERT_WEBHOOK_SECRET",
+                "LIP_ALERT_SLACK_SECRET",
+                "LIP_ALERT_GITHUB_TOKEN_SECRET",
+            )
+            for name in ("slack-webhook-url", "okta/api-token", "alerts", "alerts/", "/alerts/x")
+        ),
         ({"LIP_SAM_ROLE_ARN": "sam-reader"}, "LIP_SAM_ROLE_ARN"),
         ({"LIP_SAM_ROLE_ARN": "arn:aws:iam::123456789012:user/sam"}, "LIP_SAM_ROLE_ARN"),
         ({"LIP_SAM_QUEUE_ARN": "https://sqs.us-east-1.amazonaws.com/1/q"}, "LIP_SAM_QUEUE_ARN"),

@@ -25,6 +25,7 @@ from botocore import xform_name
 from cfnlint.decode import decode_str
 
 from lip_dagster.config import Settings
+from lip_dagster.errors import ConfigError
 from lip_dagster.permissions import PERMISSIONS, RESOURCES, Permission, Process
 from lip_dagster.resources import AwsBackend
 from lip_dagster.sam.policy import Request, evaluate
@@ -468,6 +469,37 @@ def test_sensors_write_only_quarantine_and_never_read_the_lake() -> None:
     assert not check(policy, role, "s3:GetObject", s["lake-object"][0], {})
     arn, context = s["lake-listing"]
     assert not check(policy, role, "s3:ListBucket", arn, context)
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["LIP_ALERT_WEBHOOK_SECRET", "LIP_ALERT_SLACK_SECRET", "LIP_ALERT_GITHUB_TOKEN_SECRET"],
+)
+@pytest.mark.parametrize(
+    "name", ["alerts/prod/slack-url", "slack-webhook-url", "pagerduty/url", "okta/api-token"]
+)
+def test_every_notifier_secret_the_settings_accept_the_alert_sensor_may_read(
+    variable: str, name: str
+) -> None:
+    """A notifier secret named where the sensors' role may not read would fail every
+    alert with AccessDenied, and only in production: such a name is refused at load."""
+    env = {"LIP_BACKEND": "aws", "LIP_AWS_REGION": REGION, "LIP_S3_BUCKET": "acme-{source}"}
+    try:
+        settings = Settings.from_env({**env, variable: name})
+    except ConfigError as err:
+        assert variable in str(err) and "'alerts/'" in str(err)
+        return
+    secret = {
+        "LIP_ALERT_WEBHOOK_SECRET": settings.alerts.webhook_secret,
+        "LIP_ALERT_SLACK_SECRET": settings.alerts.slack_secret,
+        "LIP_ALERT_GITHUB_TOKEN_SECRET": settings.alerts.github_token_secret,
+    }[variable]
+    assert settings.aws is not None and secret == name
+    role = "CodeServerTaskRole"
+    arn = secret_arn(settings.aws.secrets_prefix + secret)
+    assert check(role_policy(role), role, "secretsmanager:GetSecretValue", arn, {}), (
+        f"{variable}={name!r} loads, but the alert sensor's role may not read {arn}"
+    )
 
 
 def test_one_kubernetes_service_account_needs_the_run_and_the_sensors_policies() -> None:
