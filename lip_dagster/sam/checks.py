@@ -105,7 +105,8 @@ CHECKS: tuple[CheckSpec, ...] = (
         2,
         "resource",
         True,
-        "the key policy lets the SAM's role decrypt through S3",
+        "the key policy lets the SAM's role decrypt through S3, and LIP's own roles "
+        "use the key for what they write and read",
     ),
     CheckSpec(
         "sam_bucket_read_grant",
@@ -333,28 +334,83 @@ def check_key_policy(t: SamTarget) -> CheckOutcome:
         return early
     role = str(t.sam.role_arn)
     arn = str(t.key_arn())
-    ev = grants.key_decrypt(t, t.key_policy(), arn)
-    if ev.allowed:
+    policy = t.key_policy()
+    ev = grants.key_decrypt(t, policy, arn)
+    use = grants.key_use(t, policy, arn)
+    problems: list[str] = []
+    fixes: list[str] = []
+    if not ev.allowed:
+        why = (
+            f"statement {', '.join(ev.denied_by + ev.maybe_denied_by)} denies it"
+            if ev.denied_by or ev.maybe_denied_by
+            else "no statement grants it"
+        )
+        problems.append(
+            f"the key policy of {arn} does not let the SAM's role {role} decrypt ({why})"
+        )
+        fixes.append(
+            f"run `lip provision` (adds the statement {grants.SAM_DECRYPT_SID}), or add a "
+            f"statement allowing kms:Decrypt to {role} with kms:ViaService = {t.s3_service()}"
+        )
+    if not use.allowed:
+        problems.append(key_use_problem(t, use, arn))
+        fixes.append(key_use_fix(t, use, arn))
+    if not problems:
+        granted = "through the account's IAM policies" if use.via_iam else f"as {use.role}"
         return _ok(
             name,
             t.source,
-            f"{role} may decrypt with {arn} through S3",
+            f"{role} may decrypt with {arn} through S3; LIP's roles may use it {granted}",
             granted_by=list(ev.allowed_by),
         )
-    why = (
-        f"statement {', '.join(ev.denied_by + ev.maybe_denied_by)} denies it"
-        if ev.denied_by or ev.maybe_denied_by
-        else "no statement grants it"
+    return _fail(name, t.source, "; ".join(problems), "; ".join(fixes), key=arn)
+
+
+def key_use_problem(t: SamTarget, use: grants.KeyUse, arn: str) -> str:
+    """What keeps LIP's own roles from using the key, as a user reads it: every run
+    would fail on its first lake write with an AccessDenied that names no cause."""
+    parts = []
+    if use.missing:
+        uses, root = ", ".join(use.missing), f"arn:aws:iam::{t.account}:root"
+        if use.role:
+            parts.append(
+                f"hands {uses} neither to the account's IAM policies (no Allow for {root}) "
+                f"nor to {use.role}, the role LIP runs as here"
+            )
+        else:
+            parts.append(
+                f"does not hand {uses} to the account's IAM policies (no Allow for {root}; "
+                "a statement naming LIP's roles instead is seen only where the check runs "
+                "as one: Dagster runs it as the run role)"
+            )
+    if use.denied:
+        parts.append(f"has statement {', '.join(use.denied)} denying (or maybe denying) it")
+    return (
+        f"LIP's own roles may not use {arn}: its key policy "
+        + " and ".join(parts)
+        + ", so every lake write (and every read of the source's secrets) fails with "
+        "AccessDenied"
     )
-    return _fail(
-        name,
-        t.source,
-        f"the key policy of {arn} does not let the SAM's role {role} decrypt ({why})",
-        f"run `lip provision` (adds the statement {grants.SAM_DECRYPT_SID}), or add a "
-        "statement "
-        f"allowing kms:Decrypt to {role} with kms:ViaService = {t.s3_service()}",
-        key=arn,
+
+
+def key_use_fix(t: SamTarget, use: grants.KeyUse, arn: str) -> str:
+    """The statement to add (never added by LIP to a key's policy: the key's owner
+    decides who may use it), or the Deny to review."""
+    if use.denied and not use.missing:
+        return (
+            f"narrow statement {', '.join(use.denied)} of {arn}'s key policy so that it "
+            "does not apply to LIP's run, code server and receiver roles"
+        )
+    statement = json.dumps(grants.key_statements(t)[grants.KEY_ADMIN_SID])
+    fix = (
+        f"add to the key policy of {arn}: {statement} (AWS's default key statement: "
+        "LIP's roles then get the key through their IAM policies, as the deployment "
+        "grants it), or a statement naming LIP's run, code server and receiver roles "
+        "for kms:GenerateDataKey and kms:Decrypt; `lip provision` never changes this"
     )
+    if use.denied:
+        fix += f"; and narrow statement {', '.join(use.denied)}"
+    return fix
 
 
 def check_bucket_read_grant(t: SamTarget) -> CheckOutcome:

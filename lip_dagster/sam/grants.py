@@ -8,8 +8,10 @@ long as it grants the same access, whatever its statement ids.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from lip_dagster.permissions import PERMISSIONS
 from lip_dagster.sam.policy import Evaluation, Request, evaluate
 from lip_dagster.sam.target import SamTarget, parse_arn
 
@@ -21,10 +23,12 @@ __all__ = [
     "RETENTION_RULE_ID",
     "SAM_DECRYPT_SID",
     "TLS_SID",
+    "KeyUse",
     "bucket_statements",
     "encryption_config",
     "key_decrypt",
     "key_statements",
+    "key_use",
     "notification_config",
     "notification_covers",
     "notification_leaks",
@@ -179,6 +183,71 @@ def key_decrypt(t: SamTarget, policy: dict[str, Any] | None, key_arn: str) -> Ev
         "kms:CallerAccount": (parse_arn(role) or {}).get("account", ""),
     }
     return evaluate(policy, Request("kms:Decrypt", key_arn, role, context=context))
+
+
+_VIA_NAMES = {"s3": "S3", "secretsmanager": "Secrets Manager", "sqs": "SQS"}
+
+
+def _key_uses() -> tuple[tuple[str, str], ...]:
+    """What LIP's deployed processes ask of a source's key through another service
+    (``permissions.py``): S3 generating a data key for a lake or quarantine put and
+    decrypting it, Secrets Manager decrypting a source's secret."""
+    seen: dict[tuple[str, str], None] = {}
+    for p in PERMISSIONS:
+        if p.resource == "source-key" and p.via and set(p.by) - {"provision"}:
+            seen[(p.action, p.via)] = None
+    return tuple(seen)
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    """Whether LIP's own roles may use a source's key for what they write and read.
+
+    ``missing``: the uses no statement grants, neither to the account's IAM policies
+    (the deployment's roles get the key through them) nor to ``role`` by name;
+    ``denied``: the statements that deny (or might deny) a use; ``role``: the role
+    this process runs as, also looked for by name (None on a workstation)."""
+
+    missing: tuple[str, ...]
+    denied: tuple[str, ...]
+    role: str | None
+    via_iam: bool
+
+    @property
+    def allowed(self) -> bool:
+        return not self.missing and not self.denied
+
+
+def key_use(t: SamTarget, policy: dict[str, Any] | None, key_arn: str) -> KeyUse:
+    """May LIP's roles use the key? Granted when the key policy lets the account's IAM
+    policies grant each use (an Allow for ``arn:aws:iam::<account>:root``, what AWS's
+    default key policy and LIP's own keys hold) or names the role this process runs
+    as; either way no statement may deny it. Evaluated per use, with the
+    ``kms:ViaService`` each carries, so a grant limited to S3 does not count for
+    Secrets Manager."""
+    root = f"arn:aws:iam::{t.account}:root"
+    role = t.caller_role_arn
+    missing: list[str] = []
+    denied: list[str] = []
+    via_iam = True
+    for action, via in _key_uses():
+        label = f"{action} through {_VIA_NAMES.get(via, via)}"
+        context = {
+            "kms:ViaService": f"{via}.{t.region}.amazonaws.com",
+            "kms:CallerAccount": t.account,
+        }
+        by_iam = evaluate(policy, Request(action, key_arn, root, context=context))
+        by_role = (
+            evaluate(policy, Request(action, key_arn, role, context=context)) if role else None
+        )
+        via_iam = via_iam and bool(by_iam.allowed_by)
+        if not by_iam.allowed_by and not (by_role and by_role.allowed_by):
+            missing.append(label)
+        # a Deny is judged for the role where it is known (its ARN is then known to
+        # conditions), else for any principal of the account
+        ev = by_role if by_role is not None else by_iam
+        denied += [sid for sid in ev.denied_by + ev.maybe_denied_by if sid not in denied]
+    return KeyUse(tuple(missing), tuple(denied), role, via_iam)
 
 
 # -------------------------------------------------------------------- notifications

@@ -26,8 +26,11 @@ __all__ = ["Evaluation", "Request", "evaluate", "parse_policy", "statement_ids"]
 class Request:
     """One request to evaluate.
 
-    ``principal`` is an IAM ARN or ``*`` (anyone, including anonymous callers);
-    ``service`` is set instead for a service principal such as ``s3.amazonaws.com``.
+    ``principal`` is an IAM ARN or ``*`` (anyone, including anonymous callers); an
+    account root (``arn:aws:iam::123456789012:root``) asks what a policy hands to
+    that account's IAM policies, so it matches statements naming the account, and
+    which of its principals signs is unknown to conditions. ``service`` is set
+    instead for a service principal such as ``s3.amazonaws.com``.
     ``context`` holds condition keys (any case) and their values for this request.
     """
 
@@ -89,12 +92,26 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+def _aws_principals(block: Mapping[str, Any]) -> list[str]:
+    """The ``AWS`` principals of a block; a bare account id is its root, as AWS
+    stores it."""
+    return [
+        f"arn:aws:iam::{p}:root" if len(p) == 12 and p.isdigit() else p
+        for p in _as_list(block.get("AWS"))
+    ]
+
+
+def _is_root(arn: str) -> bool:
+    parts = arn.split(":")
+    return len(parts) == 6 and parts[2] == "iam" and parts[5] == "root"
+
+
 def _principal_matches(block: Any, req: Request, effect: str) -> bool:
     if block == "*":
         return True
     if not isinstance(block, Mapping):
         return False
-    aws = _as_list(block.get("AWS"))
+    aws = _aws_principals(block)
     if "*" in aws:
         return True
     if req.service is not None:
@@ -222,6 +239,8 @@ def _principal_context(req: Request) -> dict[str, str]:
     account = _account_of(req.principal)
     if not account:
         return {}
+    if _is_root(req.principal):  # any principal of the account: its ARN is unknown
+        return {"aws:principalaccount": account}
     return {"aws:principalarn": req.principal, "aws:principalaccount": account}
 
 

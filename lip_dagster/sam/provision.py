@@ -15,7 +15,8 @@ The rule for what it touches:
   (rotation on, public access blocked) are switched on;
 - what exists with another value is reported with the manual step, never changed:
   another default key, a statement with LIP's Sid that was edited, a different
-  retention, a key pending deletion;
+  retention, a key pending deletion, a key whose policy does not let LIP's own roles
+  use it (who may use a key is its owner's decision);
 - nothing is ever deleted or replaced. A retention rule is not added to a bucket
   that LIP did not create, since it would expire objects already there.
 
@@ -36,7 +37,7 @@ from lip_dagster.config import AwsSettings
 from lip_dagster.errors import ConfigError, LipError, StateError
 from lip_dagster.resources import Backend
 from lip_dagster.sam import grants
-from lip_dagster.sam.checks import check_key_state
+from lip_dagster.sam.checks import check_key_state, key_use_fix, key_use_problem
 from lip_dagster.sam.policy import statement_ids
 from lip_dagster.sam.sources import DeclaredSource, declared_sources
 from lip_dagster.sam.target import AwsCallError, SamTarget, aws_target, error_code, parse_arn
@@ -312,6 +313,7 @@ class _Stack:
         t = self.t
         assert self.key_arn is not None
         policy = t.key_policy()
+        self.key_use(policy)
         if grants.key_decrypt(t, policy, self.key_arn).allowed:
             self.note("kms key policy", t.key_ref, "ok", "the SAM's role may decrypt through S3")
             return
@@ -351,6 +353,25 @@ class _Stack:
             t.key_ref,
             "update",
             f"add statement {grants.SAM_DECRYPT_SID} (the SAM's role decrypts through S3)",
+        )
+
+    def key_use(self, policy: dict[str, Any]) -> None:
+        """Whether LIP's own roles may use the key. Never fixed here: which principals
+        may use a key is its owner's decision (and a key LIP did not create is not
+        LIP's to change), so a missing grant is a manual step with the statement."""
+        t = self.t
+        assert self.key_arn is not None
+        use = grants.key_use(t, policy, self.key_arn)
+        if use.allowed:
+            how = "through the account's IAM policies" if use.via_iam else f"as {use.role}"
+            self.note("kms key use", t.key_ref, "ok", f"LIP's roles may use the key {how}")
+            return
+        self.note(
+            "kms key use",
+            t.key_ref,
+            "manual",
+            key_use_problem(t, use, self.key_arn),
+            key_use_fix(t, use, self.key_arn),
         )
 
     # ----------------------------------------------------------------------- S3

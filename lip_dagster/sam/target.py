@@ -152,9 +152,25 @@ class SamTarget:
         return self.backend.client("secretsmanager")
 
     @cached_property
-    def account(self) -> str:
+    def _caller(self) -> dict[str, Any]:
         sts = self.backend.client("sts")
-        return str(_call("reading the AWS account id", sts.get_caller_identity)["Account"])
+        return dict(_call("reading the AWS account id", sts.get_caller_identity))
+
+    @property
+    def account(self) -> str:
+        return str(self._caller["Account"])
+
+    @property
+    def caller_role_arn(self) -> str | None:
+        """The IAM role LIP runs as, when it runs as one (a run task, a sensor): its
+        sessions sign as ``arn:aws:sts::<account>:assumed-role/<role>/<session>``.
+        None for a user or another kind of principal (an administrator's workstation).
+        The session ARN carries no role path, so a role with a path is named without it."""
+        parts = str(self._caller.get("Arn", "")).split(":", 5)
+        if len(parts) < 6 or parts[2] != "sts" or not parts[5].startswith("assumed-role/"):
+            return None
+        role = parts[5].split("/")[1]
+        return f"arn:{parts[1]}:iam::{parts[4]}:role/{role}"
 
     # ------------------------------------------------------------------- KMS
 

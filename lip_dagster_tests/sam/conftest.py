@@ -175,6 +175,26 @@ def deployment(
     return make_deployment(boto_session, moto_endpoint, monkeypatch)
 
 
+def customer_key(d: Deployment, statements: list[dict[str, Any]] | None = None) -> str:
+    """A key the security team created for okta, under its own alias, with a least-
+    privilege key policy (its administrators, the SAM's decrypt, ``statements``), and
+    LIP_KMS_KEY pointed at it; its ARN."""
+    kms = d.client("kms")
+    account = d.client("sts").get_caller_identity()["Account"]
+    policy = policy_file(
+        "kms_customer_key_policy.json", ACCOUNT=account, SAM_ROLE=d.role_arn, REGION="us-east-1"
+    )
+    policy["Statement"] += statements or []
+    arn = str(
+        kms.create_key(Description="acme okta logs", Policy=json.dumps(policy))["KeyMetadata"][
+            "Arn"
+        ]
+    )
+    kms.create_alias(AliasName=f"alias/acme-{d.run}-okta", TargetKeyId=arn)
+    d.monkeypatch.setenv("LIP_KMS_KEY", f"alias/acme-{d.run}-{{source}}")
+    return arn
+
+
 def land(backend: Backend, n: int = 5, seed: int = 0, source: str = "okta") -> None:
     writer = backend.writer()
     try:

@@ -13,10 +13,20 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from lip_dagster.sam.checks import CHECKS
 from lip_dagster.sam.grants import LIST_SID, READ_SID, SAM_DECRYPT_SID, TLS_SID
-from lip_dagster_tests.sam.conftest import Stack
+from lip_dagster.sam.provision import provision
+from lip_dagster.sam.target import AwsCallError, SamTarget
+from lip_dagster_tests.sam.conftest import (
+    OKTA,
+    Deployment,
+    Stack,
+    customer_key,
+    land,
+    policy_file,
+)
 
 
 def bucket_policy(stack: Stack) -> dict[str, Any]:
@@ -262,3 +272,135 @@ def test_a_tls_deny_that_exempts_a_principal_is_a_gap(stack: Stack) -> None:
     failing = stack.failing()
     assert list(failing) == ["sam_bucket_tls_only"]
     assert "does not deny non-TLS" in failing["sam_bucket_tls_only"].summary
+
+
+# ------------------------------------------------------- a key the security team owns
+
+
+def _iam_delegation(account: str) -> dict[str, Any]:
+    statement: dict[str, Any] = policy_file("kms_default_key_policy.json", ACCOUNT=account)[
+        "Statement"
+    ][0]
+    return statement
+
+
+def _customer_stack(deployment: Deployment, statements: list[dict[str, Any]] | None) -> Stack:
+    customer_key(deployment, statements)
+    backend = deployment.backend()
+    provision(backend, [OKTA])
+    land(backend)  # moto does not enforce key policies: AWS would refuse this put
+    return Stack(deployment, backend)
+
+
+def test_a_key_lips_roles_may_not_use_fails_its_check_with_the_statement_to_add(
+    deployment: Deployment,
+) -> None:
+    """A key whose policy names its administrators and the SAM but does not hand use
+    to the account's IAM policies: every run's first lake write fails with an
+    AccessDenied that names no cause. The check says so first, and how to fix it."""
+    stack = _customer_stack(deployment, None)
+    failing = stack.failing()
+    assert list(failing) == ["sam_kms_key_policy"]
+    outcome = failing["sam_kms_key_policy"]
+    assert "LIP's own roles may not use" in outcome.summary
+    assert "kms:GenerateDataKey through S3" in outcome.summary
+    assert "kms:Decrypt through Secrets Manager" in outcome.summary
+    assert "decrypt (" not in outcome.summary  # the SAM's own grant is in place
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    assert outcome.fix is not None
+    assert f'"Principal": {{"AWS": "arn:aws:iam::{account}:root"}}, "Action": "kms:*"' in (
+        outcome.fix
+    )
+
+
+def test_a_key_that_hands_its_use_to_iam_policies_passes(deployment: Deployment) -> None:
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    stack = _customer_stack(deployment, [_iam_delegation(account)])
+    assert stack.failing() == {}
+
+
+def test_a_grant_limited_to_s3_does_not_cover_secrets(deployment: Deployment) -> None:
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    through_s3 = {
+        **_iam_delegation(account),
+        "Condition": {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}},
+    }
+    outcome = _customer_stack(deployment, [through_s3]).failing()["sam_kms_key_policy"]
+    assert "kms:Decrypt through Secrets Manager" in outcome.summary
+    assert "kms:GenerateDataKey through S3" not in outcome.summary
+    assert "kms:Decrypt through S3" not in outcome.summary
+
+
+def test_a_deny_of_lips_roles_fails_the_check_naming_the_statement(
+    deployment: Deployment,
+) -> None:
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    deny = {
+        "Sid": "NoDataKeysOutsideTheVault",
+        "Effect": "Deny",
+        "Principal": {"AWS": account},
+        "Action": "kms:GenerateDataKey*",
+        "Resource": "*",
+    }
+    outcome = _customer_stack(deployment, [_iam_delegation(account), deny]).failing()[
+        "sam_kms_key_policy"
+    ]
+    assert "NoDataKeysOutsideTheVault" in outcome.summary
+    assert outcome.fix is not None and "NoDataKeysOutsideTheVault" in outcome.fix
+
+
+def test_a_key_naming_the_run_role_passes_where_the_check_runs_as_that_role(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In Dagster the checks run as the run role: a key policy naming it for what the
+    runs do is enough there. From a workstation it cannot be seen, and the check says
+    why it fails."""
+    iam, sts = deployment.client("iam"), deployment.client("sts")
+    name = f"lip-run-{deployment.run}"
+    run_role = iam.create_role(
+        RoleName=name,
+        AssumeRolePolicyDocument=json.dumps(policy_file("sam_role_trust.json")),
+    )["Role"]["Arn"]
+    named = {
+        "Sid": "LipRunRole",
+        "Effect": "Allow",
+        "Principal": {"AWS": run_role},
+        "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+        "Resource": "*",
+        "Condition": {
+            "StringEquals": {
+                "kms:ViaService": [
+                    "s3.us-east-1.amazonaws.com",
+                    "secretsmanager.us-east-1.amazonaws.com",
+                ]
+            }
+        },
+    }
+    stack = _customer_stack(deployment, [named])
+    outcome = stack.failing()["sam_kms_key_policy"]
+    assert "Dagster runs it as the run role" in outcome.summary
+
+    creds = sts.assume_role(RoleArn=run_role, RoleSessionName="dagster-run")["Credentials"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds["SecretAccessKey"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", creds["SessionToken"])
+    stack.backend = deployment.backend()
+    assert stack.failing() == {}
+    passed = next(o for o in stack.checks() if o.name == "sam_kms_key_policy")
+    assert run_role in passed.summary
+
+
+def test_an_unreadable_key_policy_fails_the_check_naming_the_read(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(self: SamTarget) -> dict[str, Any]:
+        err = ClientError(
+            {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}},
+            "GetKeyPolicy",
+        )
+        raise AwsCallError(f"reading the key policy of {self.key_arn()}", err)
+
+    monkeypatch.setattr(SamTarget, "key_policy", refused)
+    outcome = stack.failing()["sam_kms_key_policy"]
+    assert "reading the key policy" in outcome.summary
+    assert "AccessDeniedException" in outcome.summary

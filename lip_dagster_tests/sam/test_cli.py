@@ -73,7 +73,7 @@ def test_provision_plan_then_run_then_run_again(
     assert first.code == 0 and "okta: 11 created, 0 updated" in first.out
     second = lip("provision", "--source", "okta")
     assert second.code == 0
-    assert "okta: nothing to change (11 resources as expected)" in second.out
+    assert "okta: nothing to change (12 resources as expected)" in second.out
 
 
 def test_provision_exits_1_and_prints_the_manual_step_on_drift(

@@ -29,6 +29,28 @@ def test_an_account_root_principal_grants_the_role_nothing_by_itself() -> None:
     assert not ev.allowed and ev.allowed_by == ()
 
 
+def test_what_a_key_hands_the_accounts_iam_policies_is_asked_as_its_root() -> None:
+    """AWS stores a bare account id as the account's root; which of the account's
+    principals signs is unknown, so a Deny keyed on it is a possible denial only."""
+    root = "arn:aws:iam::123456789012:root"
+    key = "arn:aws:kms:us-east-1:123456789012:key/k"
+    doc = policy_file("kms_default_key_policy.json", ACCOUNT="123456789012")
+    doc["Statement"][0]["Principal"] = {"AWS": "123456789012"}
+    assert evaluate(doc, Request("kms:GenerateDataKey", key, root)).allowed
+    doc["Statement"].append(
+        {
+            "Sid": "OnlyBreakGlass",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "kms:*",
+            "Resource": "*",
+            "Condition": {"ArnNotLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/lip-*"}},
+        }
+    )
+    ev = evaluate(doc, Request("kms:GenerateDataKey", key, root))
+    assert ev.maybe_denied_by == ("OnlyBreakGlass",) and not ev.denied
+
+
 def test_an_operator_it_does_not_know_makes_a_deny_count_as_possible() -> None:
     policy = policy_file("deny_outside_office_ips.json", BUCKET=BUCKET, ROLE=ROLE)
     ev = evaluate(policy, Request("s3:GetObject", OBJECT, ROLE, context={}))

@@ -21,6 +21,7 @@ from lip_dagster_tests.sam.conftest import (
     PARTITION,
     Deployment,
     Stack,
+    customer_key,
     land,
     make_deployment,
     policy_file,
@@ -354,6 +355,33 @@ def test_a_plan_for_a_bucket_already_naming_the_keys_alias_calls_it_ok_like_the_
     planned = only(provision(deployment.backend(), [OKTA], plan=True), "s3 default encryption")
     done = only(provision(deployment.backend(), [OKTA]), "s3 default encryption")
     assert planned.action == done.action == "ok"
+
+
+def test_a_key_lips_roles_may_not_use_is_a_manual_step_and_never_changed(
+    deployment: Deployment,
+) -> None:
+    """The security team's key for okta grants its administrators and the SAM, not the
+    account's IAM policies: LIP's roles could not write. Provisioning says so, with
+    the statement to add, in the plan and the run, and leaves the key policy alone."""
+    arn = customer_key(deployment)
+    kms = deployment.client("kms")
+    before = kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"]
+    planned = only(provision(deployment.backend(), [OKTA], plan=True), "kms key use")
+    report = provision(deployment.backend(), [OKTA])
+    use = only(report, "kms key use")
+    assert use.action == "manual" and use in report.drift
+    assert "kms:GenerateDataKey through S3" in use.detail
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    assert use.manual and f'{{"AWS": "arn:aws:iam::{account}:root"}}' in use.manual
+    assert (planned.action, planned.manual) == (use.action, use.manual)
+    assert kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"] == before
+    assert only(report, "kms key policy").action == "ok"  # the SAM may decrypt
+
+
+def test_lips_own_key_hands_its_use_to_iam_policies(deployment: Deployment) -> None:
+    provision(deployment.backend(), [OKTA])
+    use = only(provision(deployment.backend(), [OKTA]), "kms key use")
+    assert use.action == "ok" and "IAM policies" in use.detail
 
 
 def test_no_retention_rule_is_added_to_a_bucket_lip_did_not_create(
