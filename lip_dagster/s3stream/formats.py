@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from lip_dagster.errors import ConfigError
 from lip_dagster.lake.envelope import EventIdentity
@@ -58,6 +58,18 @@ class VendorFormat:
     identity: EventIdentity
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
+    # where the vendor's records keep their id and time; a format whose records
+    # differ by an option (Cloudflare's dataset) sets it in ``build`` instead
+    default_identity: ClassVar[EventIdentity | None] = None
+
+    @classmethod
+    def build(cls, name: str, options: dict[str, str], max_record_bytes: int) -> VendorFormat:
+        """The format for a source's YAML block. Pops the ``options`` it reads;
+        ``vendor_format`` refuses any left over."""
+        if cls.default_identity is None:
+            raise ConfigError(f"format {name!r} does not say where its records keep id and time")
+        return cls(name, cls.default_identity, max_record_bytes)
+
     def housekeeping(self, key: str) -> str | None:
         """Why ``key`` is a vendor housekeeping object to skip on purpose, or None."""
         return None
@@ -83,6 +95,8 @@ class CloudTrailFormat(VendorFormat):
     ``vpcflowlogs/``, their write-check files) are not the trail's, so they are
     skipped by the service named in the key, not quarantined as damaged trail files.
     CloudTrail's own folders (``CloudTrail/``, ``CloudTrail-Insight/``) are read."""
+
+    default_identity = EventIdentity(id_fields=("eventID",), time_field="eventTime")
 
     def housekeeping(self, key: str) -> str | None:
         if "/CloudTrail-Digest/" in f"/{key}":
@@ -110,6 +124,8 @@ class GithubStreamFormat(VendorFormat):
     NDJSON, and a JSON array is accepted too. Key depth is not assumed (the documented
     ``YYYY/MM/HH/MM/<uuid>.json.gz`` lacks the day)."""
 
+    default_identity = EventIdentity(id_fields=("_document_id",), time_field="@timestamp")
+
     def records(self, raw: Iterable[bytes], problems: Problems) -> Iterator[dict[str, Any]]:
         first, stream = _peek(gunzip_chunks(raw, problems))
         if first == b"[":
@@ -126,7 +142,18 @@ class GithubStreamFormat(VendorFormat):
 @dataclass(frozen=True)
 class CloudflareLogpushFormat(VendorFormat):
     """Logpush: gzip of NDJSON. ``ownership-challenge.txt`` is the token Cloudflare
-    drops to prove the bucket is ours, not a log."""
+    drops to prove the bucket is ours, not a log. Each Logpush job writes one dataset,
+    whose records keep id and time in fields of their own: ``options.dataset``."""
+
+    @classmethod
+    def build(cls, name: str, options: dict[str, str], max_record_bytes: int) -> VendorFormat:
+        dataset = options.pop("dataset", "")
+        if dataset not in CLOUDFLARE_DATASETS:
+            raise ConfigError(
+                f"{name} needs options.dataset, one of "
+                f"{', '.join(sorted(CLOUDFLARE_DATASETS))}; got {dataset!r}"
+            )
+        return cls(name, CLOUDFLARE_DATASETS[dataset], max_record_bytes)
 
     def housekeeping(self, key: str) -> str | None:
         if key.rsplit("/", 1)[-1] == "ownership-challenge.txt":
@@ -140,31 +167,25 @@ CLOUDFLARE_DATASETS: dict[str, EventIdentity] = {
     "http_requests": EventIdentity(id_fields=("RayID",), time_field="EdgeStartTimestamp"),
 }
 
-FORMAT_NAMES = ("cloudtrail", "github_audit_stream", "cloudflare_logpush")
+FORMATS: dict[str, type[VendorFormat]] = {
+    "cloudtrail": CloudTrailFormat,
+    "github_audit_stream": GithubStreamFormat,
+    "cloudflare_logpush": CloudflareLogpushFormat,
+}
+"""The formats a source's ``format:`` may name: a new vendor is one ``VendorFormat``
+subclass and one line here (docs/s3-sources.md, "Adding a vendor format")."""
+
+FORMAT_NAMES = tuple(FORMATS)
 
 
 def vendor_format(name: str, options: Mapping[str, str] | None = None) -> VendorFormat:
     """The format named in a source's YAML; unknown names and options fail at load."""
     options = dict(options or {})
     max_record = int(options.pop("max_record_bytes", DEFAULT_MAX_RECORD_BYTES))
-    if name == "cloudtrail":
-        fmt: VendorFormat = CloudTrailFormat(
-            name, EventIdentity(id_fields=("eventID",), time_field="eventTime"), max_record
-        )
-    elif name == "github_audit_stream":
-        fmt = GithubStreamFormat(
-            name, EventIdentity(id_fields=("_document_id",), time_field="@timestamp"), max_record
-        )
-    elif name == "cloudflare_logpush":
-        dataset = options.pop("dataset", "")
-        if dataset not in CLOUDFLARE_DATASETS:
-            raise ConfigError(
-                f"cloudflare_logpush needs options.dataset, one of "
-                f"{', '.join(sorted(CLOUDFLARE_DATASETS))}; got {dataset!r}"
-            )
-        fmt = CloudflareLogpushFormat(name, CLOUDFLARE_DATASETS[dataset], max_record)
-    else:
-        raise ConfigError(f"unknown S3 format {name!r}: use one of {', '.join(FORMAT_NAMES)}")
+    cls = FORMATS.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown S3 format {name!r}: use one of {', '.join(FORMATS)}")
+    fmt = cls.build(name, options, max_record)
     if options:
         raise ConfigError(f"format {name!r} does not take options {sorted(options)}")
     return fmt
