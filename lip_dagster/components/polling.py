@@ -127,11 +127,12 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         name = validate_source_name(self.name)
-        # unknown adapters, and options an adapter cannot use, fail at load
-        poller_class(self.adapter).check_options(name, {k: str(v) for k, v in self.options.items()})
-        partitions = common.hourly_partitions(self.start_date)
+        cls = poller_class(self.adapter)  # an unknown adapter fails at load
         # every adapter keys its cursor by endpoint name (get_cursor_key)
-        endpoints = tuple(self.endpoints) or poller_class(self.adapter).default_endpoints
+        endpoints = tuple(self.endpoints) or cls.default_endpoints
+        # so do options the adapter does not read, and values it cannot use
+        cls.validate_options(name, {k: str(v) for k, v in self.options.items()}, endpoints)
+        partitions = common.hourly_partitions(self.start_date)
         tags = common.source_tags(name, "polling")
         component = self
 

@@ -238,12 +238,44 @@ class BasePoller(ABC):
     def get_auth_token(self) -> Secret:
         """The credential for the next call; cache it (``TokenCache``)."""
 
+    # the names of the ``options:`` this adapter reads, its secret names (``token_secret``)
+    # included: any other name is refused when the definitions load
+    known_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def option_names(cls, endpoints: Sequence[str]) -> tuple[str, ...]:
+        """Every option this adapter reads on a source polling ``endpoints``: its
+        ``known_options``. Override when a name depends on the endpoint."""
+        return cls.known_options
+
+    @classmethod
+    def validate_options(
+        cls, source: str, options: Mapping[str, str], endpoints: Sequence[str]
+    ) -> None:
+        """Refuse, when the definitions load, an option this adapter does not read,
+        then let the adapter check the values (``check_options``). An unknown name
+        is a typo whose setting would be ignored for its default (``overlap: 30``
+        kept Slack's 5-minute overlap), or a secret name never read, with the
+        default secret read instead: neither may load. Done here once, for every
+        adapter."""
+        known = cls.option_names(endpoints)
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            reads = ", ".join(sorted(known)) or "no option"
+            raise ConfigError(
+                f"source {source!r}: option {', '.join(map(repr, unknown))} is not read by "
+                f"its adapter ({cls.__name__}), which would ignore it and use its default; "
+                f"it reads: {reads}"
+            )
+        cls.check_options(source, options)
+
     @classmethod
     def check_options(cls, source: str, options: Mapping[str, str]) -> None:
         """Refuse, when the definitions load, an option value this adapter would
         misread at run time (raise ``ConfigError`` naming it). A typo in a mode
         setting must not quietly select another mode. Options without a fixed set of
-        values need nothing here."""
+        values need nothing here; unknown names are refused before this is called
+        (``validate_options``)."""
         return None
 
     def forget_auth_token(self) -> bool:

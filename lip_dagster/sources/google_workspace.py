@@ -16,6 +16,7 @@ negative) + ``id.applicationName`` + ``id.customerId``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -53,6 +54,13 @@ class GoogleWorkspacePoller(BasePoller):
         time_field="id.time",
     )
     default_endpoints = ("admin", "login", "drive", "token")
+    # token_url: the OAuth token endpoint, when not the key file's token_uri
+    known_options = (
+        "service_account_secret",
+        "admin_email_secret",
+        "token_url",
+        "overlap_minutes",
+    )
     newest_first = True
     throttle_statuses = frozenset({429, 503})  # VENDORS.md §4: over quota is 503
     retention = timedelta(days=180)  # VENDORS.md §4: results reach back 180 days
@@ -60,6 +68,12 @@ class GoogleWorkspacePoller(BasePoller):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._tokens = TokenCache(self._fetch_token, clock=self.clock)
+
+    @classmethod
+    def option_names(cls, endpoints: Sequence[str]) -> tuple[str, ...]:
+        """Also ``overlap_minutes_<app>`` for each application the source polls: one
+        for an application it does not poll (or misspelt) would set nothing."""
+        return cls.known_options + tuple(f"overlap_minutes_{app}" for app in endpoints)
 
     def get_auth_token(self) -> Secret:
         return Secret("Bearer " + self._tokens.get().reveal())

@@ -452,3 +452,85 @@ def test_the_whole_request_limit_is_a_per_source_setting() -> None:
             base_url_env="LIP_OKTA_BASE_URL",
             request_total_timeout_seconds=0,
         )
+
+
+@pytest.mark.parametrize(
+    ("adapter", "endpoints", "typo"),
+    [
+        ("slack", [], "overlap"),  # meant overlap_minutes: the 5-minute default was kept
+        ("slack", [], "token"),
+        ("okta", [], "auth_mode"),
+        ("onepassword", [], "tokn_secret"),  # the default secret name was read instead
+        ("google_workspace", [], "overlap_minute"),
+        ("google_workspace", [], "overlap_minutes_tokn"),
+        # an application this source does not poll: the setting would do nothing
+        ("google_workspace", ["login"], "overlap_minutes_drive"),
+    ],
+)
+def test_an_option_the_adapter_does_not_read_is_refused_when_the_yaml_loads(
+    adapter: str, endpoints: list[str], typo: str
+) -> None:
+    """A misspelt option used to be ignored: `overlap: 30` on Slack kept re-reading 5
+    minutes while the operator believed 30. It fails at load, naming the option, the
+    source and what the adapter does read."""
+    from lip_dagster.components.polling import PollingSource
+    from lip_dagster.errors import ConfigError
+
+    source = PollingSource(
+        name=f"my_{adapter}",
+        adapter=adapter,
+        base_url_env="X",
+        endpoints=endpoints,
+        options={typo: "30"},
+    )
+    with pytest.raises(ConfigError) as info:
+        source.build_defs(None)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert repr(typo) in message and f"my_{adapter}" in message
+    assert "token_secret" in message or "service_account_secret" in message
+
+
+@pytest.mark.parametrize(
+    ("adapter", "endpoints", "options"),
+    [
+        ("slack", [], {"token_secret": "slack/other", "overlap_minutes": 30}),
+        (
+            "okta",
+            [],
+            {
+                "auth": "oauth",
+                "token_secret": "a",
+                "client_id_secret": "b",
+                "private_key_secret": "c",
+            },
+        ),
+        ("onepassword", [], {"token_secret": "onepassword/other"}),
+        (
+            "google_workspace",
+            ["login", "token"],
+            {
+                "service_account_secret": "a",
+                "admin_email_secret": "b",
+                "token_url": "https://oauth2.example/token",
+                "overlap_minutes": 45,
+                "overlap_minutes_token": 180,
+            },
+        ),
+        # no endpoints listed: the adapter's default applications
+        ("google_workspace", [], {"overlap_minutes_drive": 60}),
+    ],
+)
+def test_every_option_an_adapter_reads_still_loads(
+    adapter: str, endpoints: list[str], options: dict
+) -> None:
+    from lip_dagster.components.polling import PollingSource
+
+    source = PollingSource(
+        name=adapter, adapter=adapter, base_url_env="X", endpoints=endpoints, options=options
+    )
+    d = source.build_defs(None)  # type: ignore[arg-type]
+    (asset,) = d.assets  # type: ignore[misc]
+    meta = asset.metadata_by_key[dg.AssetKey(adapter)]  # type: ignore[union-attr]
+    assert meta["lip/secrets"] == sorted(
+        str(v) for k, v in options.items() if k.endswith("_secret")
+    )

@@ -211,3 +211,13 @@ def test_the_guides_source_backfills_exactly_its_hour(guide_source, lip_home: Pa
         f"{hour:%d}",
         f"{hour:%H}",
     )
+
+
+def test_the_guide_lists_the_options_each_shipped_adapter_reads() -> None:
+    """An operator writes `options:` from this table; an option missing from it, or
+    listed but refused at load, sends them to the code to find out."""
+    rows = re.findall(r"^\| `([a-z_]+)` \| (.*) \|$", GUIDE.read_text(encoding="utf-8"), re.M)
+    listed = {adapter: set(re.findall(r"`([a-z_<>]+)`", cell)) for adapter, cell in rows}
+    assert set(listed) == set(sources.POLLERS)
+    for adapter, names in listed.items():
+        assert names == set(sources.poller_class(adapter).option_names(["<app>"])), adapter
