@@ -81,7 +81,7 @@ class WebhookSourceSpec(BaseModel):
     description: str | None = None
     start_date: str = "2026-01-01-00:00"
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=64 * 1_048_576)
-    # generic vendor only: where events, ids and times are
+    # generic vendor only (refused on the others): where events, ids and times are
     events_path: str | None = Field(
         default=None,
         description="generic: dotted path of the event list in the body; unset: the body "
@@ -164,6 +164,28 @@ class WebhookSourceSpec(BaseModel):
             elif not isinstance(value, str) or not value.strip():
                 raise ValueError(f"auth.{key} must name a header, not {value!r}")
         return v
+
+    @model_validator(mode="after")
+    def _generic_fields(self) -> WebhookSourceSpec:
+        # the other vendors find events, ids and times in code (vendors.py): a value
+        # here would be ignored while the block says events are identified by it
+        if self.vendor != "generic":
+            given = [
+                name
+                for name, value in (
+                    ("events_path", self.events_path),
+                    ("id_fields", self.id_fields),
+                    ("time_field", self.time_field),
+                )
+                if value
+            ]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} is read only by vendor generic; vendor "
+                    f"{self.vendor} finds its events, ids and times itself and would "
+                    "ignore it: drop it, or use vendor: generic"
+                )
+        return self
 
     @model_validator(mode="after")
     def _drain_fits(self) -> WebhookSourceSpec:

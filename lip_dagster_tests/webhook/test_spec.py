@@ -133,3 +133,36 @@ def test_an_auth_block_the_receiver_cannot_use_is_refused_at_load(
 def test_every_documented_auth_option_is_accepted(tmp_path: Path, auth: dict) -> None:
     write_block(tmp_path, "my_app", {"name": "my_app", "vendor": "generic", "auth": auth})
     assert load_specs(tmp_path)["my_app"].auth == auth
+
+
+@pytest.mark.parametrize("vendor", ["okta_event_hook", "github", "jamf"])
+@pytest.mark.parametrize(
+    "change",
+    [{"events_path": "data.items"}, {"id_fields": ["eventId"]}, {"time_field": "when"}],
+)
+def test_a_generic_setting_on_a_vendor_that_ignores_it_is_refused_at_load(
+    tmp_path: Path, vendor: str, change: dict
+) -> None:
+    """okta_event_hook, github and jamf find events, ids and times themselves: an
+    events_path, id_fields or time_field there was ignored, so the events were
+    identified and filed as the vendor's code does, not as the block said."""
+    (field,) = change
+    auth_type = {"okta_event_hook": "okta_event_hook", "github": "github", "jamf": "header_map"}
+    attrs = {
+        "name": "my_hooks",
+        "vendor": vendor,
+        "auth": {"type": auth_type[vendor], "secret": "s"},
+        **change,
+    }
+    path = write_block(tmp_path, "my_hooks", attrs)
+    with pytest.raises(ConfigError) as info:
+        load_specs(tmp_path)
+    assert str(path) in str(info.value) and field in str(info.value)
+    assert vendor in str(info.value)
+    with pytest.raises(Exception, match=field):
+        WebhookSource.resolve_from_dict(attrs)
+    # the same setting on a generic source is read
+    generic = {**attrs, "vendor": "generic", "auth": {"type": "header", "secret": "s"}}
+    write_block(tmp_path, "generic", {**generic, "name": "generic"})
+    (tmp_path / "my_hooks" / "defs.yaml").unlink()
+    assert load_specs(tmp_path)["generic"].model_dump()[field] == change[field]
