@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lip_dagster.components import common
 from lip_dagster.components.checks import source_checks
@@ -43,7 +43,8 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
     page_size: int = Field(default=1000, ge=1, description="events asked for per page")
     # a budget of 0 ends every poll before its first request, as a green run
     time_budget_seconds: int = Field(default=240, gt=0)
-    safety_margin_seconds: int = 15
+    # negative: the poll would run past its budget, into the next poll's slot
+    safety_margin_seconds: int = Field(default=15, ge=0)
     request_total_timeout_seconds: float = Field(
         default=DEFAULT_TOTAL_TIMEOUT,
         gt=0,
@@ -53,12 +54,14 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
             "run's time budget. Raise it for a vendor whose large pages come slowly."
         ),
     )
-    initial_lookback_hours: float = 24
-    freshness_fail_minutes: int = 60
-    freshness_warn_minutes: int | None = 30
+    # 0: collect from the first poll on; negative asks the vendor for the future
+    initial_lookback_hours: float = Field(default=24, ge=0)
+    freshness_fail_minutes: int = Field(default=60, ge=1)
+    # null for no warning: 0 would read as none while the block says 0 minutes
+    freshness_warn_minutes: int | None = Field(default=30, ge=1)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    step_retries: int = 2
-    step_retry_delay_seconds: int = 30
+    step_retries: int = Field(default=2, ge=0)
+    step_retry_delay_seconds: int = Field(default=30, ge=1)
     description: str | None = None
 
     @field_validator("poll_minutes")
@@ -72,6 +75,16 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
                 f"not {value}: cron's */{value} would not fire every {value} minutes"
             )
         return value
+
+    @model_validator(mode="after")
+    def _warns_before_failing(self) -> "PollingSource":
+        warn, fail = self.freshness_warn_minutes, self.freshness_fail_minutes
+        if warn is not None and warn >= fail:
+            raise ValueError(
+                f"freshness_warn_minutes ({warn}) must be less than freshness_fail_minutes "
+                f"({fail}): the warning comes before the failure"
+            )
+        return self
 
     def poller_config(self) -> PollerConfig:
         """Resolved at run time, so a missing deployment value fails the run that

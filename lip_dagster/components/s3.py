@@ -25,7 +25,7 @@ from typing import Any
 
 import dagster as dg
 import orjson
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lip_dagster.components import common
 from lip_dagster.components.checks import source_checks
@@ -128,38 +128,54 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
         default=None, description="embedded backend: variable naming the landing directory"
     )
     start_date: str = "2026-01-01-00:00"
-    sensor_seconds: int = 60
+    sensor_seconds: int = Field(default=60, ge=1, description="seconds between sensor ticks")
     keys_per_run: int = Field(
         default=20,
+        ge=1,
         description="objects per transcoding run; more when a tick finds more than "
         "keys_per_run x max_runs_per_tick",
     )
     max_runs_per_tick: int = Field(
         default=2,
+        ge=1,
         description="runs one tick requests for new objects at most: a source's runs go "
         "one at a time, so a backlog lands in a few large runs, not many small ones",
     )
     max_keys_per_tick: int = Field(
         default=500,
+        ge=1,
         description="objects taken per tick, and at most this many waiting for their runs",
     )
     max_batch_runs: int = Field(
         default=DEFAULT_MAX_ATTEMPTS,
+        ge=1,
         description="runs a batch of objects gets; what none of them landed goes to quarantine",
     )
-    settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    settle_seconds: float = Field(default=DEFAULT_SETTLE_SECONDS, ge=0)
     content_check_minutes: float = Field(
         default=10,
+        ge=0,
         description="lake_layout only: an hour's content checks run when it first gets "
         "objects, then at most once in this many minutes while more arrive",
     )
-    page_events: int = PAGE_EVENTS
-    freshness_fail_minutes: int = 60
-    freshness_warn_minutes: int | None = 30
-    step_retries: int = 2
-    step_retry_delay_seconds: int = 30
+    page_events: int = Field(default=PAGE_EVENTS, ge=1)
+    freshness_fail_minutes: int = Field(default=60, ge=1)
+    # null for no warning: 0 would read as none while the block says 0 minutes
+    freshness_warn_minutes: int | None = Field(default=30, ge=1)
+    step_retries: int = Field(default=2, ge=0)
+    step_retry_delay_seconds: int = Field(default=30, ge=1)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _warns_before_failing(self) -> "S3Source":
+        warn, fail = self.freshness_warn_minutes, self.freshness_fail_minutes
+        if warn is not None and warn >= fail:
+            raise ValueError(
+                f"freshness_warn_minutes ({warn}) must be less than freshness_fail_minutes "
+                f"({fail}): the warning comes before the failure"
+            )
+        return self
 
     # ------------------------------------------------------------------ parts
     def vendor_format(self) -> VendorFormat | None:
@@ -172,7 +188,10 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             return None
         if not self.format:
             raise ConfigError(f"source {self.name!r}: set format (or lake_layout: true)")
-        return vendor_format(self.format, {k: str(v) for k, v in self.options.items()})
+        try:
+            return vendor_format(self.format, {k: str(v) for k, v in self.options.items()})
+        except ConfigError as exc:
+            raise ConfigError(f"source {self.name!r}: {exc}") from None
 
     def location(self) -> ObjectLocation:
         return ObjectLocation(
@@ -695,18 +714,6 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         name = validate_source_name(self.name)
         fmt = self.vendor_format()  # unknown formats and options fail at load
-        if (
-            self.keys_per_run < 1
-            or self.max_runs_per_tick < 1
-            or self.max_keys_per_tick < 1
-            or self.max_batch_runs < 1
-            or self.settle_seconds < 0
-            or self.content_check_minutes < 0
-        ):
-            raise ConfigError(
-                f"source {name!r}: keys_per_run, max_runs_per_tick, max_keys_per_tick and "
-                "max_batch_runs must be >= 1, settle_seconds and content_check_minutes >= 0"
-            )
         if self.queue_env:
             _QUEUE_ENVS[name] = self.queue_env
         partitions = common.hourly_partitions(self.start_date)

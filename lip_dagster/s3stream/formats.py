@@ -61,6 +61,8 @@ class VendorFormat:
     # where the vendor's records keep their id and time; a format whose records
     # differ by an option (Cloudflare's dataset) sets it in ``build`` instead
     default_identity: ClassVar[EventIdentity | None] = None
+    # the source's ``options`` ``build`` reads (besides ``max_record_bytes``)
+    options_read: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def build(cls, name: str, options: dict[str, str], max_record_bytes: int) -> VendorFormat:
@@ -145,6 +147,8 @@ class CloudflareLogpushFormat(VendorFormat):
     drops to prove the bucket is ours, not a log. Each Logpush job writes one dataset,
     whose records keep id and time in fields of their own: ``options.dataset``."""
 
+    options_read = ("dataset",)
+
     @classmethod
     def build(cls, name: str, options: dict[str, str], max_record_bytes: int) -> VendorFormat:
         dataset = options.pop("dataset", "")
@@ -181,11 +185,19 @@ FORMAT_NAMES = tuple(FORMATS)
 def vendor_format(name: str, options: Mapping[str, str] | None = None) -> VendorFormat:
     """The format named in a source's YAML; unknown names and options fail at load."""
     options = dict(options or {})
-    max_record = int(options.pop("max_record_bytes", DEFAULT_MAX_RECORD_BYTES))
+    raw = str(options.pop("max_record_bytes", DEFAULT_MAX_RECORD_BYTES))
+    # 0 would refuse every record of every object as too large
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise ConfigError(
+            f"options.max_record_bytes must be a whole number of bytes, at least 1, not {raw!r}"
+        )
     cls = FORMATS.get(name)
     if cls is None:
         raise ConfigError(f"unknown S3 format {name!r}: use one of {', '.join(FORMATS)}")
-    fmt = cls.build(name, options, max_record)
+    fmt = cls.build(name, options, int(raw))
     if options:
-        raise ConfigError(f"format {name!r} does not take options {sorted(options)}")
+        takes = ", ".join(sorted({*cls.options_read, "max_record_bytes"}))
+        raise ConfigError(
+            f"format {name!r} does not take options {sorted(options)}; it takes {takes}"
+        )
     return fmt

@@ -16,7 +16,7 @@ negative) + ``id.applicationName`` + ``id.customerId``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -74,6 +74,13 @@ class GoogleWorkspacePoller(BasePoller):
         """Also ``overlap_minutes_<app>`` for each application the source polls: one
         for an application it does not poll (or misspelt) would set nothing."""
         return cls.known_options + tuple(f"overlap_minutes_{app}" for app in endpoints)
+
+    @classmethod
+    def check_options(cls, source: str, options: Mapping[str, str]) -> None:
+        # an overlap that is not a number of minutes fails at load, not on every poll
+        for name in options:
+            if name.startswith("overlap_minutes"):
+                overlap_option(source, options, (name,), DEFAULT_OVERLAP_MINUTES)
 
     def get_auth_token(self) -> Secret:
         return Secret("Bearer " + self._tokens.get().reveal())

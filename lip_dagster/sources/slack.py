@@ -13,6 +13,7 @@ overlap past it has been polled.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from lip_dagster.errors import VendorAuthError, VendorError
@@ -33,6 +34,11 @@ class SlackPoller(BasePoller):
     default_endpoints = ("logs",)
     known_options = ("token_secret", "overlap_minutes")
     newest_first = True
+
+    @classmethod
+    def check_options(cls, source: str, options: Mapping[str, str]) -> None:
+        # an overlap that is not a number of minutes fails at load, not on every poll
+        overlap_option(source, options, ("overlap_minutes",), DEFAULT_OVERLAP_MINUTES)
 
     def get_auth_token(self) -> Secret:
         return self.bearer("token_secret", "slack/token")

@@ -112,7 +112,8 @@ class WebhookSourceSpec(BaseModel):
     )
     step_retry_delay_seconds: int = Field(default=30, ge=1)
     freshness_fail_minutes: int = Field(default=60, ge=1)
-    freshness_warn_minutes: int | None = 30
+    # null for no warning: 0 would read as none while the block says 0 minutes
+    freshness_warn_minutes: int | None = Field(default=30, ge=1)
 
     @field_validator("name")
     @classmethod
@@ -185,6 +186,16 @@ class WebhookSourceSpec(BaseModel):
                     f"{self.vendor} finds its events, ids and times itself and would "
                     "ignore it: drop it, or use vendor: generic"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _warns_before_failing(self) -> WebhookSourceSpec:
+        warn, fail = self.freshness_warn_minutes, self.freshness_fail_minutes
+        if warn is not None and warn >= fail:
+            raise ValueError(
+                f"freshness_warn_minutes ({warn}) must be less than freshness_fail_minutes "
+                f"({fail}): the warning comes before the failure"
+            )
         return self
 
     @model_validator(mode="after")

@@ -534,3 +534,48 @@ def test_every_option_an_adapter_reads_still_loads(
     assert meta["lip/secrets"] == sorted(
         str(v) for k, v in options.items() if k.endswith("_secret")
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        # a negative margin let a poll run past its budget, into the next one's slot
+        ("safety_margin_seconds", -30),
+        ("initial_lookback_hours", -1),  # the first poll asked for the future
+        ("freshness_fail_minutes", 0),
+        ("freshness_warn_minutes", 0),  # read as "no warning" while it says 0 minutes
+        ("freshness_warn_minutes", 60),  # not before the 60-minute failure
+        ("step_retries", -1),
+        ("step_retry_delay_seconds", -30),
+    ],
+)
+def test_a_number_that_makes_no_sense_is_refused_as_the_yaml_loads_naming_it(
+    field: str, value: int
+) -> None:
+    from lip_dagster.components.polling import PollingSource
+
+    block = {"name": "okta", "adapter": "okta", "base_url_env": "X"}
+    with pytest.raises(Exception, match=field):
+        PollingSource.resolve_from_dict({**block, field: value})
+    assert PollingSource.resolve_from_dict(block)
+
+
+@pytest.mark.parametrize(
+    ("adapter", "option", "value"),
+    [
+        ("slack", "overlap_minutes", "30m"),
+        ("slack", "overlap_minutes", -5),
+        ("google_workspace", "overlap_minutes", "half an hour"),
+        ("google_workspace", "overlap_minutes_token", 100_000),
+    ],
+)
+def test_an_overlap_that_is_not_a_number_of_minutes_is_refused_when_the_yaml_loads(
+    adapter: str, option: str, value: object
+) -> None:
+    """It used to load, then fail every poll of the source."""
+    from lip_dagster.components.polling import PollingSource
+    from lip_dagster.errors import ConfigError
+
+    source = PollingSource(name=adapter, adapter=adapter, base_url_env="X", options={option: value})
+    with pytest.raises(ConfigError, match=rf"'{adapter}'.*'{option}'"):
+        source.build_defs(None)  # type: ignore[arg-type]

@@ -690,3 +690,52 @@ def test_a_launchpad_run_whose_objects_cannot_be_read_says_to_launch_it_again(
         raise_on_error=False,
     )
     assert again.success and lake_ids(home, "cloudtrail") == landed  # as it says: no copy
+
+
+S3_BLOCK = {"name": "trail", "format": "cloudtrail", "bucket_env": "LIP_TEST_TRAIL_BUCKET"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("sensor_seconds", 0),  # a tick as often as the daemon can, listing the bucket
+        ("sensor_seconds", -60),
+        ("keys_per_run", 0),
+        ("max_runs_per_tick", 0),
+        ("max_keys_per_tick", -1),
+        ("max_batch_runs", 0),
+        ("settle_seconds", -1),
+        ("content_check_minutes", -5),
+        ("page_events", 0),
+        ("freshness_fail_minutes", 0),
+        ("freshness_warn_minutes", 0),  # read as "no warning" while it says 0 minutes
+        ("freshness_warn_minutes", 60),  # not before the 60-minute failure
+        ("step_retries", -1),
+        ("step_retry_delay_seconds", -30),
+    ],
+)
+def test_a_number_that_makes_no_sense_is_refused_as_the_yaml_loads_naming_it(
+    field: str, value: int
+) -> None:
+    from lip_dagster.components.s3 import S3Source
+
+    with pytest.raises(Exception, match=field):
+        S3Source.resolve_from_dict({**S3_BLOCK, field: value})
+    assert S3Source.resolve_from_dict(S3_BLOCK)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "16MB"])
+def test_a_record_size_limit_that_makes_no_sense_is_refused_naming_option_and_source(
+    value: str,
+) -> None:
+    """max_record_bytes: 0 refused every record of every object as too large."""
+    from lip_dagster.components.s3 import S3Source
+    from lip_dagster.errors import ConfigError
+
+    source = S3Source.resolve_from_dict({**S3_BLOCK, "options": {"max_record_bytes": value}})
+    with pytest.raises(ConfigError, match="max_record_bytes") as info:
+        source.build_defs(None)  # type: ignore[arg-type]
+    assert "'trail'" in str(info.value)
+    typo = S3Source.resolve_from_dict({**S3_BLOCK, "options": {"max_record_byte": 1024}})
+    with pytest.raises(ConfigError, match=r"'trail'.*max_record_byte"):
+        typo.build_defs(None)  # type: ignore[arg-type]

@@ -370,3 +370,25 @@ def test_drains_page_as_live_collection_and_a_ui_materialize_as_a_backfill(
     assert "could not write lake object" in problem.message
     assert ui(hour_of(datetime.now(UTC))).success
     assert paging() == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("freshness_fail_minutes", 0),
+        ("freshness_warn_minutes", 0),  # read as "no warning" while it says 0 minutes
+        ("freshness_warn_minutes", -5),
+        ("freshness_warn_minutes", 60),  # not before the 60-minute failure
+        ("flush_age_seconds", -1),
+        ("step_retries", -1),
+    ],
+)
+def test_a_number_that_makes_no_sense_is_refused_as_the_yaml_loads_naming_it(
+    field: str, value: int
+) -> None:
+    from lip_dagster.components.webhook import WebhookSource
+
+    block = {"name": "hooks", "vendor": "github", "auth": {"type": "github", "secret": "s"}}
+    with pytest.raises(Exception, match=field):
+        WebhookSource.resolve_from_dict({**block, field: value})
+    assert WebhookSource.resolve_from_dict(block)
