@@ -88,6 +88,9 @@ permission: a cursor that grows every tick would end up too large to store."""
 QUARANTINE_CHECK = "quarantine_empty"
 CHECKS_TAG = common.CHECKS_TAG
 RunLookup = Callable[[Sequence[str]], Mapping[str, RunOutcome]]
+TRANSCODING_ONLY = ("keys_per_run", "max_runs_per_tick", "max_batch_runs", "page_events")
+"""Settings of the runs that transcode a vendor's objects, which a lake-layout source
+(registered without runs) does not have."""
 
 _QUEUE_ENVS: dict[str, str] = {}
 """Source name -> the variable naming its notification queue, for every S3 source
@@ -174,6 +177,28 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
             raise ValueError(
                 f"freshness_warn_minutes ({warn}) must be less than freshness_fail_minutes "
                 f"({fail}): the warning comes before the failure"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _read_in_its_mode(self) -> "S3Source":
+        # a lake-layout source's objects are registered without a run: nothing
+        # batches their keys or reads their records; only its hours get a run of
+        # content checks alone. A setting of the other mode would be ignored.
+        given = self.model_fields_set
+        if self.lake_layout:
+            unread = [f for f in TRANSCODING_ONLY if f in given]
+            if self.options:
+                unread.append("options")
+            if unread:
+                raise ValueError(
+                    f"{', '.join(unread)} is not read with lake_layout: true (its objects "
+                    "are registered, not transcoded by runs): drop it"
+                )
+        elif "content_check_minutes" in given:
+            raise ValueError(
+                "content_check_minutes is read only with lake_layout: true (a transcoded "
+                "hour is checked by the run that lands it): drop it"
             )
         return self
 

@@ -739,3 +739,34 @@ def test_a_record_size_limit_that_makes_no_sense_is_refused_naming_option_and_so
     typo = S3Source.resolve_from_dict({**S3_BLOCK, "options": {"max_record_byte": 1024}})
     with pytest.raises(ConfigError, match=r"'trail'.*max_record_byte"):
         typo.build_defs(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"options": {"dataset": "audit"}},
+        {"keys_per_run": 50},
+        {"max_runs_per_tick": 4},
+        {"max_batch_runs": 5},
+        {"page_events": 1000},
+    ],
+)
+def test_a_transcoding_setting_on_a_lake_layout_source_is_refused_at_load(change: dict) -> None:
+    """A lake-layout source registers its producer's objects without a run: no run
+    batches its keys or reads its records, so these were ignored as they loaded."""
+    from lip_dagster.components.s3 import S3Source
+
+    (field,) = change
+    block = {"name": "partner", "lake_layout": True, "bucket_env": "T_BUCKET"}
+    with pytest.raises(Exception, match=rf"{field}.*lake_layout"):
+        S3Source.resolve_from_dict({**block, **change})
+    assert S3Source.resolve_from_dict({**block, "content_check_minutes": 30})
+
+
+def test_content_check_minutes_on_a_transcoded_source_is_refused_at_load() -> None:
+    """Only lake-layout hours get a run of checks alone; a transcoded hour is checked
+    by the run that landed it, so the setting did nothing."""
+    from lip_dagster.components.s3 import S3Source
+
+    with pytest.raises(Exception, match=r"content_check_minutes.*lake_layout"):
+        S3Source.resolve_from_dict({**S3_BLOCK, "content_check_minutes": 30})
