@@ -241,6 +241,9 @@ class BasePoller(ABC):
     # the names of the ``options:`` this adapter reads, its secret names (``token_secret``)
     # included: any other name is refused when the definitions load
     known_options: ClassVar[tuple[str, ...]] = ()
+    # the endpoints the vendor has, refused otherwise when the definitions load; None
+    # where the vendor names them and refuses a wrong one itself (Google applications)
+    known_endpoints: ClassVar[tuple[str, ...] | None] = None
 
     @classmethod
     def option_names(cls, endpoints: Sequence[str]) -> tuple[str, ...]:
@@ -257,7 +260,23 @@ class BasePoller(ABC):
         is a typo whose setting would be ignored for its default (``overlap: 30``
         kept Slack's 5-minute overlap), or a secret name never read, with the
         default secret read instead: neither may load. Done here once, for every
-        adapter."""
+        adapter.
+
+        Endpoints too: Okta and Slack have one log and ignore the endpoint's name, so
+        ``endpoints: [logs, log]`` polled the same log twice under two cursors, and a
+        misspelt 1Password endpoint failed every run instead of the load."""
+        repeated = sorted({e for e in endpoints if list(endpoints).count(e) > 1})
+        unknown_endpoints = [
+            e for e in endpoints if cls.known_endpoints is not None and e not in cls.known_endpoints
+        ]
+        if repeated or unknown_endpoints:
+            what = (
+                f"endpoint {', '.join(map(repr, unknown_endpoints))} is not one its vendor has "
+                f"({', '.join(cls.known_endpoints or ())})"
+                if unknown_endpoints
+                else f"endpoint {', '.join(map(repr, repeated))} is listed twice"
+            )
+            raise ConfigError(f"source {source!r}: {what}")
         known = cls.option_names(endpoints)
         unknown = sorted(set(options) - set(known))
         if unknown:

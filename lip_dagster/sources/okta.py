@@ -42,6 +42,7 @@ def rfc3339(dt: datetime) -> str:
 class OktaPoller(BasePoller):
     identity = EventIdentity(id_fields=("uuid",), time_field="published")
     default_endpoints = ("logs",)
+    known_endpoints = ("logs",)
     # auth ssws reads token_secret; auth oauth client_id_secret and private_key_secret
     known_options = ("auth", "token_secret", "client_id_secret", "private_key_secret")
     retention = timedelta(days=90)  # VENDORS.md §1: older data is not returned

@@ -26,6 +26,7 @@ ENDPOINTS = ("auditevents", "itemusages", "signinattempts")
 class OnePasswordPoller(BasePoller):
     identity = EventIdentity(id_fields=("uuid",), time_field="timestamp")
     default_endpoints = ENDPOINTS
+    known_endpoints = ENDPOINTS
     known_options = ("token_secret",)
     retention = timedelta(days=120)  # VENDORS.md §3: data reaches back 120 days
 

@@ -32,6 +32,7 @@ no Slack lag. Widen it with the source option ``overlap_minutes``."""
 class SlackPoller(BasePoller):
     identity = EventIdentity(id_fields=("id",), time_field="date_create")
     default_endpoints = ("logs",)
+    known_endpoints = ("logs",)
     known_options = ("token_secret", "overlap_minutes")
     newest_first = True
 

@@ -4,6 +4,7 @@ runs, backfills, metadata, and secrets kept out of all of it."""
 from __future__ import annotations
 
 import gzip
+import re
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -578,4 +579,26 @@ def test_an_overlap_that_is_not_a_number_of_minutes_is_refused_when_the_yaml_loa
 
     source = PollingSource(name=adapter, adapter=adapter, base_url_env="X", options={option: value})
     with pytest.raises(ConfigError, match=rf"'{adapter}'.*'{option}'"):
+        source.build_defs(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("adapter", "endpoints", "said"),
+    [
+        ("okta", ["logs", "log"], "endpoint 'log' is not one its vendor has (logs)"),
+        ("slack", ["audit"], "endpoint 'audit' is not one its vendor has (logs)"),
+        ("onepassword", ["itemusage"], "endpoint 'itemusage' is not one its vendor has"),
+        ("google_workspace", ["login", "login"], "endpoint 'login' is listed twice"),
+    ],
+)
+def test_an_endpoint_the_vendor_does_not_have_is_refused_when_the_yaml_loads(
+    adapter: str, endpoints: list[str], said: str
+) -> None:
+    """Okta and Slack ignore the endpoint's name: a typo polled the same log again
+    under a second cursor. A misspelt 1Password endpoint failed every run instead."""
+    from lip_dagster.components.polling import PollingSource
+    from lip_dagster.errors import ConfigError
+
+    source = PollingSource(name="src", adapter=adapter, base_url_env="X", endpoints=endpoints)
+    with pytest.raises(ConfigError, match=re.escape(said)):
         source.build_defs(None)  # type: ignore[arg-type]
