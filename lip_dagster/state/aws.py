@@ -807,6 +807,13 @@ _ATTR_ENCODING = "lip_encoding"
 _ATTR_SENT_AT = "lip_sent_at"
 
 
+def _no_queue(name: str, source: str) -> StateError:
+    return StateError(
+        f"SQS queue {name!r} of source {source!r} does not exist: run "
+        "`lip provision` (the store's ensure(source) creates it)"
+    )
+
+
 class SqsBuffer(_AwsStore, Buffer):
     """The buffer as two SQS queues per source, ``{prefix}{source}-buffer`` and its
     dead-letter queue ``{prefix}{source}-dlq``.
@@ -861,6 +868,7 @@ class SqsBuffer(_AwsStore, Buffer):
         # messages exist; the DLQ is read rarely, so it long-polls briefly instead.
         self._dlq_wait = dlq_wait_seconds
         self._urls: dict[str, tuple[str, str]] = {}
+        self._buffer_urls: dict[str, str] = {}  # the buffer queue alone, for ``send``
         self._redrive_ok: set[str] = set()  # sources whose redrive policy targets our DLQ
 
     def queue_names(self, source: str) -> tuple[str, str]:
@@ -973,13 +981,27 @@ class SqsBuffer(_AwsStore, Buffer):
         main_name, dlq_name = self.queue_names(source)
         main_url, dlq_url = self._lookup(main_name), self._lookup(dlq_name)
         if main_url is None or dlq_url is None:
-            missing = main_name if main_url is None else dlq_name
-            raise StateError(
-                f"SQS queue {missing!r} of source {source!r} does not exist: run "
-                "`lip provision` (the store's ensure(source) creates it)"
-            )
+            raise _no_queue(main_name if main_url is None else dlq_name, source)
         self._urls[source] = (main_url, dlq_url)
         return main_url, dlq_url
+
+    def _buffer_queue(self, source: str) -> str:
+        """The buffer queue's URL alone, for ``send``: the webhook receiver may look
+        up and send to the buffer queues and no other (its role in
+        deploy/ecs/lip-dagster.cfn.yaml): a send that looked the DLQ up too would be
+        refused with AccessDenied, and every delivery answered 503."""
+        cached = self._urls.get(source)
+        if cached is not None:
+            return cached[0]
+        url = self._buffer_urls.get(source)
+        if url is not None:
+            return url
+        main_name, _ = self.queue_names(source)
+        url = self._lookup(main_name)
+        if url is None:
+            raise _no_queue(main_name, source)
+        self._buffer_urls[source] = url
+        return url
 
     def _checked_queues(self, source: str) -> tuple[str, str]:
         """The queues, for the calls that read what keeps failing (receive, depth,
@@ -1064,7 +1086,7 @@ class SqsBuffer(_AwsStore, Buffer):
     def send(self, source: str, bodies: Sequence[bytes]) -> list[str]:
         if not bodies:
             return []
-        main_url, _ = self._queues(source)
+        main_url = self._buffer_queue(source)
         sent_at = repr(time.time())
         entries = [
             {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import re
+import uuid
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -544,3 +545,45 @@ def test_the_guide_names_what_the_receiver_needs_as_a_server() -> None:
         assert re.search(rf"`{action}` on [^.]*`lip-\*{suffix}`", guide), (action, resource)
     # and everything else the server does is the receiver role's
     assert {(p.action, p.resource) for p in PERMISSIONS if "serve" in p.by} - extra == receiver
+
+
+def test_the_receiver_buffers_a_delivery_under_its_own_role(
+    boto_session: Any, moto_endpoint: str
+) -> None:
+    """The receiver's SQS calls, made for real (moto) and each evaluated against the
+    template's ReceiverRole first: one the role does not allow fails as AWS would,
+    with AccessDenied. A delivery must be buffered: the role may look up and send to
+    the buffer queue only, so a send that also looked up the dead-letter queue was
+    refused, and every delivery of every webhook source answered 503."""
+    role = "ReceiverRole"
+    policy = role_policy(role)
+    source = f"hooks{uuid.uuid4().hex[:8]}"
+    admin = SqsBuffer(session=boto_session, endpoint_url=moto_endpoint)
+    admin.ensure(source)
+    receiver = SqsBuffer(session=boto_session, endpoint_url=moto_endpoint)
+    asked: list[str] = []
+
+    def as_the_role(model: Any, params: Mapping[str, Any], **_: Any) -> None:
+        action = {"GetQueueUrl": "sqs:GetQueueUrl", "SendMessageBatch": "sqs:SendMessage"}.get(
+            model.name
+        )
+        if action is None:
+            raise AssertionError(f"the receiver called sqs {model.name}, which no row names")
+        name = params.get("QueueName") or str(params["QueueUrl"]).rsplit("/", 1)[-1]
+        arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+        asked.append(f"{action} {name}")
+        if not check(policy, role, action, arn, {}):
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "AccessDenied", "Message": f"{action} on {arn}"}},
+                model.name,
+            )
+
+    receiver._client.meta.events.register("before-parameter-build.sqs", as_the_role)
+    try:
+        receiver.send(source, [b'{"id": "e1"}'])
+    finally:
+        receiver.close()
+    _, dlq = admin.queue_names(source)
+    assert not any(a.endswith(dlq) for a in asked), asked
+    assert [m.body for m in admin.receive(source, 10, 30)] == [b'{"id": "e1"}']
+    admin.close()
