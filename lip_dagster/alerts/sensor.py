@@ -18,7 +18,6 @@ from lip_dagster.alerts.health import (
     SCAN_BUDGET,
     SourceMemory,
     declared_sources,
-    maintenance_failure,
     source_health,
 )
 from lip_dagster.alerts.incidents import (
@@ -26,7 +25,6 @@ from lip_dagster.alerts.incidents import (
     AlertState,
     Problem,
     advance,
-    maintenance_problems,
     problems_of,
 )
 from lip_dagster.alerts.notifiers import (
@@ -36,6 +34,7 @@ from lip_dagster.alerts.notifiers import (
     SlackNotifier,
     WebhookNotifier,
 )
+from lip_dagster.alerts.status import other_problems
 from lip_dagster.config import Settings
 from lip_dagster.maintenance import JOB_NAME as MAINTENANCE_JOB
 from lip_dagster.resources import Backend
@@ -201,9 +200,7 @@ def build_alert_sensor(minimum_interval_seconds: int = 60) -> dg.SensorDefinitio
             problems += problems_of(health, now)
         state.memory = memory
         try:
-            problems += maintenance_problems(
-                MAINTENANCE_JOB, maintenance_failure(context.instance, MAINTENANCE_JOB)
-            )
+            problems += other_problems(context.instance)  # as `lip status` reads them
         except Exception as exc:  # noqa: BLE001 - fail open: the sources still alert
             context.log.error(
                 f"{MAINTENANCE_JOB}: reading its latest run failed ({type(exc).__name__} at "

@@ -14,8 +14,13 @@ import dagster as dg
 import orjson
 from dagster._core.errors import DagsterInvariantViolationError
 
-from lip_dagster.alerts.health import SourceHealth, declared_sources, source_health
-from lip_dagster.alerts.incidents import problems_of
+from lip_dagster.alerts.health import (
+    SourceHealth,
+    declared_sources,
+    maintenance_failure,
+    source_health,
+)
+from lip_dagster.alerts.incidents import Problem, maintenance_problems, problems_of
 from lip_dagster.config import Settings
 from lip_dagster.errors import ConfigError
 from lip_dagster.instance import open_instance
@@ -44,7 +49,15 @@ def open_dagster(settings: Settings) -> tuple[dg.DagsterInstance, str]:
         raise ConfigError(f"cannot open the Dagster instance: {exc}") from exc
 
 
-def collect(now: float | None = None) -> tuple[list[SourceHealth], str]:
+def other_problems(instance: dg.DagsterInstance) -> list[Problem]:
+    """What the alert sensor pages on beside the sources: a failed run of the state
+    maintenance job (``run|lip_state_maintenance``)."""
+    from lip_dagster.maintenance import JOB_NAME
+
+    return maintenance_problems(JOB_NAME, maintenance_failure(instance, JOB_NAME))
+
+
+def collect(now: float | None = None) -> tuple[list[SourceHealth], str, list[Problem]]:
     from lip_dagster.definitions import defs
 
     now = time.time() if now is None else now
@@ -52,7 +65,8 @@ def collect(now: float | None = None) -> tuple[list[SourceHealth], str]:
     lip = d.resources["lip"]
     instance, where = open_dagster(lip.settings)
     specs = declared_sources(d.get_repository_def())
-    return [source_health(instance, s, lip, now) for s in specs], where
+    rows = [source_health(instance, s, lip, now) for s in specs]
+    return rows, where, other_problems(instance)
 
 
 def render(rows: list[SourceHealth], now: float) -> str:
@@ -91,11 +105,17 @@ def render(rows: list[SourceHealth], now: float) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines)
 
 
-def status_json(rows: list[SourceHealth], now: float, where: str) -> bytes:
+def status_json(
+    rows: list[SourceHealth], now: float, where: str, others: list[Problem] | None = None
+) -> bytes:
     out: dict[str, Any] = {
         "at": datetime.fromtimestamp(now, UTC).isoformat(),
         "dagster_instance": where,
         "sources": [h.as_dict(now) for h in rows],
+        # incidents of no source (the state maintenance job), as the sensor pages them
+        "other_incidents": [
+            {"key": p.key, "severity": p.severity, "message": p.message} for p in others or []
+        ],
     }
     return orjson.dumps(out, option=orjson.OPT_INDENT_2)
 
@@ -109,20 +129,23 @@ def failing(rows: list[SourceHealth], now: float) -> list[SourceHealth]:
 
 
 def main(as_json: bool) -> int:
-    """0: nothing would page at fail severity; 2: something would; 1 (with the table
+    """0: nothing would page at fail severity; 2: something would (a source, or the
+    state maintenance job whose failed run pages too); 1 (with the table
     still printed) when no Dagster instance was read, so runs, freshness and checks
     are unknown and "nothing would page" cannot be said: a script that trusts the
     exit code must not take a missing ``DAGSTER_HOME`` for a healthy pipeline. The
     same when a part of a source could not be read (a webhook source's buffer: its
     dead letters, which page, are then unknown)."""
     now = time.time()
-    rows, where = collect(now)
+    rows, where, others = collect(now)
     if as_json:
-        print(status_json(rows, now, where).decode())
+        print(status_json(rows, now, where, others).decode())
     else:
         print(render(rows, now))
+        for p in others:
+            print(f"\n{p.key}: {p.message}")
         print(f"\n(Dagster instance: {where})")
-    if failing(rows, now):
+    if failing(rows, now) or any(p.severity == "fail" for p in others):
         return 2
     if where == NO_INSTANCE:
         print(

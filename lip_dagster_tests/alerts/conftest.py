@@ -162,13 +162,15 @@ def lip_status_exit_code(
     memory between runs, so it reads everything it needs from storage."""
     from lip_dagster.alerts import status
     from lip_dagster.alerts.health import SourceHealth, declared_sources, source_health
+    from lip_dagster.alerts.incidents import Problem
 
     specs = declared_sources(d.get_repository_def())
     lip = d.resources["lip"]
     when = (at or datetime.now(UTC)).timestamp()
 
-    def collect(now: float | None = None) -> tuple[list[SourceHealth], str]:
-        return [source_health(instance, s, lip, when) for s in specs], "ephemeral"
+    def collect(now: float | None = None) -> tuple[list[SourceHealth], str, list[Problem]]:
+        rows = [source_health(instance, s, lip, when) for s in specs]
+        return rows, "ephemeral", status.other_problems(instance)
 
     monkeypatch.setattr(status, "collect", collect)
     return status.main(as_json=True)

@@ -50,3 +50,32 @@ def test_lip_status_shows_a_failed_backfill_apart_from_the_live_runs(
     row.last_backfill_status, row.last_backfill_at = "FAILURE", 0.0
     head, line = render([row], 60).splitlines()
     assert "LAST BACKFILL" in head and "success 60s ago  failure 60s ago" in line
+
+
+def test_lip_status_exits_2_while_the_state_maintenance_job_fails(
+    demo_world: VendorSimulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The alert sensor pages `run|lip_state_maintenance` (a prune that keeps failing
+    lets state.db grow until the disk is full); `lip status` exited 0 meanwhile, so a
+    script trusting it saw a healthy pipeline while that page was open."""
+    d, instance = defs(), dg.DagsterInstance.ephemeral()
+    backend = d.resources["lip"]
+    job = d.resolve_job_def("lip_state_maintenance")
+
+    def broken(now: float | None = None) -> int:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(backend.dedupe, "prune", broken)
+        ran = job.execute_in_process(
+            resources={"lip": backend}, instance=instance, raise_on_error=False
+        )
+    assert not ran.success
+    assert lip_status_exit_code(d, instance, monkeypatch) == 2
+    (other,) = orjson.loads(capsys.readouterr().out)["other_incidents"]
+    assert other["key"] == "run|lip_state_maintenance"
+    assert "No space left on device" in other["message"]
+
+    assert job.execute_in_process(resources={"lip": backend}, instance=instance).success
+    assert lip_status_exit_code(d, instance, monkeypatch) == 0
+    assert orjson.loads(capsys.readouterr().out)["other_incidents"] == []
