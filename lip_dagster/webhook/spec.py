@@ -52,13 +52,13 @@ ignore it, so a misspelt ``tolerance_seconds`` kept the 300 s replay window and 
 ``header`` on a type that reads none was never checked."""
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+"""1 MiB: an Okta Event Hook batch or a Jamf event is a few KB, a GitHub push a few
+hundred KB at most; anything larger is refused before it is read."""
 DEFAULT_REQUEST_TIMEOUT = 10.0
 """Seconds a client has to send a whole request, headers and body, from its first
 byte (or, on a new connection, from connecting). GitHub gives up on a delivery after
 10 s and Okta after 3 s, so no vendor's delivery takes longer; 1 MiB in 10 s is
 100 KB/s."""
-"""1 MiB: an Okta Event Hook batch or a Jamf event is a few KB, a GitHub push a few
-hundred KB at most; anything larger is refused before it is read."""
 
 
 class WebhookSourceSpec(BaseModel):
