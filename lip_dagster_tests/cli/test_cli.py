@@ -78,10 +78,11 @@ def test_run_exits_non_zero_naming_the_failure(
     assert "no source named 'no_such_source'" in capsys.readouterr().err
 
 
-def test_demo_once_lands_every_demo_source(tmp_path: Path) -> None:
-    env = {**os.environ, "LIP_HOME": str(tmp_path / "home")}
+def demo_once(home: Path) -> subprocess.CompletedProcess[str]:
+    """`lip demo --once` with its home at ``home``, as a user runs it."""
+    env = {**os.environ, "LIP_HOME": str(home)}
     env.pop("DAGSTER_HOME", None)
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "lip_dagster.cli", "demo", "--once", "--port", "0"],
         env=env,
         capture_output=True,
@@ -89,6 +90,10 @@ def test_demo_once_lands_every_demo_source(tmp_path: Path) -> None:
         timeout=300,
         check=False,
     )
+
+
+def test_demo_once_lands_every_demo_source(tmp_path: Path) -> None:
+    proc = demo_once(tmp_path / "home")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     for source in (
         "okta",
@@ -112,16 +117,7 @@ def test_demo_once_fails_when_a_check_of_what_it_landed_fails(tmp_path: Path) ->
     home = tmp_path / "home"
     bad = "2026/11/27/13/bad.json.gz"
     write_object(home / "landing" / "github_audit_stream", bad, b"not gzip")
-    env = {**os.environ, "LIP_HOME": str(home)}
-    env.pop("DAGSTER_HOME", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "lip_dagster.cli", "demo", "--once", "--port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = demo_once(home)
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
     assert "check quarantine_empty failed" in proc.stderr
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("  github_audit_stream ")]

@@ -40,6 +40,28 @@ def only(report: ProvisionReport, kind: str) -> Change:
     return found[0]
 
 
+def bucket_encrypted_with(d: Deployment, key: str) -> None:
+    """The okta bucket, created before LIP, with ``key`` as its default key."""
+    s3 = d.client("s3")
+    s3.create_bucket(Bucket=d.bucket())
+    rule = {
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
+    }
+    s3.put_bucket_encryption(Bucket=d.bucket(), ServerSideEncryptionConfiguration={"Rules": [rule]})
+
+
+def foreign_cursor_table(d: Deployment) -> str:
+    """okta's cursor table, made before LIP with another key schema; its name."""
+    name = d.table("okta", "cursor")
+    d.client("dynamodb").create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
 def snapshot(d: Deployment, source: str = "okta") -> dict[str, Any]:
     """Everything provisioning may write, as AWS reports it."""
     s3, kms = d.client("s3"), d.client("kms")
@@ -267,21 +289,8 @@ def test_another_default_key_on_an_existing_bucket_is_reported_and_kept(
 ) -> None:
     s3, kms = deployment.client("s3"), deployment.client("kms")
     bucket = deployment.bucket()
-    s3.create_bucket(Bucket=bucket)
     theirs = kms.create_key(Description="chosen by the security team")["KeyMetadata"]["Arn"]
-    s3.put_bucket_encryption(
-        Bucket=bucket,
-        ServerSideEncryptionConfiguration={
-            "Rules": [
-                {
-                    "ApplyServerSideEncryptionByDefault": {
-                        "SSEAlgorithm": "aws:kms",
-                        "KMSMasterKeyID": theirs,
-                    }
-                }
-            ]
-        },
-    )
+    bucket_encrypted_with(deployment, theirs)
     report = provision(deployment.backend(), [OKTA])
     enc = only(report, "s3 default encryption")
     assert enc.action == "manual" and enc.manual and "put-bucket-encryption" in enc.manual
@@ -295,23 +304,9 @@ def test_a_plan_reports_another_default_key_like_the_run_while_the_key_is_to_be_
     """An existing bucket encrypted with a key someone chose, and the source's own key
     still to be created: the run creates the key and leaves the bucket's encryption
     as a manual step; the plan must say that, not promise to switch it."""
-    s3, kms = deployment.client("s3"), deployment.client("kms")
-    bucket = deployment.bucket()
-    s3.create_bucket(Bucket=bucket)
+    kms = deployment.client("kms")
     theirs = kms.create_key(Description="chosen by the security team")["KeyMetadata"]["Arn"]
-    s3.put_bucket_encryption(
-        Bucket=bucket,
-        ServerSideEncryptionConfiguration={
-            "Rules": [
-                {
-                    "ApplyServerSideEncryptionByDefault": {
-                        "SSEAlgorithm": "aws:kms",
-                        "KMSMasterKeyID": theirs,
-                    }
-                }
-            ]
-        },
-    )
+    bucket_encrypted_with(deployment, theirs)
     plan = provision(deployment.backend(), [OKTA], plan=True)
     assert only(plan, "kms key").action == "create"
     planned = only(plan, "s3 default encryption")
@@ -336,22 +331,7 @@ def test_a_plan_for_a_bucket_without_a_key_of_its_own_switches_it_to_the_new_key
 def test_a_plan_for_a_bucket_already_naming_the_keys_alias_calls_it_ok_like_the_run(
     deployment: Deployment,
 ) -> None:
-    s3 = deployment.client("s3")
-    bucket = deployment.bucket()
-    s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_encryption(
-        Bucket=bucket,
-        ServerSideEncryptionConfiguration={
-            "Rules": [
-                {
-                    "ApplyServerSideEncryptionByDefault": {
-                        "SSEAlgorithm": "aws:kms",
-                        "KMSMasterKeyID": deployment.alias("okta"),
-                    }
-                }
-            ]
-        },
-    )
+    bucket_encrypted_with(deployment, deployment.alias("okta"))
     planned = only(provision(deployment.backend(), [OKTA], plan=True), "s3 default encryption")
     done = only(provision(deployment.backend(), [OKTA]), "s3 default encryption")
     assert planned.action == done.action == "ok"
@@ -420,18 +400,11 @@ def test_a_queue_that_refuses_the_bucket_is_a_manual_step_with_the_statement(
 
 
 def test_provisioning_never_replaces_a_table(deployment: Deployment) -> None:
-    ddb = deployment.client("dynamodb")
-    name = deployment.table("okta", "cursor")
-    ddb.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    name = foreign_cursor_table(deployment)
     with pytest.raises(ProvisionError, match="will not replace") as caught:
         provision(deployment.backend(), [OKTA])
     assert isinstance(caught.value.__cause__, StateError)
-    schema = ddb.describe_table(TableName=name)["Table"]["KeySchema"]
+    schema = deployment.client("dynamodb").describe_table(TableName=name)["Table"]["KeySchema"]
     assert schema == [{"AttributeName": "pk", "KeyType": "HASH"}]
 
 
@@ -542,14 +515,7 @@ def test_a_plan_does_not_promise_encryption_or_secrets_with_a_key_lip_cannot_cre
 
 
 def test_a_plan_reports_a_table_the_run_would_refuse(deployment: Deployment) -> None:
-    ddb = deployment.client("dynamodb")
-    name = deployment.table("okta", "cursor")
-    ddb.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    name = foreign_cursor_table(deployment)
     planned = provision(deployment.backend(), [OKTA], plan=True).changes
     table = next(c for c in planned if c.name == name)
     assert table.action == "manual" and table.manual and "pk" in table.detail
