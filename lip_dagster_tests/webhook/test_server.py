@@ -68,7 +68,8 @@ def test_a_request_trickling_its_body_is_answered_408_and_nothing_is_stored(
         answer, closed = read_until_closed(sock)
     assert status_of(answer) == 408
     assert b"not received whole in time" in answer
-    assert closed - started < DEADLINE + 2
+    # this server's deadline, not the 10 s default (a loaded machine may be late)
+    assert closed - started < 5
     assert backend.buffer.depth("jamf").messages == 0
 
 
