@@ -355,11 +355,15 @@ def advance(
             )
         else:
             msg = f"resolved: {info['message']}"
+        # only to those told it was open: a notifier configured in the very tick it
+        # ended would otherwise hear "resolved" of something it never saw open
+        told = info.get("told")
         queued += [
             Delivery(
                 "resolved", key, info["kind"], info["source"], info["severity"], msg, now, n, 0, now
             )
             for n in notifiers
+            if not isinstance(told, list) or n in told
         ]
     state.outbox.extend(queued)
     if len(state.outbox) > MAX_OUTBOX:

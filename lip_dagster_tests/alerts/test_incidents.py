@@ -145,3 +145,11 @@ def test_incidents_stored_before_notifiers_were_tracked_are_not_announced_again(
         del info["told"]  # a cursor written by an earlier version
     state = AlertState.loads(state.dumps())
     assert advance(state, problems_of(failing_run(), 60), ["webhook"], 60) == []
+
+
+def test_a_notifier_added_as_an_incident_ends_hears_nothing_of_it() -> None:
+    state = AlertState()
+    advance(state, problems_of(failing_run(), 0), ["webhook"], 0)
+    healthy = SourceHealth("okta", "polling", freshness="pass", last_run_status="SUCCESS")
+    done = advance(state, problems_of(healthy, 60), ["webhook", "slack"], 60)
+    assert [(d.event, d.notifier) for d in done] == [("resolved", "webhook")]
