@@ -50,6 +50,13 @@ LISTING_ENDPOINT = "s3-listing"
 DEFAULT_SETTLE_SECONDS = 900.0
 VISIBILITY_TIMEOUT = 900
 _COMMIT_ATTEMPTS = 5
+MAX_HANDLED = 4_000
+"""Key digests the listing state keeps at most (about 33 bytes each in its JSON: some
+130 KB, well below DynamoDB's 400 KB item limit, which refused the state's commit and
+stopped the source for good once more objects than that were written within one
+settle window: a bulk copy into the prefix, a vendor catching up). Past it the oldest
+digests give way to ``floor``: objects written at or before it count as handled, so
+the settle window is shorter than ``settle_seconds`` until ``since`` moves on."""
 
 
 def key_digest(key: str) -> str:
@@ -68,6 +75,9 @@ class ListingState:
     since: float | None = None
     handled: tuple[tuple[str, float], ...] = ()
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    floor: float | None = None
+    """Set once more than ``MAX_HANDLED`` keys were handled within the settle window:
+    objects written at or before it count as handled (their digests were dropped)."""
 
     def fresh(self, listed: Iterable[ObjectInfo], listed_at: float) -> list[ObjectInfo]:
         """The listed objects not handled yet, oldest first (so ``since`` only ever
@@ -78,6 +88,7 @@ class ListingState:
             o
             for o in listed
             if (floor is None or _modified(o, listed_at) >= floor)
+            and (self.floor is None or _modified(o, listed_at) > self.floor)
             and key_digest(o.key) not in handled
         ]
         out.sort(key=lambda o: (_modified(o, listed_at), o.key))
@@ -97,7 +108,10 @@ class ListingState:
         handled = dict(self.handled)
         for digest, t in other.handled:
             handled[digest] = max(t, handled.get(digest, t))
-        return self._settled(max(sinces) if sinces else None, handled)
+        floors = [f for f in (self.floor, other.floor) if f is not None]
+        return self._settled(
+            max(sinces) if sinces else None, handled, max(floors) if floors else None
+        )
 
     def advance(self, objects: Iterable[ObjectInfo], listed_at: float) -> ListingState:
         return self.advance_keys((o.key, _modified(o, listed_at)) for o in objects)
@@ -118,15 +132,51 @@ class ListingState:
         if since is not None and hold is not None:
             capped = min(since, hold + self.settle_seconds)
             since = capped if self.since is None else max(self.since, capped)
-        return self._settled(since, handled)
+        return self._settled(since, handled, self.floor, hold)
 
-    def _settled(self, since: float | None, handled: dict[str, float]) -> ListingState:
-        floor = None if since is None else since - self.settle_seconds
-        kept = sorted((d, t) for d, t in handled.items() if floor is None or t >= floor)
-        return ListingState(since, tuple(kept), self.settle_seconds)
+    def _settled(
+        self,
+        since: float | None,
+        handled: dict[str, float],
+        compacted: float | None = None,
+        hold: float | None = None,
+    ) -> ListingState:
+        """The state keeping only what it must: digests within the settle window and
+        after ``compacted``, at most ``MAX_HANDLED`` of them unless an object not
+        landed yet (written at ``hold``) needs the older ones to stay new."""
+        window = None if since is None else since - self.settle_seconds
+        if compacted is not None and window is not None and compacted < window:
+            compacted = None  # the settle window already covers it
+        kept = sorted(
+            (d, t)
+            for d, t in handled.items()
+            if (window is None or t >= window) and (compacted is None or t > compacted)
+        )
+        if len(kept) > MAX_HANDLED:
+            # Never at or past ``since`` (objects of that second not taken yet sort
+            # after it) nor an object not landed yet: those must stay new.
+            limit = min((t for t in (since, hold) if t is not None), default=float("inf"))
+            times = sorted(t for _, t in kept)
+            below = [t for t in times[: len(times) - MAX_HANDLED] if t < limit]
+            cut = below[-1] if below else None  # the newest time given up
+            if cut is not None:
+                log.warning(
+                    "the S3 listing handled %d objects written within %.0f s; objects "
+                    "written at or before %s count as handled from now on (an object "
+                    "that shows up later with an older time is not seen)",
+                    len(kept),
+                    self.settle_seconds,
+                    datetime.fromtimestamp(cut, UTC).isoformat(),
+                )
+                compacted = cut if compacted is None else max(compacted, cut)
+                kept = [(d, t) for d, t in kept if t > compacted]
+        return ListingState(since, tuple(kept), self.settle_seconds, compacted)
 
     def to_json(self) -> str:
-        return orjson.dumps({"v": 2, "since": self.since, "handled": dict(self.handled)}).decode()
+        d: dict[str, object] = {"v": 2, "since": self.since, "handled": dict(self.handled)}
+        if self.floor is not None:
+            d["floor"] = self.floor
+        return orjson.dumps(d).decode()
 
     @classmethod
     def from_json(
@@ -140,8 +190,9 @@ class ListingState:
                 raise TypeError("not a version 2 listing state")
             since = d.get("since")
             handled = {str(k): float(v) for k, v in (d.get("handled") or {}).items()}
+            floor = d.get("floor")
             state = cls(None if since is None else float(since), (), settle_seconds)
-            return state._settled(state.since, handled)
+            return state._settled(state.since, handled, None if floor is None else float(floor))
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
             # a cursor that is not ours (hand-edited, or an older layout): start over
             # from the bucket; the writer's dedupe keeps re-read objects from landing
