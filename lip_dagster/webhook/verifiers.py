@@ -32,12 +32,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
 import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 import orjson
@@ -299,7 +299,10 @@ class HmacTimestampVerifier(Verifier):
         self.timestamp_header = timestamp_header
         self.tolerance = tolerance_seconds
         self._clock = clock
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        # signature -> when its timestamp leaves the window; a heap of the same, to
+        # forget them in that order
+        self._seen: dict[bytes, float] = {}
+        self._expiry: list[tuple[float, bytes]] = []
         self._max = max_remembered
         self._lock = threading.Lock()
 
@@ -325,7 +328,7 @@ class HmacTimestampVerifier(Verifier):
 
         if not self.secret.check(matches):
             raise _unauthorized(f"{self.signature_header} does not match the body")
-        self._remember(given, now)
+        self._remember(given, int(ts) + self.tolerance, now)
 
     def release(self, headers: Headers) -> None:
         sig = headers.get(self.signature_header.lower())
@@ -333,16 +336,26 @@ class HmacTimestampVerifier(Verifier):
             with self._lock:
                 self._seen.pop(_b(sig), None)
 
-    def _remember(self, sig: bytes, now: float) -> None:
+    def _remember(self, sig: bytes, expires: float, now: float) -> None:
+        """Remember ``sig`` until its timestamp leaves the window (``expires``): from
+        then on the window refuses it. The memory is bounded, and full it refuses
+        (503: nothing stored, the sender retries) rather than forget a signature whose
+        timestamp is still accepted: an evicted one could be replayed."""
         with self._lock:
-            while self._seen:
-                oldest, expires = next(iter(self._seen.items()))
-                if expires > now and len(self._seen) < self._max:
-                    break
-                del self._seen[oldest]
+            while self._expiry and self._expiry[0][0] < now:
+                gone, old = heapq.heappop(self._expiry)
+                if self._seen.get(old) == gone:
+                    del self._seen[old]
             if sig in self._seen:
                 raise _unauthorized("this signature was already used: a replayed request")
-            self._seen[sig] = now + 2 * self.tolerance
+            if len(self._seen) >= self._max:
+                raise WebhookRejected(
+                    503,
+                    f"more than {self._max} signed requests within the replay window; "
+                    "retry shortly",
+                )
+            self._seen[sig] = expires
+            heapq.heappush(self._expiry, (expires, sig))
 
 
 def build_verifier(auth: Mapping[str, str | int], secrets: SecretStore) -> Verifier:

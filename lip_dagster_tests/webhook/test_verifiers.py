@@ -148,13 +148,25 @@ def test_hmac_missing_or_malformed_headers_are_refused() -> None:
     assert refused(v.verify, {"x-lip-timestamp": "soon", "x-lip-signature": "x"}, b"").status == 401
 
 
-def test_hmac_memory_of_signatures_is_bounded() -> None:
+def test_hmac_memory_of_signatures_is_bounded_and_never_forgets_a_replayable_one() -> None:
+    """Full, the memory used to forget its oldest signature while that signature's
+    timestamp was still accepted: above ~20,000 deliveries a minute on one source, a
+    captured request could be replayed. It now refuses new requests (503, retried by
+    the sender) until signatures leave the window, and still spots the replay."""
     now = [1_800_000_000.0]
     v = HmacTimestampVerifier(ref("k"), clock=lambda: now[0], max_remembered=10)
-    for i in range(50):
-        body = str(i).encode()
-        v.verify(signed("k", int(now[0]), body), body)
-    assert len(v._seen) <= 10
+    requests = [(signed("k", int(now[0]), str(i).encode()), str(i).encode()) for i in range(11)]
+    for headers, body in requests[:10]:
+        v.verify(headers, body)
+    assert refused(v.verify, *requests[10]).status == 503  # full: not forgetting any
+    assert refused(v.verify, *requests[0]).status == 401  # the replay is still refused
+    now[0] += 300  # the last second the first ten are accepted: still remembered
+    assert refused(v.verify, *requests[0]).status == 401
+    now[0] += 1  # their timestamps have left the window: forgotten, and refused by it
+    assert refused(v.verify, *requests[0]).status == 401
+    fresh = signed("k", int(now[0]), b"new")
+    v.verify(fresh, b"new")
+    assert len(v._seen) == 1
 
 
 # ------------------------------------------------------------ rotation, secrecy
