@@ -61,7 +61,7 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
     freshness_warn_minutes: int | None = Field(default=30, ge=1)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
     step_retries: int = Field(default=2, ge=0)
-    step_retry_delay_seconds: int = Field(default=30, ge=1)
+    step_retry_delay_seconds: int = Field(default=30, ge=0)
     description: str | None = None
 
     @field_validator("poll_minutes")

@@ -166,7 +166,7 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
     # null for no warning: 0 would read as none while the block says 0 minutes
     freshness_warn_minutes: int | None = Field(default=30, ge=1)
     step_retries: int = Field(default=2, ge=0)
-    step_retry_delay_seconds: int = Field(default=30, ge=1)
+    step_retry_delay_seconds: int = Field(default=30, ge=0)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
     description: str | None = None
 

@@ -110,7 +110,7 @@ class WebhookSourceSpec(BaseModel):
         "stays hidden for the visibility timeout, so a retry would find nothing to land "
         "and hide the failure; the next sensor tick drains again",
     )
-    step_retry_delay_seconds: int = Field(default=30, ge=1)
+    step_retry_delay_seconds: int = Field(default=30, ge=0)
     freshness_fail_minutes: int = Field(default=60, ge=1)
     # null for no warning: 0 would read as none while the block says 0 minutes
     freshness_warn_minutes: int | None = Field(default=30, ge=1)
