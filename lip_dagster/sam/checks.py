@@ -356,11 +356,11 @@ def check_key_policy(t: SamTarget) -> CheckOutcome:
         problems.append(key_use_problem(t, use, arn))
         fixes.append(key_use_fix(t, use, arn))
     if not problems:
-        granted = "through the account's IAM policies" if use.via_iam else f"as {use.role}"
         return _ok(
             name,
             t.source,
-            f"{role} may decrypt with {arn} through S3; LIP's roles may use it {granted}",
+            f"{role} may decrypt with {arn} through S3; LIP's roles may use it through "
+            "the account's IAM policies",
             granted_by=list(ev.allowed_by),
         )
     return _fail(name, t.source, "; ".join(problems), "; ".join(fixes), key=arn)
@@ -368,28 +368,33 @@ def check_key_policy(t: SamTarget) -> CheckOutcome:
 
 def key_use_problem(t: SamTarget, use: grants.KeyUse, arn: str) -> str:
     """What keeps LIP's own roles from using the key, as a user reads it: every run
-    would fail on its first lake write with an AccessDenied that names no cause."""
+    would fail on its first lake write with an AccessDenied that names no cause. A
+    grant naming the role this runs as (an administrator's, on a workstation) is
+    said to be one LIP cannot confirm, never counted as the deployed roles'."""
     parts = []
     if use.missing:
-        uses, root = ", ".join(use.missing), f"arn:aws:iam::{t.account}:root"
-        if use.role:
-            parts.append(
-                f"hands {uses} neither to the account's IAM policies (no Allow for {root}) "
-                f"nor to {use.role}, the role LIP runs as here"
-            )
-        else:
-            parts.append(
-                f"does not hand {uses} to the account's IAM policies (no Allow for {root}; "
-                "a statement naming LIP's roles instead is seen only where the check runs "
-                "as one: Dagster runs it as the run role)"
-            )
+        parts.append(
+            f"does not hand {', '.join(use.missing)} to the account's IAM policies "
+            f"(no Allow for arn:aws:iam::{t.account}:root), which is how the deployment "
+            "grants its run, code server and receiver roles the key"
+        )
+    if use.named:
+        parts.append(
+            f"grants {', '.join(use.named)} by name only to {use.role}, the role this "
+            "runs as, not known to be one of them"
+        )
     if use.denied:
         parts.append(f"has statement {', '.join(use.denied)} denying (or maybe denying) it")
+    lead = (
+        f"LIP cannot confirm that its deployed roles may use {arn}"
+        if use.named and not use.denied and set(use.named) == set(use.missing)
+        else f"LIP's own roles may not use {arn}"
+    )
     return (
-        f"LIP's own roles may not use {arn}: its key policy "
+        f"{lead}: its key policy "
         + " and ".join(parts)
-        + ", so every lake write (and every read of the source's secrets) fails with "
-        "AccessDenied"
+        + "; unless it names each of those roles, every lake write (and every read of "
+        "the source's secrets) fails with AccessDenied"
     )
 
 
@@ -405,8 +410,9 @@ def key_use_fix(t: SamTarget, use: grants.KeyUse, arn: str) -> str:
     fix = (
         f"add to the key policy of {arn}: {statement} (AWS's default key statement: "
         "LIP's roles then get the key through their IAM policies, as the deployment "
-        "grants it), or a statement naming LIP's run, code server and receiver roles "
-        "for kms:GenerateDataKey and kms:Decrypt; `lip provision` never changes this"
+        "grants it); a statement naming LIP's run, code server and receiver roles for "
+        "kms:GenerateDataKey and kms:Decrypt works too, but LIP does not know those "
+        "roles' ARNs and cannot confirm it; `lip provision` never changes this"
     )
     if use.denied:
         fix += f"; and narrow statement {', '.join(use.denied)}"

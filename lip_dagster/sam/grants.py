@@ -201,17 +201,20 @@ def _key_uses() -> tuple[tuple[str, str], ...]:
 
 @dataclass(frozen=True)
 class KeyUse:
-    """Whether LIP's own roles may use a source's key for what they write and read.
+    """Whether LIP's deployed roles may use a source's key for what they write and read.
 
-    ``missing``: the uses no statement grants, neither to the account's IAM policies
-    (the deployment's roles get the key through them) nor to ``role`` by name;
-    ``denied``: the statements that deny (or might deny) a use; ``role``: the role
-    this process runs as, also looked for by name (None on a workstation)."""
+    ``missing``: the uses the key policy does not hand to the account's IAM policies
+    (the deployment grants its run, code server and receiver roles the key through
+    them, and LIP knows none of those roles' ARNs, so nothing else confirms them);
+    ``named``: those of them the policy grants instead to ``role`` by name, which
+    says nothing of the deployed roles; ``denied``: the statements that deny (or
+    might deny) a use to a principal of the account; ``role``: the role this process
+    runs as (None when it does not run as a role)."""
 
     missing: tuple[str, ...]
     denied: tuple[str, ...]
     role: str | None
-    via_iam: bool
+    named: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -219,17 +222,19 @@ class KeyUse:
 
 
 def key_use(t: SamTarget, policy: dict[str, Any] | None, key_arn: str) -> KeyUse:
-    """May LIP's roles use the key? Granted when the key policy lets the account's IAM
-    policies grant each use (an Allow for ``arn:aws:iam::<account>:root``, what AWS's
-    default key policy and LIP's own keys hold) or names the role this process runs
-    as; either way no statement may deny it. Evaluated per use, with the
-    ``kms:ViaService`` each carries, so a grant limited to S3 does not count for
-    Secrets Manager."""
+    """May LIP's deployed roles use the key? Only when the key policy lets the
+    account's IAM policies grant each use (an Allow for ``arn:aws:iam::<account>:root``,
+    what AWS's default key policy and LIP's own keys hold) and no statement denies it
+    to a principal of the account. A statement naming the role this process runs as
+    does not count: from a workstation that is an administrator, never the run, code
+    server or receiver role, and LIP cannot tell those roles' ARNs. Evaluated per
+    use, with the ``kms:ViaService`` each carries, so a grant limited to S3 does not
+    count for Secrets Manager."""
     root = f"arn:aws:iam::{t.account}:root"
     role = t.caller_role_arn
     missing: list[str] = []
+    named: list[str] = []
     denied: list[str] = []
-    via_iam = True
     for action, via in _key_uses():
         label = f"{action} through {_VIA_NAMES.get(via, via)}"
         context = {
@@ -237,17 +242,18 @@ def key_use(t: SamTarget, policy: dict[str, Any] | None, key_arn: str) -> KeyUse
             "kms:CallerAccount": t.account,
         }
         by_iam = evaluate(policy, Request(action, key_arn, root, context=context))
-        by_role = (
-            evaluate(policy, Request(action, key_arn, role, context=context)) if role else None
-        )
-        via_iam = via_iam and bool(by_iam.allowed_by)
-        if not by_iam.allowed_by and not (by_role and by_role.allowed_by):
+        if not by_iam.allowed_by:
             missing.append(label)
-        # a Deny is judged for the role where it is known (its ARN is then known to
-        # conditions), else for any principal of the account
-        ev = by_role if by_role is not None else by_iam
-        denied += [sid for sid in ev.denied_by + ev.maybe_denied_by if sid not in denied]
-    return KeyUse(tuple(missing), tuple(denied), role, via_iam)
+            if (
+                role
+                and evaluate(policy, Request(action, key_arn, role, context=context)).allowed_by
+            ):
+                named.append(label)
+        # a Deny is judged for any principal of the account (its ARN unknown to
+        # conditions), not for the caller: a Deny sparing the caller alone still
+        # denies the deployed roles
+        denied += [sid for sid in by_iam.denied_by + by_iam.maybe_denied_by if sid not in denied]
+    return KeyUse(tuple(missing), tuple(denied), role, tuple(named))
 
 
 # -------------------------------------------------------------------- notifications

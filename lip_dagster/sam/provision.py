@@ -363,8 +363,12 @@ class _Stack:
         assert self.key_arn is not None
         use = grants.key_use(t, policy, self.key_arn)
         if use.allowed:
-            how = "through the account's IAM policies" if use.via_iam else f"as {use.role}"
-            self.note("kms key use", t.key_ref, "ok", f"LIP's roles may use the key {how}")
+            self.note(
+                "kms key use",
+                t.key_ref,
+                "ok",
+                "LIP's roles may use the key through the account's IAM policies",
+            )
             return
         self.note(
             "kms key use",

@@ -349,22 +349,17 @@ def test_a_deny_of_lips_roles_fails_the_check_naming_the_statement(
     assert outcome.fix is not None and "NoDataKeysOutsideTheVault" in outcome.fix
 
 
-def test_a_key_naming_the_run_role_passes_where_the_check_runs_as_that_role(
-    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """In Dagster the checks run as the run role: a key policy naming it for what the
-    runs do is enough there. From a workstation it cannot be seen, and the check says
-    why it fails."""
-    iam, sts = deployment.client("iam"), deployment.client("sts")
-    name = f"lip-run-{deployment.run}"
-    run_role = iam.create_role(
-        RoleName=name,
+def _named_role(deployment: Deployment, name: str) -> tuple[str, dict[str, Any]]:
+    """A role of the account and a key statement naming it (not the account's IAM
+    policies) for everything LIP's roles do with the key; both."""
+    role = deployment.client("iam").create_role(
+        RoleName=f"{name}-{deployment.run}",
         AssumeRolePolicyDocument=json.dumps(policy_file("sam_role_trust.json")),
     )["Role"]["Arn"]
     named = {
-        "Sid": "LipRunRole",
+        "Sid": "NamedRole",
         "Effect": "Allow",
-        "Principal": {"AWS": run_role},
+        "Principal": {"AWS": role},
         "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
         "Resource": "*",
         "Condition": {
@@ -376,18 +371,56 @@ def test_a_key_naming_the_run_role_passes_where_the_check_runs_as_that_role(
             }
         },
     }
-    stack = _customer_stack(deployment, [named])
-    outcome = stack.failing()["sam_kms_key_policy"]
-    assert "Dagster runs it as the run role" in outcome.summary
+    return role, named
 
-    creds = sts.assume_role(RoleArn=run_role, RoleSessionName="dagster-run")["Credentials"]
+
+def _run_as(deployment: Deployment, monkeypatch: pytest.MonkeyPatch, role: str) -> None:
+    creds = deployment.client("sts").assume_role(RoleArn=role, RoleSessionName="workstation")[
+        "Credentials"
+    ]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds["SecretAccessKey"])
     monkeypatch.setenv("AWS_SESSION_TOKEN", creds["SessionToken"])
+
+
+def test_a_key_naming_only_the_administrator_running_the_check_fails_it(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An administrator runs `lip check` from a workstation as the one role the key
+    policy names: LIP's deployed roles (which get the key through IAM policies the
+    key policy does not honour) cannot use it, and every run would fail on its first
+    lake write. The check must not pass, and says what to add."""
+    admin, named = _named_role(deployment, "acme-admin")
+    stack = _customer_stack(deployment, [named])
+    _run_as(deployment, monkeypatch, admin)
     stack.backend = deployment.backend()
-    assert stack.failing() == {}
-    passed = next(o for o in stack.checks() if o.name == "sam_kms_key_policy")
-    assert run_role in passed.summary
+    outcome = stack.failing()["sam_kms_key_policy"]
+    assert "cannot confirm" in outcome.summary and admin in outcome.summary
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    assert outcome.fix is not None
+    assert f'"Principal": {{"AWS": "arn:aws:iam::{account}:root"}}' in outcome.fix
+
+
+def test_a_deny_sparing_only_the_role_running_the_check_fails_it(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Deny of every principal but the administrator's role: judged for that role it
+    spares the key, yet it denies LIP's deployed roles."""
+    admin, _ = _named_role(deployment, "acme-admin")
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    deny = {
+        "Sid": "OnlyTheAdministrator",
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Action": "kms:GenerateDataKey*",
+        "Resource": "*",
+        "Condition": {"StringNotEquals": {"aws:PrincipalArn": admin}},
+    }
+    stack = _customer_stack(deployment, [_iam_delegation(account), deny])
+    _run_as(deployment, monkeypatch, admin)
+    stack.backend = deployment.backend()
+    outcome = stack.failing()["sam_kms_key_policy"]
+    assert "OnlyTheAdministrator" in outcome.summary
 
 
 def test_an_unreadable_key_policy_fails_the_check_naming_the_read(

@@ -358,6 +358,40 @@ def test_a_key_lips_roles_may_not_use_is_a_manual_step_and_never_changed(
     assert only(report, "kms key policy").action == "ok"  # the SAM may decrypt
 
 
+def test_a_key_naming_only_the_administrator_provisioning_is_not_called_usable(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key names the administrator's role, the one `lip provision` runs as, and
+    neither the account's IAM policies nor LIP's deployed roles: the runs could not
+    write. The row is a manual step with the statement to add, never "ok"."""
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    admin = deployment.client("iam").create_role(
+        RoleName=f"acme-admin-{deployment.run}",
+        AssumeRolePolicyDocument=json.dumps(policy_file("sam_role_trust.json")),
+    )["Role"]["Arn"]
+    named = {
+        "Sid": "Administrators",
+        "Effect": "Allow",
+        "Principal": {"AWS": admin},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
+    customer_key(deployment, [named])
+    creds = deployment.client("sts").assume_role(RoleArn=admin, RoleSessionName="admin")[
+        "Credentials"
+    ]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds["SecretAccessKey"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", creds["SessionToken"])
+    planned = only(provision(deployment.backend(), [OKTA], plan=True), "kms key use")
+    report = provision(deployment.backend(), [OKTA])
+    use = only(report, "kms key use")
+    assert use.action == "manual" and use in report.drift, use
+    assert "cannot confirm" in use.detail and admin in use.detail
+    assert use.manual and f'{{"AWS": "arn:aws:iam::{account}:root"}}' in use.manual
+    assert (planned.action, planned.manual) == (use.action, use.manual)
+
+
 def test_lips_own_key_hands_its_use_to_iam_policies(deployment: Deployment) -> None:
     provision(deployment.backend(), [OKTA])
     use = only(provision(deployment.backend(), [OKTA]), "kms key use")
