@@ -202,6 +202,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     _p("create_key", "kms:CreateKey", "account", "provision"),
     _p("enable_key_rotation", "kms:EnableKeyRotation", "source-key", "provision"),
     _p("create_alias", "kms:CreateAlias", "source-key", "provision"),
+    _p("list_resource_tags", "kms:ListResourceTags", "source-key", "provision"),
     _p("put_key_policy", "kms:PutKeyPolicy", "source-key", "provision"),
     _p("create_bucket", "s3:CreateBucket", "lake-bucket", "provision"),
     _p("put_bucket_tagging", "s3:PutBucketTagging", "lake-bucket", "provision"),

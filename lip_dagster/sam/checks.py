@@ -349,7 +349,8 @@ def check_key_policy(t: SamTarget) -> CheckOutcome:
             f"the key policy of {arn} does not let the SAM's role {role} decrypt ({why})"
         )
         fixes.append(
-            f"run `lip provision` (adds the statement {grants.SAM_DECRYPT_SID}), or add a "
+            f"run `lip provision` (adds the statement {grants.SAM_DECRYPT_SID} to a key it "
+            "created; it never changes another's policy), or add a "
             f"statement allowing kms:Decrypt to {role} with kms:ViaService = {t.s3_service()}"
         )
     if not use.allowed:

@@ -13,6 +13,8 @@ The rule for what it touches:
 - what is missing is created or added (a statement appended to a policy, a
   notification added beside the others), and settings that only tighten security
   (rotation on, public access blocked) are switched on;
+- a key LIP did not create (no ``lip:source`` tag) is never written to: a grant
+  the SAM misses there is reported with the statement to add;
 - what exists with another value is reported with the manual step, never changed:
   another default key, a statement with LIP's Sid that was edited, a different
   retention, a key pending deletion, a key whose policy does not let LIP's own roles
@@ -55,6 +57,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_DAYS = 365
 ABORT_MULTIPART_DAYS = 7
+# KMS allows 50 tags per key and returns up to 50 per page: more pages than this
+# means the answer is not to be trusted
+_MAX_TAG_PAGES = 5
 
 Action = Literal["create", "update", "ok", "manual"]
 
@@ -340,6 +345,16 @@ class _Stack:
                 f"review the Deny statements of {self.key_arn}'s key policy",
             )
             return
+        if not self.lip_key():
+            self.note(
+                "kms key policy",
+                t.key_ref,
+                "manual",
+                "the SAM's role may not decrypt through S3, and the key is not LIP's (no "
+                f"lip:source={self.src.name} tag): its policy is its owner's to change",
+                f"add to the key policy of {self.key_arn}: {json.dumps(wanted)}",
+            )
+            return
         if not self.plan:
             _apply(
                 f"adding {grants.SAM_DECRYPT_SID} to the key policy of {self.key_arn}",
@@ -354,6 +369,34 @@ class _Stack:
             "update",
             f"add statement {grants.SAM_DECRYPT_SID} (the SAM's role decrypts through S3)",
         )
+
+    def lip_key(self) -> bool:
+        """Whether LIP created this key: it tags each key it creates with the source it
+        is for. A key without that tag (a security team's, named by LIP_KMS_KEY) is
+        never written to, and one whose tags cannot be read counts as not LIP's."""
+        t = self.t
+        marker: str | None = None
+        for _ in range(_MAX_TAG_PAGES):
+            kwargs: dict[str, Any] = {"KeyId": self.key_arn}
+            if marker:
+                kwargs["Marker"] = marker
+            try:
+                page = t.kms.list_resource_tags(**kwargs)
+            except ClientError as err:
+                if error_code(err) == "AccessDeniedException":
+                    return False
+                raise AwsCallError(f"reading the tags of {self.key_arn}", err) from err
+            except BotoCoreError as err:
+                raise AwsCallError(f"reading the tags of {self.key_arn}", err) from err
+            if any(
+                tag.get("TagKey") == "lip:source" and tag.get("TagValue") == self.src.name
+                for tag in page.get("Tags", [])
+            ):
+                return True
+            marker = page.get("NextMarker")
+            if not page.get("Truncated") or not marker:
+                return False
+        return False
 
     def key_use(self, policy: dict[str, Any]) -> None:
         """Whether LIP's own roles may use the key. Never fixed here: which principals

@@ -392,6 +392,29 @@ def test_a_key_naming_only_the_administrator_provisioning_is_not_called_usable(
     assert (planned.action, planned.manual) == (use.action, use.manual)
 
 
+def test_a_key_lip_did_not_create_is_never_changed_to_let_the_sam_decrypt(
+    deployment: Deployment,
+) -> None:
+    """The security team's key does not (yet) let the SAM decrypt: its policy is
+    theirs, so provisioning prints the statement to add, in the plan and the run
+    alike, and never writes the policy."""
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    delegation = policy_file("kms_default_key_policy.json", ACCOUNT=account)["Statement"][0]
+    arn = customer_key(deployment, [delegation])
+    kms = deployment.client("kms")
+    doc = json.loads(kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"])
+    doc["Statement"] = [s for s in doc["Statement"] if s["Sid"] != "SamIndexerDecrypt"]
+    kms.put_key_policy(KeyId=arn, PolicyName="default", Policy=json.dumps(doc))
+    before = kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"]
+    planned = only(provision(deployment.backend(), [OKTA], plan=True), "kms key policy")
+    report = provision(deployment.backend(), [OKTA])
+    grant = only(report, "kms key policy")
+    assert grant.action == "manual" and grant in report.drift, grant
+    assert grant.manual and SAM_DECRYPT_SID in grant.manual and deployment.role_arn in grant.manual
+    assert (planned.action, planned.manual) == (grant.action, grant.manual)
+    assert kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"] == before
+
+
 def test_lips_own_key_hands_its_use_to_iam_policies(deployment: Deployment) -> None:
     provision(deployment.backend(), [OKTA])
     use = only(provision(deployment.backend(), [OKTA]), "kms key use")
