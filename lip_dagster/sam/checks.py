@@ -105,8 +105,17 @@ CHECKS: tuple[CheckSpec, ...] = (
         2,
         "resource",
         True,
-        "the key policy lets the SAM's role decrypt through S3, and LIP's own roles "
-        "use the key for what they write and read",
+        "the key policy lets the SAM's role decrypt through S3",
+    ),
+    # Not blocking: if LIP's roles truly cannot use the key, the run's first write
+    # fails anyway; this says why, early. And a key policy naming the deployed roles
+    # instead of the account works, but LIP cannot confirm it: it must not stop runs.
+    CheckSpec(
+        "lip_kms_key_use",
+        2,
+        "resource",
+        False,
+        "the key policy lets LIP's own roles use the key for what they write and read",
     ),
     CheckSpec(
         "sam_bucket_read_grant",
@@ -336,35 +345,39 @@ def check_key_policy(t: SamTarget) -> CheckOutcome:
     arn = str(t.key_arn())
     policy = t.key_policy()
     ev = grants.key_decrypt(t, policy, arn)
-    use = grants.key_use(t, policy, arn)
-    problems: list[str] = []
-    fixes: list[str] = []
-    if not ev.allowed:
-        why = (
-            f"statement {', '.join(ev.denied_by + ev.maybe_denied_by)} denies it"
-            if ev.denied_by or ev.maybe_denied_by
-            else "no statement grants it"
-        )
-        problems.append(
-            f"the key policy of {arn} does not let the SAM's role {role} decrypt ({why})"
-        )
-        fixes.append(
-            f"run `lip provision` (adds the statement {grants.SAM_DECRYPT_SID} to a key it "
-            "created; it never changes another's policy), or add a "
-            f"statement allowing kms:Decrypt to {role} with kms:ViaService = {t.s3_service()}"
-        )
-    if not use.allowed:
-        problems.append(key_use_problem(t, use, arn))
-        fixes.append(key_use_fix(t, use, arn))
-    if not problems:
+    if ev.allowed:
         return _ok(
             name,
             t.source,
-            f"{role} may decrypt with {arn} through S3; LIP's roles may use it through "
-            "the account's IAM policies",
+            f"{role} may decrypt with {arn} through S3",
             granted_by=list(ev.allowed_by),
         )
-    return _fail(name, t.source, "; ".join(problems), "; ".join(fixes), key=arn)
+    why = (
+        f"statement {', '.join(ev.denied_by + ev.maybe_denied_by)} denies it"
+        if ev.denied_by or ev.maybe_denied_by
+        else "no statement grants it"
+    )
+    return _fail(
+        name,
+        t.source,
+        f"the key policy of {arn} does not let the SAM's role {role} decrypt ({why})",
+        f"run `lip provision` (adds the statement {grants.SAM_DECRYPT_SID} to a key it "
+        "created; it never changes another's policy), or add a "
+        f"statement allowing kms:Decrypt to {role} with kms:ViaService = {t.s3_service()}",
+        key=arn,
+    )
+
+
+def check_key_use(t: SamTarget) -> CheckOutcome:
+    name = "lip_kms_key_use"
+    early = _key_missing(t, name)
+    if early:
+        return early
+    arn = str(t.key_arn())
+    use = grants.key_use(t, t.key_policy(), arn)
+    if use.allowed:
+        return _ok(name, t.source, f"LIP's roles may use {arn} through the account's IAM policies")
+    return _fail(name, t.source, key_use_problem(t, use, arn), key_use_fix(t, use, arn), key=arn)
 
 
 def key_use_problem(t: SamTarget, use: grants.KeyUse, arn: str) -> str:
@@ -672,6 +685,7 @@ _AWS_CHECKS: dict[str, Callable[[SamTarget], CheckOutcome]] = {
     "sam_kms_key_state": check_key_state,
     "sam_kms_key_rotation": check_key_rotation,
     "sam_kms_key_policy": check_key_policy,
+    "lip_kms_key_use": check_key_use,
     "sam_bucket_read_grant": check_bucket_read_grant,
     "sam_bucket_tls_only": check_bucket_tls_only,
     "sam_public_access_block": check_public_access_block,

@@ -85,6 +85,8 @@ def test_every_check_is_declared_with_its_blocking_flag(lip_home: object) -> Non
     }
     assert {name: s.blocking for name, s in specs.items()} == {c.name: c.blocking for c in CHECKS}
     assert specs["sam_kms_key_state"].blocking and specs["sam_kms_key_policy"].blocking
+    # LIP's own use of the key: a failure says why writes will fail, it stops no run
+    assert not specs["lip_kms_key_use"].blocking
     assert not specs["sam_kms_key_rotation"].blocking
 
 

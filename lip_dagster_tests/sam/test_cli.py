@@ -123,9 +123,9 @@ def test_check_prints_one_row_per_source_and_check_and_exits_0_when_green(
     ran = lip("check", "--source", "okta", "--partition", PARTITION)
     assert ran.code == 0, ran.out
     rows = [line for line in ran.out.splitlines() if line.startswith("okta ")]
-    assert len(rows) == 13
+    assert len(rows) == 14
     assert all(" pass " in r or " n/a " in r for r in rows)
-    assert f"okta: all 12 checks pass (content checked in partition {PARTITION})" in ran.out
+    assert f"okta: all 13 checks pass (content checked in partition {PARTITION})" in ran.out
 
 
 def test_check_exits_1_and_shows_the_fix_when_a_check_fails(
@@ -137,7 +137,7 @@ def test_check_exits_1_and_shows_the_fix_when_a_check_fails(
     failing = [line for line in ran.out.splitlines() if " FAIL " in line]
     assert len(failing) == 1 and "sam_kms_key_rotation" in failing[0]
     assert "    fix: aws kms enable-key-rotation" in ran.out
-    assert "okta: 1 of 12 checks fail" in ran.out
+    assert "okta: 1 of 13 checks fail" in ran.out
 
 
 def test_check_finds_the_latest_partition_with_objects_by_itself(
