@@ -16,22 +16,33 @@ import ast
 import re
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import boto3
 import botocore.session
 import pytest
 from botocore import xform_name
 from cfnlint.decode import decode_str
 
+from lip_dagster.components.s3 import batch_outcomes
 from lip_dagster.config import Settings
 from lip_dagster.errors import ConfigError
+from lip_dagster.lake.writer import LakeWriter
 from lip_dagster.permissions import PERMISSIONS, RESOURCES, Permission, Process
 from lip_dagster.resources import AwsBackend
 from lip_dagster.sam.policy import Request, evaluate
 from lip_dagster.sam.target import SamTarget
 from lip_dagster.state.aws import DynamoCursorStore, DynamoDedupeStore, SqsBuffer
+from lip_dagster.webhook.drain import DrainConfig, Drainer
+from lip_dagster.webhook.message import pack
+from lip_dagster.webhook.vendors import OKTA_EVENT_IDENTITY
+from lip_dagster_tests.conftest import aws_settings
+from lip_dagster_tests.lake.conftest import okta_events
+from lip_dagster_tests.s3stream.conftest import cloudtrail_records, trail_file
+from lip_dagster_tests.s3stream.test_arrivals_aws import ASSET, NOW, TRAIL, World
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "lip_dagster"
@@ -547,6 +558,71 @@ def test_the_guide_names_what_the_receiver_needs_as_a_server() -> None:
     assert {(p.action, p.resource) for p in PERMISSIONS if "serve" in p.by} - extra == receiver
 
 
+class AsTheRole:
+    """A template role, standing between boto3 clients and the (moto) server: each
+    call is evaluated against the role's policy before it is sent, and one the role
+    does not allow fails as AWS would, with AccessDenied. moto enforces no IAM, so
+    without this a call the deployed role refuses passes every test.
+
+    ``watch`` a boto3 session before its clients are created (each client copies the
+    session's event handlers). ARNs are built as AWS would in the template's region
+    and account; KMS calls S3 or SQS make for the caller are not client calls."""
+
+    SQS_ACTIONS = {
+        "SendMessageBatch": "SendMessage",
+        "DeleteMessageBatch": "DeleteMessage",
+        "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+    }
+
+    def __init__(self, role: str, **params: Any) -> None:
+        self.role = role
+        self.policy = role_policy(role, **params)
+        self.asked: list[str] = []
+
+    def watch(self, session: Any) -> Any:
+        session.events.register("before-parameter-build", self)
+        return session
+
+    def requests(self, service: str, op: str, params: Mapping[str, Any]) -> list[Any]:
+        """The (action, ARN, context) AWS authorizes for one call."""
+        if service == "s3":
+            bucket = f"arn:aws:s3:::{params['Bucket']}"
+            listing = {"s3:prefix": params["Prefix"]} if "Prefix" in params else {}
+            if op == "PutObject":
+                return [("s3:PutObject", f"{bucket}/{params['Key']}", {})]
+            if op == "GetObject":
+                return [("s3:GetObject", f"{bucket}/{params['Key']}", {})]
+            if op == "HeadObject":
+                # without ListBucket a missing object answers 403, not 404
+                return [
+                    ("s3:GetObject", f"{bucket}/{params['Key']}", {}),
+                    ("s3:ListBucket", bucket, {}),
+                ]
+            if op in ("ListObjectsV2", "ListObjects", "HeadBucket"):
+                return [("s3:ListBucket", bucket, listing)]
+        if service == "sqs":
+            name = params.get("QueueName") or str(params["QueueUrl"]).rsplit("/", 1)[-1]
+            action = "sqs:" + self.SQS_ACTIONS.get(op, op)
+            return [(action, f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}", {})]
+        if service == "dynamodb":
+            tables = (
+                [params["TableName"]] if "TableName" in params else list(params["RequestItems"])
+            )
+            table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/"
+            return [(f"dynamodb:{op}", table + t, {}) for t in tables]
+        raise AssertionError(f"{self.role}: no mapping to IAM for {service} {op}")
+
+    def __call__(self, model: Any, params: Mapping[str, Any], **_: Any) -> None:
+        service = model.service_model.service_name
+        for action, arn, context in self.requests(service, model.name, params):
+            self.asked.append(f"{action} {arn}")
+            if not check(self.policy, self.role, action, arn, context):
+                raise botocore.exceptions.ClientError(
+                    {"Error": {"Code": "AccessDenied", "Message": f"{action} on {arn}"}},
+                    model.name,
+                )
+
+
 def test_the_receiver_buffers_a_delivery_under_its_own_role(
     boto_session: Any, moto_endpoint: str
 ) -> None:
@@ -555,35 +631,154 @@ def test_the_receiver_buffers_a_delivery_under_its_own_role(
     with AccessDenied. A delivery must be buffered: the role may look up and send to
     the buffer queue only, so a send that also looked up the dead-letter queue was
     refused, and every delivery of every webhook source answered 503."""
-    role = "ReceiverRole"
-    policy = role_policy(role)
+    role = AsTheRole("ReceiverRole")
     source = f"hooks{uuid.uuid4().hex[:8]}"
     admin = SqsBuffer(session=boto_session, endpoint_url=moto_endpoint)
     admin.ensure(source)
-    receiver = SqsBuffer(session=boto_session, endpoint_url=moto_endpoint)
-    asked: list[str] = []
-
-    def as_the_role(model: Any, params: Mapping[str, Any], **_: Any) -> None:
-        action = {"GetQueueUrl": "sqs:GetQueueUrl", "SendMessageBatch": "sqs:SendMessage"}.get(
-            model.name
-        )
-        if action is None:
-            raise AssertionError(f"the receiver called sqs {model.name}, which no row names")
-        name = params.get("QueueName") or str(params["QueueUrl"]).rsplit("/", 1)[-1]
-        arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
-        asked.append(f"{action} {name}")
-        if not check(policy, role, action, arn, {}):
-            raise botocore.exceptions.ClientError(
-                {"Error": {"Code": "AccessDenied", "Message": f"{action} on {arn}"}},
-                model.name,
-            )
-
-    receiver._client.meta.events.register("before-parameter-build.sqs", as_the_role)
+    session = role.watch(boto3.session.Session(region_name=boto_session.region_name))
+    receiver = SqsBuffer(session=session, endpoint_url=moto_endpoint)
     try:
         receiver.send(source, [b'{"id": "e1"}'])
     finally:
         receiver.close()
     _, dlq = admin.queue_names(source)
-    assert not any(a.endswith(dlq) for a in asked), asked
+    assert role.asked and not any(a.endswith(dlq) for a in role.asked), role.asked
+    assert {a.split()[0] for a in role.asked} == {"sqs:GetQueueUrl", "sqs:SendMessage"}
     assert [m.body for m in admin.receive(source, 10, 30)] == [b'{"id": "e1"}']
     admin.close()
+
+
+def deployed(role: AsTheRole, endpoint: str, home: Path, run: str) -> AwsBackend:
+    """The AWS backend of one deployment on the local server, every client of it
+    under ``role``."""
+    backend = AwsBackend(aws_settings(endpoint, home, run))
+    role.watch(backend.session)
+    return backend
+
+
+def lake_lines(admin: AwsBackend, bucket: str, prefix: str) -> list[str]:
+    s3 = admin.client("s3")
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+
+def test_a_run_lands_quarantines_and_drains_under_its_own_role(
+    aws_env: str, tmp_path: Path
+) -> None:
+    """A polling run (cursor read and commit, a page landed with SSE-KMS, claimed
+    and marked in the commit log, a page landed again, a quarantine put) and a
+    webhook drain (receive, land, delete, a poison message quarantined), each boto3
+    call evaluated against the template's RunTaskRole: a call the role refuses
+    fails the collection in production with AccessDenied."""
+    run = uuid.uuid4().hex[:8]
+    source = "okta"
+    admin = AwsBackend(aws_settings(aws_env, tmp_path, run))
+    kms = admin.client("kms")
+    admin.client("s3").create_bucket(Bucket=f"lake-{run}-{source}")
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=f"alias/lip-{run}-{source}", TargetKeyId=key_id)
+    admin.ensure_source(source)
+    admin.buffer.ensure(source)
+
+    role = AsTheRole("RunTaskRole", LakeBucketArnPattern="arn:aws:s3:::lake-*")
+    lip = deployed(role, aws_env, tmp_path, run)
+    assert lip.ensure_source(source) == []
+    # a polling run: its cursor, a page, the same page again, a quarantined item
+    assert lip.cursors.get(source, "events") is None
+    events = okta_events(5, datetime(2026, 3, 1, 10, tzinfo=UTC), timedelta(seconds=10))
+    writer = LakeWriter(lip.lake, lip.dedupe, quarantine=lip.quarantine)
+    try:
+        assert writer.write(source, events, OKTA_EVENT_IDENTITY, "polling").events == 5
+        assert writer.write(source, events, OKTA_EVENT_IDENTITY, "polling").events == 0
+        lip.cursors.commit(source, "events", "after-page-1", None)
+        lip.quarantine.put(source, "page-2", b"{not json", "undecodable", stable_id="p2")
+        # a webhook drain: one delivery lands, one poison message is set aside
+        hooks = okta_events(3, datetime(2026, 3, 1, 11, tzinfo=UTC), timedelta(seconds=5), seed=1)
+        admin.buffer.send(source, [pack(source, 1772362800.0, hooks), b"poison"])
+        drain = Drainer(
+            DrainConfig(source, OKTA_EVENT_IDENTITY, 10, 30, 30),
+            buffer=lip.buffer,
+            writer=writer,
+            quarantine=lip.quarantine,
+        )
+        report = drain.run()
+    finally:
+        writer.close()
+    assert report.error is None, report.error
+    assert report.result.events == 3 and report.quarantined == 1
+    assert admin.buffer.depth(source).ready == 0
+    assert lip.cursors.get(source, "events") is not None
+    bucket = f"lake-{run}-{source}"
+    assert len(lake_lines(admin, bucket, "lake/")) == 2
+    assert len(lake_lines(admin, bucket, f"quarantine/{source}/")) >= 2
+    asked = {a.split()[0] for a in role.asked}
+    assert {"s3:PutObject", "sqs:ReceiveMessage", "sqs:DeleteMessage"} <= asked, asked
+
+
+def roles_of(w: World) -> tuple[AsTheRole, AsTheRole, AwsBackend]:
+    """The code server's and the run's roles for this world's vendor bucket and
+    queue: the world's runs go under the run role from now on, and the sensor's
+    ticks through the deployment returned, under the code server's."""
+    vendor = {
+        "LakeBucketArnPattern": "arn:aws:s3:::lake-*",
+        "VendorBucketArns": [f"arn:aws:s3:::{w.vendor_bucket}"],
+        "VendorObjectArns": [f"arn:aws:s3:::{w.vendor_bucket}/AWSLogs/*"],
+        "VendorQueueArns": [f"arn:aws:sqs:{REGION}:{ACCOUNT}:notify-{w.run}"],
+    }
+    sensors, runs = AsTheRole("CodeServerTaskRole", **vendor), AsTheRole("RunTaskRole", **vendor)
+    runs.watch(w.backend.session)
+    code_server = AwsBackend(w.backend.settings)
+    sensors.watch(code_server.session)
+    return sensors, runs, code_server
+
+
+@pytest.mark.parametrize("queue", [False, True], ids=["listing", "notifications"])
+def test_the_s3_arrival_sensor_ticks_under_the_code_servers_role(
+    aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, queue: bool
+) -> None:
+    """The S3 arrival sensor's calls, each evaluated against CodeServerTaskRole: the
+    vendor bucket listed (or its notifications received, a bad one quarantined and
+    counted, the rest acknowledged), the listing cursor read and committed; and the
+    run it requests under RunTaskRole. A call the role refuses fails every tick of
+    the source in production, or every run."""
+    w = World(aws_env, tmp_path, monkeypatch, queue=queue)
+    w.backend.ensure_source("cloudtrail")
+    key = f"{TRAIL}111122223333_CloudTrail_us-east-2_20260301T1005Z_A.json.gz"
+    w.put(key, trail_file(cloudtrail_records(3)))
+    if queue:
+        w.sqs.send_message(QueueUrl=w.queue_url, MessageBody="not a notification")
+    sensors, runs, code_server = roles_of(w)
+
+    def tick(cursor: str | None) -> Any:
+        return w.component.evaluate_tick(
+            code_server, cursor, ASSET, NOW, lambda ids: batch_outcomes(w.instance, ids)
+        )
+
+    first = tick(None)
+    requested = [r.run_config["ops"]["cloudtrail"]["config"]["keys"] for r in first.run_requests]
+    assert requested == [[key]]
+    for request in first.run_requests:
+        assert w.execute(request).success
+    tick(first.cursor)
+    assert len(w.lake_lines()) == 3
+    asked = {a.split()[0] for a in sensors.asked}
+    if queue:
+        assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:PutObject"} <= asked, asked
+        assert w.queued() == 0
+    else:
+        assert {"s3:ListBucket", "dynamodb:GetItem", "dynamodb:PutItem"} <= asked, asked
+    assert {"s3:GetObject", "s3:PutObject"} <= {a.split()[0] for a in runs.asked}, runs.asked
+
+
+def test_the_webhook_arrival_sensor_reads_buffer_depth_under_the_code_servers_role(
+    aws_env: str, tmp_path: Path
+) -> None:
+    """The webhook arrival sensor measures the buffer (and its dead letters) under
+    CodeServerTaskRole: refused, it fails open and drains on every tick."""
+    run = uuid.uuid4().hex[:8]
+    source = "okta_hooks"
+    AwsBackend(aws_settings(aws_env, tmp_path, run)).buffer.ensure(source)
+    role = AsTheRole("CodeServerTaskRole")
+    lip = deployed(role, aws_env, tmp_path, run)
+    depth = lip.buffer.depth(source)
+    assert depth.messages == 0 and depth.dead_letters == 0
+    assert {a.split()[0] for a in role.asked} == {"sqs:GetQueueUrl", "sqs:GetQueueAttributes"}
