@@ -331,7 +331,8 @@ def check_key_rotation(t: SamTarget) -> CheckOutcome:
         name,
         t.source,
         f"automatic rotation is off for {arn}",
-        f"aws kms enable-key-rotation --key-id {arn} (or run `lip provision`)",
+        f"aws kms enable-key-rotation --key-id {arn} (or run `lip provision` if LIP "
+        "created the key)",
         key=arn,
     )
 

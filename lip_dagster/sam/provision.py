@@ -14,7 +14,8 @@ The rule for what it touches:
   notification added beside the others), and settings that only tighten security
   (rotation on, public access blocked) are switched on;
 - a key LIP did not create (no ``lip:source`` tag) is never written to: a grant
-  the SAM misses there is reported with the statement to add;
+  the SAM misses there is reported with the statement to add, and rotation left off
+  with the command to turn it on;
 - what exists with another value is reported with the manual step, never changed:
   another default key, a statement with LIP's Sid that was edited, a different
   retention, a key pending deletion, a key whose policy does not let LIP's own roles
@@ -270,6 +271,16 @@ class _Stack:
         self.note("kms key", t.key_ref, "ok", f"{self.key_arn} is Enabled")
         if t.key_rotation():
             self.note("kms rotation", t.key_ref, "ok", "on")
+        elif not self.lip_key():
+            # tightening, but still a write to a key its owner manages
+            self.note(
+                "kms rotation",
+                t.key_ref,
+                "manual",
+                "automatic rotation is off, and the key is not LIP's (no "
+                f"lip:source={self.src.name} tag): its settings are its owner's to change",
+                f"aws kms enable-key-rotation --key-id {self.key_arn}",
+            )
         else:
             if not self.plan:
                 _apply(

@@ -415,6 +415,25 @@ def test_a_key_lip_did_not_create_is_never_changed_to_let_the_sam_decrypt(
     assert kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"] == before
 
 
+def test_rotation_of_a_key_lip_did_not_create_is_left_to_its_owner(
+    deployment: Deployment,
+) -> None:
+    """Turning rotation on only tightens security, but it is a write to the security
+    team's key all the same: reported with the command, in plan and run alike."""
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    delegation = policy_file("kms_default_key_policy.json", ACCOUNT=account)["Statement"][0]
+    arn = customer_key(deployment, [delegation])
+    kms = deployment.client("kms")
+    assert not kms.get_key_rotation_status(KeyId=arn)["KeyRotationEnabled"]
+    planned = only(provision(deployment.backend(), [OKTA], plan=True), "kms rotation")
+    report = provision(deployment.backend(), [OKTA])
+    rotation = only(report, "kms rotation")
+    assert rotation.action == "manual" and rotation in report.drift, rotation
+    assert rotation.manual == f"aws kms enable-key-rotation --key-id {arn}"
+    assert (planned.action, planned.manual) == (rotation.action, rotation.manual)
+    assert not kms.get_key_rotation_status(KeyId=arn)["KeyRotationEnabled"]
+
+
 def test_lips_own_key_hands_its_use_to_iam_policies(deployment: Deployment) -> None:
     provision(deployment.backend(), [OKTA])
     use = only(provision(deployment.backend(), [OKTA]), "kms key use")
