@@ -285,7 +285,9 @@ def _iam_delegation(account: str) -> dict[str, Any]:
 
 
 def _customer_stack(deployment: Deployment, statements: list[dict[str, Any]] | None) -> Stack:
-    customer_key(deployment, statements)
+    arn = customer_key(deployment, statements)
+    # the security team's own setting: provisioning leaves a key it did not create alone
+    deployment.client("kms").enable_key_rotation(KeyId=arn)
     backend = deployment.backend()
     provision(backend, [OKTA])
     land(backend)  # moto does not enforce key policies: AWS would refuse this put
