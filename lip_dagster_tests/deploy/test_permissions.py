@@ -33,16 +33,19 @@ from lip_dagster.errors import ConfigError
 from lip_dagster.lake.writer import LakeWriter
 from lip_dagster.permissions import PERMISSIONS, RESOURCES, Permission, Process
 from lip_dagster.resources import AwsBackend
+from lip_dagster.sam.checks import content_outcomes, resource_outcomes
 from lip_dagster.sam.policy import Request, evaluate
+from lip_dagster.sam.provision import provision
 from lip_dagster.sam.target import SamTarget
 from lip_dagster.state.aws import DynamoCursorStore, DynamoDedupeStore, SqsBuffer
-from lip_dagster.webhook.drain import DrainConfig, Drainer
+from lip_dagster.webhook.drain import DrainConfig, Drainer, replay
 from lip_dagster.webhook.message import pack
 from lip_dagster.webhook.vendors import OKTA_EVENT_IDENTITY
 from lip_dagster_tests.conftest import aws_settings
 from lip_dagster_tests.lake.conftest import okta_events
 from lip_dagster_tests.s3stream.conftest import cloudtrail_records, trail_file
 from lip_dagster_tests.s3stream.test_arrivals_aws import ASSET, NOW, TRAIL, World
+from lip_dagster_tests.sam.conftest import OKTA, PARTITION, Deployment, land, make_deployment
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "lip_dagster"
@@ -566,7 +569,11 @@ class AsTheRole:
 
     ``watch`` a boto3 session before its clients are created (each client copies the
     session's event handlers). ARNs are built as AWS would in the template's region
-    and account; KMS calls S3 or SQS make for the caller are not client calls."""
+    and account. Of the KMS calls services make for the caller, the decrypt of a
+    secret's key is evaluated (Secrets Manager's key is a secret's own, named by
+    ``lookup``); those S3 and SQS make are not client calls and are not.
+    Every refused call is kept in ``denied``: some callers (the SAM checks' IAM
+    reads) take AccessDenied for "not readable from here" and carry on."""
 
     SQS_ACTIONS = {
         "SendMessageBatch": "SendMessage",
@@ -574,10 +581,36 @@ class AsTheRole:
         "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
     }
 
-    def __init__(self, role: str, **params: Any) -> None:
+    S3_ACTIONS = {
+        "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+        "GetBucketPolicy": "s3:GetBucketPolicy",
+        "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+        "GetBucketNotificationConfiguration": "s3:GetBucketNotification",
+        "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    }
+
+    def __init__(self, role: str, lookup: AwsBackend | None = None, **params: Any) -> None:
+        """``lookup``: an administrator's backend, unwatched, to resolve what AWS
+        resolves before it authorizes (a key alias to its key, a secret's key)."""
         self.role = role
         self.policy = role_policy(role, **params)
+        self.lookup = lookup
         self.asked: list[str] = []
+        self.denied: list[str] = []
+
+    def key(self, key_id: str) -> tuple[str, dict[str, str]] | None:
+        """A KMS key as IAM sees it: its ARN in the template's region and account, and
+        its alias as ``kms:ResourceAliases``; None for a key that does not exist (AWS
+        answers NotFound)."""
+        assert self.lookup is not None, f"{self.role}: a KMS call needs a lookup backend"
+        kms = self.lookup.client("kms")
+        try:
+            bare = kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyId"]
+        except botocore.exceptions.ClientError:
+            return None
+        aliases = [a["AliasName"] for a in kms.list_aliases(KeyId=bare).get("Aliases", [])]
+        context = {"kms:ResourceAliases": aliases[0]} if aliases else {}
+        return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{bare}", context
 
     def watch(self, session: Any) -> Any:
         session.events.register("before-parameter-build", self)
@@ -600,16 +633,45 @@ class AsTheRole:
                 ]
             if op in ("ListObjectsV2", "ListObjects", "HeadBucket"):
                 return [("s3:ListBucket", bucket, listing)]
+            if op in self.S3_ACTIONS:
+                return [(self.S3_ACTIONS[op], bucket, {})]
         if service == "sqs":
             name = params.get("QueueName") or str(params["QueueUrl"]).rsplit("/", 1)[-1]
             action = "sqs:" + self.SQS_ACTIONS.get(op, op)
-            return [(action, f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}", {})]
+            owner = params.get("QueueOwnerAWSAccountId") or ACCOUNT
+            return [(action, f"arn:aws:sqs:{REGION}:{owner}:{name}", {})]
         if service == "dynamodb":
             tables = (
                 [params["TableName"]] if "TableName" in params else list(params["RequestItems"])
             )
             table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/"
             return [(f"dynamodb:{op}", table + t, {}) for t in tables]
+        if service == "kms":
+            key = self.key(str(params["KeyId"]))
+            return [] if key is None else [(f"kms:{op}", *key)]
+        if service == "iam":
+            if "PolicyArn" in params:
+                return [(f"iam:{op}", str(params["PolicyArn"]), {})]
+            return [(f"iam:{op}", f"arn:aws:iam::{ACCOUNT}:role/{params['RoleName']}", {})]
+        if service == "secretsmanager" and op == "GetSecretValue":
+            name = str(params["SecretId"])
+            asked = [("secretsmanager:GetSecretValue", secret_arn(name), {})]
+            # Secrets Manager decrypts with the secret's key for the caller
+            assert self.lookup is not None, f"{self.role}: a secret read needs a lookup backend"
+            try:
+                meta = self.lookup.client("secretsmanager").describe_secret(SecretId=name)
+            except botocore.exceptions.ClientError:
+                return asked
+            key = self.key(meta["KmsKeyId"]) if meta.get("KmsKeyId") else None
+            if key is not None:
+                via = {
+                    "kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com",
+                    "kms:CallerAccount": ACCOUNT,
+                }
+                asked.append(("kms:Decrypt", key[0], {**key[1], **via}))
+            return asked
+        if service == "sts" and op == "GetCallerIdentity":
+            return []  # AWS authorizes no one for it: every principal may ask
         raise AssertionError(f"{self.role}: no mapping to IAM for {service} {op}")
 
     def __call__(self, model: Any, params: Mapping[str, Any], **_: Any) -> None:
@@ -617,6 +679,7 @@ class AsTheRole:
         for action, arn, context in self.requests(service, model.name, params):
             self.asked.append(f"{action} {arn}")
             if not check(self.policy, self.role, action, arn, context):
+                self.denied.append(f"{action} {arn}")
                 raise botocore.exceptions.ClientError(
                     {"Error": {"Code": "AccessDenied", "Message": f"{action} on {arn}"}},
                     model.name,
@@ -782,3 +845,153 @@ def test_the_webhook_arrival_sensor_reads_buffer_depth_under_the_code_servers_ro
     depth = lip.buffer.depth(source)
     assert depth.messages == 0 and depth.dead_letters == 0
     assert {a.split()[0] for a in role.asked} == {"sqs:GetQueueUrl", "sqs:GetQueueAttributes"}
+
+
+def tls_only_buckets_readable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto reads a provisioned bucket's deny of non-TLS requests as a deny of all
+    (lip_dagster_tests/sam/conftest.py): its own bucket-policy enforcement is off."""
+    from moto.iam.access_control import PermissionResult
+    from moto.s3.models import FakeBucket
+
+    monkeypatch.setattr(
+        FakeBucket, "get_permission", lambda self, action, resource: PermissionResult.NEUTRAL
+    )
+
+
+def provisioned(
+    boto_session: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Deployment, AwsBackend, dict[str, Any]]:
+    """Okta provisioned by an administrator (bucket, key, tables, queues, its
+    credential's secret) with events landed, the SAM's role, queue and index bucket
+    beside it; and the template's parameters for this deployment."""
+    tls_only_buckets_readable(monkeypatch)
+    d = make_deployment(boto_session, moto_endpoint, monkeypatch)
+    admin = d.backend()
+    assert isinstance(admin, AwsBackend)
+    assert not provision(admin, [OKTA]).drift
+    land(admin)
+    params = {
+        "LakeBucketArnPattern": "arn:aws:s3:::lip-*",
+        "AwsResourcePrefix": f"lip{d.run}-",
+        "SecretsPrefix": f"lip{d.run}/",
+        "SamRoleArn": d.role_arn,
+        "SamQueueArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{d.queue_arn.rsplit(':', 1)[1]}",
+        "SamIndexBucketArn": f"arn:aws:s3:::{d.index_bucket}",
+    }
+    return d, admin, params
+
+
+def as_role(role: AsTheRole, d: Deployment) -> AwsBackend:
+    lip = d.backend()
+    assert isinstance(lip, AwsBackend)
+    role.watch(lip.session)
+    return lip
+
+
+def test_the_sam_checks_read_what_they_judge_under_the_run_role(
+    boto_session: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, lip_home: Path
+) -> None:
+    """The asset checks run inside a Dagster run: every read of a resource check (the
+    bucket's encryption, policy, public access block, notifications and lifecycle,
+    the key's description, policy and rotation, the SAM queue's policy, the SAM
+    role's policies, the index bucket) and of the content checks (each object's key)
+    is evaluated against RunTaskRole. One the role refuses reports a failed check
+    naming AccessDenied in production, or (the SAM role's policies) silently checks
+    less than it says."""
+    d, admin, params = provisioned(boto_session, moto_endpoint, monkeypatch)
+    role = AsTheRole("RunTaskRole", lookup=admin, **params)
+    lip = as_role(role, d)
+    outcomes = list(resource_outcomes(lip, OKTA.name, OKTA.pattern))
+    outcomes += content_outcomes(lip, OKTA.name, PARTITION)
+    assert not role.denied, role.denied
+    assert not [o.summary for o in outcomes if "AccessDenied" in o.summary]
+    asked = {a.split()[0] for a in role.asked}
+    assert {
+        "s3:GetEncryptionConfiguration",
+        "s3:GetBucketPolicy",
+        "s3:GetBucketPublicAccessBlock",
+        "s3:GetBucketNotification",
+        "kms:DescribeKey",
+        "kms:GetKeyPolicy",
+        "kms:GetKeyRotationStatus",
+        "sqs:GetQueueAttributes",
+        "iam:ListRolePolicies",
+        "iam:GetRolePolicy",
+        "iam:ListAttachedRolePolicies",
+        "s3:ListBucket",  # the partition listed, each object's key read
+        "s3:GetObject",
+    } <= asked, asked
+    # deployed without SamRoleArn, the role may not read the SAM role's policies: the
+    # index check says so instead of judging the grant, which is why ``denied`` and
+    # not only the outcomes must be empty above
+    bare = AsTheRole("RunTaskRole", lookup=admin, **{**params, "SamRoleArn": ""})
+    refused = {o.name: o for o in resource_outcomes(as_role(bare, d), OKTA.name, OKTA.pattern)}
+    assert bare.denied and all(a.startswith("iam:") for a in bare.denied), bare.denied
+    assert "not readable from this account" in refused["sam_index_bucket"].summary
+
+
+def test_the_alert_sensor_reads_its_notifier_secrets_under_the_code_servers_role(
+    boto_session: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, lip_home: Path
+) -> None:
+    """The alert sensor fetches each notifier's secret when it sends, in the code
+    server: refused, every page of every incident fails."""
+    d, admin, params = provisioned(boto_session, moto_endpoint, monkeypatch)
+    settings = admin.settings
+    names = [
+        settings.alerts.webhook_secret,
+        settings.alerts.slack_secret,
+        settings.alerts.github_token_secret,
+    ]
+    sm = admin.client("secretsmanager")
+    for name in names:
+        sm.create_secret(Name=d.secret(name), SecretString=f"https://hooks.example/{name}")
+    role = AsTheRole("CodeServerTaskRole", lookup=admin, **params)
+    lip = as_role(role, d)
+    store = lip.secrets
+    for name in names:
+        assert store.get(name).reveal() == f"https://hooks.example/{name}"
+    assert not role.denied, role.denied
+    assert {a.split()[0] for a in role.asked} == {"secretsmanager:GetSecretValue"}
+
+
+def test_a_replay_moves_dead_letters_back_under_the_run_role(
+    boto_session: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, lip_home: Path
+) -> None:
+    """`lip webhook replay` launches the source's replay job: a Dagster run, under
+    RunTaskRole. Every dead letter must be back in the buffer, none left behind."""
+    d, admin, params = provisioned(boto_session, moto_endpoint, monkeypatch)
+    source = "okta"
+    buffer = admin.buffer
+    assert isinstance(buffer, SqsBuffer)
+    buffer.ensure(source)  # what `lip provision` creates for a webhook source
+    _, dlq = buffer.queue_names(source)
+    sqs = admin.client("sqs")
+    dlq_url = sqs.get_queue_url(QueueName=dlq)["QueueUrl"]
+    for i in range(3):
+        sqs.send_message(QueueUrl=dlq_url, MessageBody=f'{{"id": "d{i}"}}')
+    role = AsTheRole("RunTaskRole", lookup=admin, **params)
+    lip = as_role(role, d)
+    assert replay(lip.buffer, source) == 3
+    assert not role.denied, role.denied
+    depth = buffer.depth(source)
+    assert depth.dead_letters == 0 and depth.messages == 3
+    asked = {a.split()[0] for a in role.asked}
+    assert {"sqs:ReceiveMessage", "sqs:SendMessage", "sqs:DeleteMessage"} <= asked, asked
+
+
+def test_a_run_reads_its_sources_credential_under_the_run_role(
+    boto_session: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, lip_home: Path
+) -> None:
+    """A polling run reads the source's token from Secrets Manager; `lip provision`
+    created the secret under the source's key, so the read also decrypts with it
+    (through Secrets Manager). Refused, every run of the source fails."""
+    d, admin, params = provisioned(boto_session, moto_endpoint, monkeypatch)
+    sm = admin.client("secretsmanager")
+    name = OKTA.secrets[0]
+    assert sm.describe_secret(SecretId=d.secret(name)).get("KmsKeyId")
+    sm.put_secret_value(SecretId=d.secret(name), SecretString="00okta-token-value")
+    role = AsTheRole("RunTaskRole", lookup=admin, **params)
+    lip = as_role(role, d)
+    assert lip.secrets.get(name).reveal() == "00okta-token-value"
+    assert not role.denied, role.denied
+    assert {a.split()[0] for a in role.asked} == {"secretsmanager:GetSecretValue", "kms:Decrypt"}
