@@ -145,6 +145,16 @@ class AlertSettings:
     github_api_url: str | None
 
 
+def check_freshness_minutes(warn: int | None, fail: int) -> None:
+    """Every source's freshness windows (a ``ValueError`` for its YAML's validator):
+    the warning must come before the failure, or it never shows."""
+    if warn is not None and warn >= fail:
+        raise ValueError(
+            f"freshness_warn_minutes ({warn}) must be less than freshness_fail_minutes "
+            f"({fail}): the warning comes before the failure"
+        )
+
+
 NOTIFIERS = ("webhook", "slack", "github")
 ALERT_SECRETS_PREFIX = "alerts/"
 """Where notifier secrets live, under the secrets prefix: the deployed sensors may read

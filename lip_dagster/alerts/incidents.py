@@ -290,6 +290,23 @@ def maintenance_problems(job_name: str, failure: tuple[str, str] | None) -> list
     ]
 
 
+def _deliveries(
+    event: str,
+    key: str,
+    info: dict[str, Any],
+    message: str,
+    notifiers: list[str],
+    now: float,
+) -> list[Delivery]:
+    """One notice of ``event`` per notifier, for the incident ``info`` records."""
+    return [
+        Delivery(
+            event, key, info["kind"], info["source"], info["severity"], message, now, n, 0, now
+        )
+        for n in notifiers
+    ]
+
+
 def advance(
     state: AlertState,
     problems: list[Problem],
@@ -316,10 +333,7 @@ def advance(
                 "severity": p.severity,
                 "told": list(notifiers),
             }
-            queued += [
-                Delivery("open", key, p.kind, p.source, p.severity, p.message, now, n, 0, now)
-                for n in notifiers
-            ]
+            queued += _deliveries("open", key, state.open[key], p.message, notifiers, now)
             continue
         # A notifier configured while the incident was open (Slack added during an
         # outage) is told of it now: otherwise its first word would be "resolved".
@@ -330,21 +344,7 @@ def advance(
         late = [n for n in notifiers if n not in told]
         if late:
             told += late
-            queued += [
-                Delivery(
-                    "open",
-                    key,
-                    info["kind"],
-                    info["source"],
-                    info["severity"],
-                    info["message"],
-                    now,
-                    n,
-                    0,
-                    now,
-                )
-                for n in late
-            ]
+            queued += _deliveries("open", key, info, info["message"], late, now)
     for key in [k for k in state.open if k not in current]:
         info = state.open.pop(key)
         if declared is not None and info["source"] not in declared:
@@ -358,13 +358,8 @@ def advance(
         # only to those told it was open: a notifier configured in the very tick it
         # ended would otherwise hear "resolved" of something it never saw open
         told = info.get("told")
-        queued += [
-            Delivery(
-                "resolved", key, info["kind"], info["source"], info["severity"], msg, now, n, 0, now
-            )
-            for n in notifiers
-            if not isinstance(told, list) or n in told
-        ]
+        tell = [n for n in notifiers if not isinstance(told, list) or n in told]
+        queued += _deliveries("resolved", key, info, msg, tell, now)
     state.outbox.extend(queued)
     if len(state.outbox) > MAX_OUTBOX:
         state.dropped += len(state.outbox) - MAX_OUTBOX

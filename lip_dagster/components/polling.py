@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from lip_dagster.components import common
 from lip_dagster.components.checks import source_checks
 from lip_dagster.components.coverage import coverage_check, hour_coverage, polling_head
+from lip_dagster.config import check_freshness_minutes
 from lip_dagster.errors import ConfigError, VendorAuthError
 from lip_dagster.lake.layout import hour_of, partition_start, validate_source_name
 from lip_dagster.polling.base import (
@@ -78,12 +79,7 @@ class PollingSource(dg.Component, dg.Model, dg.Resolvable):
 
     @model_validator(mode="after")
     def _warns_before_failing(self) -> "PollingSource":
-        warn, fail = self.freshness_warn_minutes, self.freshness_fail_minutes
-        if warn is not None and warn >= fail:
-            raise ValueError(
-                f"freshness_warn_minutes ({warn}) must be less than freshness_fail_minutes "
-                f"({fail}): the warning comes before the failure"
-            )
+        check_freshness_minutes(self.freshness_warn_minutes, self.freshness_fail_minutes)
         return self
 
     def poller_config(self) -> PollerConfig:

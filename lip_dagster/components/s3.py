@@ -29,6 +29,7 @@ from pydantic import Field, model_validator
 
 from lip_dagster.components import common
 from lip_dagster.components.checks import source_checks
+from lip_dagster.config import check_freshness_minutes
 from lip_dagster.errors import ConfigError, LipError, StateError, attached_report
 from lip_dagster.lake.layout import hour_of, partition_start, validate_source_name
 from lip_dagster.lake.writer import WriteResult
@@ -172,12 +173,7 @@ class S3Source(dg.Component, dg.Model, dg.Resolvable):
 
     @model_validator(mode="after")
     def _warns_before_failing(self) -> "S3Source":
-        warn, fail = self.freshness_warn_minutes, self.freshness_fail_minutes
-        if warn is not None and warn >= fail:
-            raise ValueError(
-                f"freshness_warn_minutes ({warn}) must be less than freshness_fail_minutes "
-                f"({fail}): the warning comes before the failure"
-            )
+        check_freshness_minutes(self.freshness_warn_minutes, self.freshness_fail_minutes)
         return self
 
     @model_validator(mode="after")

@@ -112,21 +112,19 @@ def canonical_base_url(url: str) -> str:
     port or a trailing ``/``: how a vendor spells its own URLs. A base URL written
     ``https://Acme.okta.com:443`` names the same org, but a URL LIP builds from it
     and the vendor compares as text (Okta's token endpoint as the JWT ``aud``) must
-    be spelled the vendor's way."""
+    be spelled the vendor's way. A URL ``_origin`` refuses (credentials in it, a
+    port that is no number) is left as written, for the request to fail on."""
     from urllib.parse import urlsplit, urlunsplit
 
-    parts = urlsplit(url.rstrip("/"))
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:  # an IPv6 literal keeps its brackets
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        return url.rstrip("/")  # not a URL LIP can make sense of: left for the request to fail
-    netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
-    if parts.username is not None or parts.password is not None:
-        return url.rstrip("/")  # credentials in a base URL: refused where links are checked
+    stripped = url.rstrip("/")
+    origin = _origin(stripped)
+    if origin is None:
+        return stripped
+    scheme, host, port = origin
+    netloc = f"[{host}]" if host and ":" in host else host or ""  # IPv6 keeps brackets
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        netloc = f"{netloc}:{port}"
+    parts = urlsplit(stripped)
     return urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lip_dagster.config import check_freshness_minutes
 from lip_dagster.errors import ConfigError
 from lip_dagster.lake.layout import PARTITION_KEY_RE, validate_source_name
 
@@ -190,12 +191,7 @@ class WebhookSourceSpec(BaseModel):
 
     @model_validator(mode="after")
     def _warns_before_failing(self) -> WebhookSourceSpec:
-        warn, fail = self.freshness_warn_minutes, self.freshness_fail_minutes
-        if warn is not None and warn >= fail:
-            raise ValueError(
-                f"freshness_warn_minutes ({warn}) must be less than freshness_fail_minutes "
-                f"({fail}): the warning comes before the failure"
-            )
+        check_freshness_minutes(self.freshness_warn_minutes, self.freshness_fail_minutes)
         return self
 
     @model_validator(mode="after")

@@ -87,6 +87,16 @@ class Deployment:
             self.client("kms").describe_key(KeyId=self.alias(source))["KeyMetadata"]["KeyId"]
         )
 
+    def role(self, name: str) -> str:
+        """A new role of the account (an administrator's, say), unique to this run;
+        its ARN."""
+        return str(
+            self.client("iam").create_role(
+                RoleName=f"{name}-{self.run}",
+                AssumeRolePolicyDocument=json.dumps(policy_file("sam_role_trust.json")),
+            )["Role"]["Arn"]
+        )
+
     def table(self, source: str, kind: str) -> str:
         return f"lip{self.run}-{source}-{kind}"
 

@@ -353,10 +353,7 @@ def test_a_deny_of_lips_roles_fails_the_check_naming_the_statement(
 def _named_role(deployment: Deployment, name: str) -> tuple[str, dict[str, Any]]:
     """A role of the account and a key statement naming it (not the account's IAM
     policies) for everything LIP's roles do with the key; both."""
-    role = deployment.client("iam").create_role(
-        RoleName=f"{name}-{deployment.run}",
-        AssumeRolePolicyDocument=json.dumps(policy_file("sam_role_trust.json")),
-    )["Role"]["Arn"]
+    role = deployment.role(name)
     named = {
         "Sid": "NamedRole",
         "Effect": "Allow",

@@ -365,10 +365,7 @@ def test_a_key_naming_only_the_administrator_provisioning_is_not_called_usable(
     neither the account's IAM policies nor LIP's deployed roles: the runs could not
     write. The row is a manual step with the statement to add, never "ok"."""
     account = deployment.client("sts").get_caller_identity()["Account"]
-    admin = deployment.client("iam").create_role(
-        RoleName=f"acme-admin-{deployment.run}",
-        AssumeRolePolicyDocument=json.dumps(policy_file("sam_role_trust.json")),
-    )["Role"]["Arn"]
+    admin = deployment.role("acme-admin")
     named = {
         "Sid": "Administrators",
         "Effect": "Allow",
