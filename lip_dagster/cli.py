@@ -241,6 +241,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LipError as exc:
         print(f"lip: error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        said = _lip_cause(exc)
+        if said is None:
+            raise
+        # a source's YAML refused while Dagster loads the definitions: Dagster wraps
+        # LIP's sentence in its component tree and traceback, where nobody finds it
+        print(f"lip: error: {said}", file=sys.stderr)
+        return 1
+
+
+def _lip_cause(exc: BaseException) -> LipError | None:
+    """The LipError another library's exception wraps (``raise ... from``), if any."""
+    seen: set[int] = set()
+    cause = exc.__cause__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, LipError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
 
 
 if __name__ == "__main__":

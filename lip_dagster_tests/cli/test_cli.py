@@ -292,3 +292,31 @@ def test_status_with_an_unreadable_buffer_does_not_say_all_is_well(
     assert jamf.split()[-1] == "?"
     said = [line for line in err.splitlines() if line.startswith("lip: error: jamf:")]
     assert said and "buffer" in said[0] and "file is not a database" in said[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "argv", "named"),
+    [
+        ("LIP_OKTA_AUTH", "OAuth2", ["sources"], "LIP_OKTA_AUTH"),
+        ("LIP_CLOUDFLARE_DATASET", "http", ["status"], "options.dataset"),
+        ("LIP_OKTA_AUTH", "token", ["run", "slack"], "LIP_OKTA_AUTH"),
+    ],
+)
+def test_a_source_setting_that_stops_the_load_is_one_sentence(
+    lip_home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    argv: list[str],
+    named: str,
+) -> None:
+    """A value a source's YAML refuses when the definitions load (README, Configuration)
+    stops every command that loads them: the on-call engineer typing `lip status`
+    gets the sentence naming the variable, not Dagster's component-tree traceback
+    with it buried in the middle."""
+    monkeypatch.setenv(variable, value)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lip: error:") and named in err and repr(value) in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
