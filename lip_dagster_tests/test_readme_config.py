@@ -72,3 +72,15 @@ def test_readme_aws_and_alert_defaults_are_the_code_defaults() -> None:
     assert rows["LIP_ALERT_WEBHOOK_SECRET"] == f"`{s.alerts.webhook_secret}`"
     assert rows["LIP_ALERT_SLACK_SECRET"] == f"`{s.alerts.slack_secret}`"
     assert rows["LIP_ALERT_GITHUB_TOKEN_SECRET"] == f"`{s.alerts.github_token_secret}`"
+
+
+def test_the_source_variables_read_at_load_are_the_ones_the_readme_says() -> None:
+    """A source variable the shipped YAML reads through ``{{ env.NAME }}`` is read when
+    the definitions load: a bad value stops every source and the alert sensor, not one
+    source's runs as the README says of the others. The README must name each one."""
+    templated: set[str] = set()
+    for path in (ROOT / "lip_dagster" / "defs").rglob("*.yaml"):
+        templated |= set(re.findall(r"env\.(LIP_[A-Z0-9_]+)", path.read_text(encoding="utf-8")))
+    intro = README.split("## Configuration", 1)[1].split("| variable |", 1)[0]
+    said = set(re.findall(r"`(LIP_[A-Z0-9_]+)`", intro.split("read at load", 1)[-1]))
+    assert templated and templated <= said, f"not said to be read at load: {templated - said}"

@@ -153,8 +153,10 @@ class CloudflareLogpushFormat(VendorFormat):
     def build(cls, name: str, options: dict[str, str], max_record_bytes: int) -> VendorFormat:
         dataset = options.pop("dataset", "")
         if dataset not in CLOUDFLARE_DATASETS:
+            # the shipped declaration takes it from LIP_CLOUDFLARE_DATASET: the name the
+            # operator set is the one to read in the error
             raise ConfigError(
-                f"{name} needs options.dataset, one of "
+                f"{name} needs options.dataset (LIP_CLOUDFLARE_DATASET), one of "
                 f"{', '.join(sorted(CLOUDFLARE_DATASETS))}; got {dataset!r}"
             )
         return cls(name, CLOUDFLARE_DATASETS[dataset], max_record_bytes)

@@ -298,7 +298,7 @@ def test_status_with_an_unreadable_buffer_does_not_say_all_is_well(
     ("variable", "value", "argv", "named"),
     [
         ("LIP_OKTA_AUTH", "OAuth2", ["sources"], "LIP_OKTA_AUTH"),
-        ("LIP_CLOUDFLARE_DATASET", "http", ["status"], "options.dataset"),
+        ("LIP_CLOUDFLARE_DATASET", "http", ["status"], "LIP_CLOUDFLARE_DATASET"),
         ("LIP_OKTA_AUTH", "token", ["run", "slack"], "LIP_OKTA_AUTH"),
     ],
 )
