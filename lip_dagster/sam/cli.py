@@ -169,13 +169,13 @@ def print_provision(
 
 def cmd_provision(args: argparse.Namespace) -> int:
     backend = backend_from_env()
+    sources = _sources(args.source)  # a misspelt --source is refused on every backend
     if backend.settings.aws is None:
         print(
             "nothing to provision: the embedded backend keeps everything under "
             f"{backend.settings.home}, created on first use (set LIP_BACKEND=aws)"
         )
         return 0
-    sources = _sources(args.source)
     try:
         report = provision(backend, sources, plan=args.plan, retention_days=args.retention_days)
     except ProvisionError as err:

@@ -262,6 +262,16 @@ def test_provision_on_the_embedded_backend_has_nothing_to_do(
     assert ran.code == 0 and "nothing to provision" in ran.out
 
 
+def test_provision_on_the_embedded_backend_still_refuses_a_source_it_does_not_know(
+    lip: Callable[..., Ran], lip_home: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo in ``--source`` must not read as "all set" on a workstation, then fail on AWS."""
+    monkeypatch.setenv("LIP_BACKEND", "embedded")
+    ran = lip("provision", "--plan", "--source", "otka")
+    assert ran.code == 1
+    assert "no source named 'otka'" in ran.err and "nothing to provision" not in ran.out
+
+
 def test_check_on_the_embedded_backend_checks_the_local_lake(
     lip: Callable[..., Ran],
     lip_home: object,
