@@ -320,3 +320,28 @@ def test_a_source_setting_that_stops_the_load_is_one_sentence(
     err = capsys.readouterr().err
     assert err.startswith("lip: error:") and named in err and repr(value) in err
     assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_output_piped_to_a_reader_that_stopped_reading_ends_quietly(lip_home: Path) -> None:
+    """``lip sources | head -1``: the reader has what it wanted and closed the pipe.
+    The command stops without a traceback (as ``ls | head`` does), and says by its
+    exit status (141, as if killed by SIGPIPE) that its output was cut."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "lip_dagster.cli", "sources"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "LIP_HOME": str(lip_home)},
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr.decode() and "BrokenPipe" not in done.stderr.decode()
+    assert done.returncode == 141
