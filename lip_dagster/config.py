@@ -133,6 +133,46 @@ class SamSettings:
     queue_arn: str | None
     index_bucket: str | None
     vpce_id: str | None
+    lip_roles: tuple[tuple[str, str], ...] = ()
+    """LIP's own deployed roles (``LIP_ROLE_ARNS``) as (process, role ARN) pairs, the
+    processes named as in ``permissions.py``; empty when not set."""
+
+
+ROLE_PROCESSES = ("run", "sensors", "receiver", "serve")
+"""The deployed processes that use a source's key (``permissions.py``; provisioning is
+an administrator's, never a deployed role)."""
+
+
+def _lip_roles(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``LIP_ROLE_ARNS``: ``process=role ARN`` pairs, comma-separated. Which process
+    runs as a role decides what the key check asks of it (the receiver never writes
+    the lake), so a bare ARN is refused. One role may run several processes (one
+    Kubernetes service account for runs and sensors); the roles are one deployment's,
+    so they share one account."""
+    name = "LIP_ROLE_ARNS"
+    raw = env.get(name) or ""
+    pairs: list[tuple[str, str]] = []
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        process, sep, arn = (part.strip() for part in entry.partition("="))
+        if not sep or process not in ROLE_PROCESSES or not arn:
+            raise ConfigError(
+                f"{name} must list process=role ARN pairs, the process one of "
+                f"{', '.join(ROLE_PROCESSES)} (e.g. run=arn:aws:iam::123456789012:role/"
+                f"lip-run), got {entry!r}"
+            )
+        if any(process == p for p, _ in pairs):
+            raise ConfigError(f"{name} names the {process} role twice: {raw!r}")
+        _arn({name: arn}, name, "iam", "role/")
+        pairs.append((process, arn))
+    accounts = {(parse_arn(arn) or {}).get("account") for _, arn in pairs}
+    if len(accounts) > 1:
+        raise ConfigError(
+            f"{name} names roles of several accounts ({', '.join(sorted(map(str, accounts)))}):"
+            " LIP's roles are one deployment's, in one account"
+        )
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -288,6 +328,7 @@ class Settings:
                 queue_arn=_arn(env, "LIP_SAM_QUEUE_ARN", "sqs", ""),
                 index_bucket=env.get("LIP_SAM_INDEX_BUCKET") or None,
                 vpce_id=env.get("LIP_SAM_VPCE_ID") or None,
+                lip_roles=_lip_roles(env),
             ),
             alerts=_alerts(env),
         )

@@ -157,3 +157,36 @@ def test_well_formed_sam_arns_and_templates_load(tmp_path) -> None:
     )
     assert s.aws is not None and s.aws.bucket("google_workspace") == "acme.lip-google-workspace"
     assert s.sam.role_arn == "arn:aws:iam::123456789012:role/sam-reader"
+
+
+ROLE = "arn:aws:iam::123456789012:role/lip-run"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ROLE,  # which process runs as it?
+        f"run={ROLE.replace(':role/', ':user/')}",
+        "run=lip-run",
+        "run=",
+        f"daemon={ROLE}",
+        f"provision={ROLE}",
+        f"run={ROLE},run=arn:aws:iam::123456789012:role/other",
+        f"run={ROLE},sensors=arn:aws:iam::999999999999:role/lip-code",
+    ],
+)
+def test_a_malformed_role_list_fails_at_load_naming_the_variable(value: str, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="LIP_ROLE_ARNS"):
+        Settings.from_env({"LIP_HOME": str(tmp_path), "LIP_ROLE_ARNS": value})
+
+
+def test_the_role_list_names_each_process_role(tmp_path) -> None:
+    code = "arn:aws:iam::123456789012:role/lip-code"
+    s = Settings.from_env(
+        {
+            "LIP_HOME": str(tmp_path),
+            "LIP_ROLE_ARNS": f" run={ROLE}, sensors={code},receiver={ROLE} ",
+        }
+    )
+    assert s.sam.lip_roles == (("run", ROLE), ("sensors", code), ("receiver", ROLE))
+    assert Settings.from_env({"LIP_HOME": str(tmp_path)}).sam.lip_roles == ()

@@ -108,8 +108,8 @@ CHECKS: tuple[CheckSpec, ...] = (
         "the key policy lets the SAM's role decrypt through S3",
     ),
     # Not blocking: if LIP's roles truly cannot use the key, the run's first write
-    # fails anyway; this says why, early. And a key policy naming the deployed roles
-    # instead of the account works, but LIP cannot confirm it: it must not stop runs.
+    # fails anyway; this says why, early. A key policy naming the deployed roles
+    # instead of the account is confirmed once LIP_ROLE_ARNS lists them.
     CheckSpec(
         "lip_kms_key_use",
         2,
@@ -377,15 +377,51 @@ def check_key_use(t: SamTarget) -> CheckOutcome:
     arn = str(t.key_arn())
     use = grants.key_use(t, t.key_policy(), arn)
     if use.allowed:
-        return _ok(name, t.source, f"LIP's roles may use {arn} through the account's IAM policies")
+        roles = {"roles": [r.label for r in use.deployed]} if use.deployed else {}
+        return _ok(name, t.source, key_use_ok(use, arn), **roles)
     return _fail(name, t.source, key_use_problem(t, use, arn), key_use_fix(t, use, arn), key=arn)
+
+
+def key_use_ok(use: grants.KeyUse, arn: str) -> str:
+    """What confirmed the key's use: the listed roles by name, or the account's grant."""
+    if use.deployed:
+        return f"LIP's deployed roles may use {arn} for what each does: " + "; ".join(
+            r.label for r in use.deployed
+        )
+    return f"LIP's roles may use {arn} through the account's IAM policies"
+
+
+def _listed_roles_problem(use: grants.KeyUse, arn: str) -> str:
+    """``key_use_problem`` when LIP_ROLE_ARNS names the roles: which role lacks which
+    use, and which statement denies which role."""
+    parts = []
+    short = [r for r in use.deployed if r.missing]
+    if short:
+        parts.append(
+            "does not grant (by name or through the account's IAM policies) "
+            + "; ".join(f"{r.label}: {', '.join(r.missing)}" for r in short)
+        )
+    parts += [
+        f"has statement {', '.join(r.denied)} denying (or maybe denying) {r.label} a use it needs"
+        for r in use.deployed
+        if r.denied
+    ]
+    return (
+        f"LIP's deployed roles (LIP_ROLE_ARNS) may not use {arn}: its key policy "
+        + " and ".join(parts)
+        + "; every lake write (and every read of the source's secrets) by those roles "
+        "fails with AccessDenied"
+    )
 
 
 def key_use_problem(t: SamTarget, use: grants.KeyUse, arn: str) -> str:
     """What keeps LIP's own roles from using the key, as a user reads it: every run
     would fail on its first lake write with an AccessDenied that names no cause. A
     grant naming the role this runs as (an administrator's, on a workstation) is
-    said to be one LIP cannot confirm, never counted as the deployed roles'."""
+    said to be one LIP cannot confirm, never counted as the deployed roles'; roles
+    listed in LIP_ROLE_ARNS are judged by name."""
+    if use.deployed:
+        return _listed_roles_problem(use, arn)
     parts = []
     if use.missing:
         parts.append(
@@ -409,13 +445,16 @@ def key_use_problem(t: SamTarget, use: grants.KeyUse, arn: str) -> str:
         f"{lead}: its key policy "
         + " and ".join(parts)
         + "; unless it names each of those roles, every lake write (and every read of "
-        "the source's secrets) fails with AccessDenied"
+        "the source's secrets) fails with AccessDenied (if it does, list them in "
+        "LIP_ROLE_ARNS and this check confirms it)"
     )
 
 
 def key_use_fix(t: SamTarget, use: grants.KeyUse, arn: str) -> str:
     """The statement to add (never added by LIP to a key's policy: the key's owner
     decides who may use it), or the Deny to review."""
+    if use.deployed:
+        return _listed_roles_fix(t, use, arn)
     if use.denied and not use.missing:
         return (
             f"narrow statement {', '.join(use.denied)} of {arn}'s key policy so that it "
@@ -425,12 +464,34 @@ def key_use_fix(t: SamTarget, use: grants.KeyUse, arn: str) -> str:
     fix = (
         f"add to the key policy of {arn}: {statement} (AWS's default key statement: "
         "LIP's roles then get the key through their IAM policies, as the deployment "
-        "grants it); a statement naming LIP's run, code server and receiver roles for "
-        "kms:GenerateDataKey and kms:Decrypt works too, but LIP does not know those "
-        "roles' ARNs and cannot confirm it; `lip provision` never changes this"
+        "grants it); statements naming LIP's run, code server and receiver roles for "
+        "what each does work too, and this check confirms them once LIP_ROLE_ARNS lists "
+        "those roles (the deployment's template sets it); `lip provision` never changes "
+        "this"
     )
     if use.denied:
         fix += f"; and narrow statement {', '.join(use.denied)}"
+    return fix
+
+
+def _listed_roles_fix(t: SamTarget, use: grants.KeyUse, arn: str) -> str:
+    denied = [r for r in use.deployed if r.denied]
+    narrow = (
+        f"narrow statement {', '.join(use.denied)} of {arn}'s key policy so that it does "
+        f"not apply to {', '.join(r.role for r in denied)}"
+    )
+    if not any(r.missing for r in use.deployed):
+        return narrow
+    statements = ", ".join(json.dumps(s) for s in grants.role_statements(t, use))
+    admin = json.dumps(grants.key_statements(t)[grants.KEY_ADMIN_SID])
+    fix = (
+        f"add to the key policy of {arn}: {statements} (or AWS's default key statement "
+        f"{admin}, which hands the key to the roles' IAM policies, as the deployment "
+        "grants it; or correct LIP_ROLE_ARNS if it names the wrong roles); `lip provision` "
+        "never changes this"
+    )
+    if denied:
+        fix += "; and " + narrow
     return fix
 
 

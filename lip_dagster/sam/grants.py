@@ -24,6 +24,7 @@ __all__ = [
     "SAM_DECRYPT_SID",
     "TLS_SID",
     "KeyUse",
+    "RoleUse",
     "bucket_statements",
     "encryption_config",
     "key_decrypt",
@@ -35,6 +36,7 @@ __all__ = [
     "queue_send",
     "queue_statement",
     "read_problems",
+    "role_statements",
     "tls_gaps",
 ]
 
@@ -199,26 +201,126 @@ def _key_uses() -> tuple[tuple[str, str], ...]:
     return tuple(seen)
 
 
+def _uses_by_process() -> dict[str, tuple[tuple[str, str], ...]]:
+    """``_key_uses`` per deployed process: what a role running it needs of the key
+    (the receiver only decrypts its secrets; it never writes the lake)."""
+    out: dict[str, dict[tuple[str, str], None]] = {}
+    for p in PERMISSIONS:
+        if p.resource == "source-key" and p.via:
+            for process in p.by:
+                if process != "provision":
+                    out.setdefault(process, {})[(p.action, p.via)] = None
+    return {process: tuple(uses) for process, uses in out.items()}
+
+
+def _use_label(action: str, via: str) -> str:
+    return f"{action} through {_VIA_NAMES.get(via, via)}"
+
+
+@dataclass(frozen=True)
+class RoleUse:
+    """One of LIP's deployed roles (``LIP_ROLE_ARNS``) against a key policy.
+
+    ``processes``: what runs as the role; ``missing``: the uses those processes need
+    that the policy grants the role neither by name nor through the account's IAM
+    policies; ``needs``: (action, via) of each of those; ``denied``: the statements
+    that deny (or might deny) the role a use it needs."""
+
+    role: str
+    processes: tuple[str, ...]
+    missing: tuple[str, ...]
+    denied: tuple[str, ...]
+    needs: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.role} ({', '.join(self.processes)})"
+
+
 @dataclass(frozen=True)
 class KeyUse:
     """Whether LIP's deployed roles may use a source's key for what they write and read.
 
-    ``missing``: the uses the key policy does not hand to the account's IAM policies
-    (the deployment grants its run, code server and receiver roles the key through
-    them, and LIP knows none of those roles' ARNs, so nothing else confirms them);
-    ``named``: those of them the policy grants instead to ``role`` by name, which
-    says nothing of the deployed roles; ``denied``: the statements that deny (or
-    might deny) a use to a principal of the account; ``role``: the role this process
-    runs as (None when it does not run as a role)."""
+    Without ``LIP_ROLE_ARNS``: ``missing``: the uses the key policy does not hand to
+    the account's IAM policies (the deployment grants its run, code server and
+    receiver roles the key through them, and LIP knows none of those roles' ARNs, so
+    nothing else confirms them); ``named``: those of them the policy grants instead
+    to ``role`` by name, which says nothing of the deployed roles; ``denied``: the
+    statements that deny (or might deny) a use to a principal of the account;
+    ``role``: the role this process runs as (None when it does not run as a role).
+
+    With it: ``deployed`` holds each listed role's result, and ``denied`` every
+    statement denying one of them; ``missing`` and ``named`` stay empty."""
 
     missing: tuple[str, ...]
     denied: tuple[str, ...]
     role: str | None
     named: tuple[str, ...] = ()
+    deployed: tuple[RoleUse, ...] = ()
 
     @property
     def allowed(self) -> bool:
-        return not self.missing and not self.denied
+        return not self.missing and not self.denied and not any(r.missing for r in self.deployed)
+
+
+def _listed_roles_use(t: SamTarget, policy: dict[str, Any] | None, key_arn: str) -> KeyUse:
+    """Each role of ``LIP_ROLE_ARNS``, for each use its processes need: granted when
+    the policy names the role, or hands the use to the IAM policies of the role's
+    account (which the deployment's roles carry, ``permissions.py`` and its test);
+    denied when a statement denies it to that role, judged with the role's own ARN."""
+    processes: dict[str, list[str]] = {}
+    for process, arn in t.sam.lip_roles:
+        processes.setdefault(arn, []).append(process)
+    uses = _uses_by_process()
+    results: list[RoleUse] = []
+    denied_all: list[str] = []
+    for role, procs in processes.items():
+        account = (parse_arn(role) or {}).get("account", "")
+        root = f"arn:aws:iam::{account}:root"
+        needed = dict.fromkeys(u for p in procs for u in uses.get(p, ()))
+        missing: list[str] = []
+        needs: list[tuple[str, str]] = []
+        denied: list[str] = []
+        for action, via in needed:
+            context = {
+                "kms:ViaService": f"{via}.{t.region}.amazonaws.com",
+                "kms:CallerAccount": account,
+            }
+            by_name = evaluate(policy, Request(action, key_arn, role, context=context))
+            # through IAM the role still signs: a grant conditioned on its ARN holds
+            by_iam = evaluate(
+                policy,
+                Request(action, key_arn, root, context={**context, "aws:PrincipalArn": role}),
+            )
+            if not (by_name.allowed_by or by_iam.allowed_by):
+                missing.append(_use_label(action, via))
+                needs.append((action, via))
+            denied += [s for s in by_name.denied_by + by_name.maybe_denied_by if s not in denied]
+        results.append(RoleUse(role, tuple(procs), tuple(missing), tuple(denied), tuple(needs)))
+        denied_all += [s for s in denied if s not in denied_all]
+    return KeyUse((), tuple(denied_all), t.caller_role_arn, deployed=tuple(results))
+
+
+def role_statements(t: SamTarget, use: KeyUse) -> list[dict[str, Any]]:
+    """Key policy statements granting the listed roles what they miss, each only
+    through the service that asks for it; roles missing the same uses share one."""
+    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for r in use.deployed:
+        by_via: dict[str, list[str]] = {}
+        for action, via in r.needs:
+            by_via.setdefault(via, []).append(action)
+        for via, actions in by_via.items():
+            grouped.setdefault((via, tuple(actions)), []).append(r.role)
+    return [
+        {
+            "Effect": "Allow",
+            "Principal": {"AWS": roles[0] if len(roles) == 1 else roles},
+            "Action": list(actions) if len(actions) > 1 else actions[0],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"kms:ViaService": f"{via}.{t.region}.amazonaws.com"}},
+        }
+        for (via, actions), roles in grouped.items()
+    ]
 
 
 def key_use(t: SamTarget, policy: dict[str, Any] | None, key_arn: str) -> KeyUse:
@@ -229,14 +331,19 @@ def key_use(t: SamTarget, policy: dict[str, Any] | None, key_arn: str) -> KeyUse
     does not count: from a workstation that is an administrator, never the run, code
     server or receiver role, and LIP cannot tell those roles' ARNs. Evaluated per
     use, with the ``kms:ViaService`` each carries, so a grant limited to S3 does not
-    count for Secrets Manager."""
+    count for Secrets Manager.
+
+    With ``LIP_ROLE_ARNS`` set, LIP knows its deployed roles: each is judged by name
+    for what its processes need (``_listed_roles_use``), and the caller is not."""
+    if t.sam.lip_roles:
+        return _listed_roles_use(t, policy, key_arn)
     root = f"arn:aws:iam::{t.account}:root"
     role = t.caller_role_arn
     missing: list[str] = []
     named: list[str] = []
     denied: list[str] = []
     for action, via in _key_uses():
-        label = f"{action} through {_VIA_NAMES.get(via, via)}"
+        label = _use_label(action, via)
         context = {
             "kms:ViaService": f"{via}.{t.region}.amazonaws.com",
             "kms:CallerAccount": t.account,

@@ -40,7 +40,7 @@ from lip_dagster.config import AwsSettings
 from lip_dagster.errors import ConfigError, LipError, StateError
 from lip_dagster.resources import Backend
 from lip_dagster.sam import grants
-from lip_dagster.sam.checks import check_key_state, key_use_fix, key_use_problem
+from lip_dagster.sam.checks import check_key_state, key_use_fix, key_use_ok, key_use_problem
 from lip_dagster.sam.policy import statement_ids
 from lip_dagster.sam.sources import DeclaredSource, declared_sources
 from lip_dagster.sam.target import AwsCallError, SamTarget, aws_target, error_code, parse_arn
@@ -417,12 +417,7 @@ class _Stack:
         assert self.key_arn is not None
         use = grants.key_use(t, policy, self.key_arn)
         if use.allowed:
-            self.note(
-                "kms key use",
-                t.key_ref,
-                "ok",
-                "LIP's roles may use the key through the account's IAM policies",
-            )
+            self.note("kms key use", t.key_ref, "ok", key_use_ok(use, self.key_arn))
             return
         self.note(
             "kms key use",

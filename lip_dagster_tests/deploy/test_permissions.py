@@ -200,6 +200,10 @@ class Resolver:
         return re.sub(r"\$\{([^}]+)\}", one, text)
 
     def get_att(self, resource: str, attribute: str) -> str:
+        if attribute == "Arn" and self.tpl["Resources"].get(resource, {}).get("Type") == (
+            "AWS::IAM::Role"
+        ):
+            return role_arn(resource)
         return f"arn:aws:{resource.lower()}:{REGION}:{ACCOUNT}:{STACK}-{resource}"
 
     def __call__(self, node: Any) -> Any:
@@ -540,6 +544,31 @@ def test_one_kubernetes_service_account_needs_the_run_and_the_sensors_policies()
     guide = (REPO / "docs" / "deployment.md").read_text().split("## Kubernetes", 1)[1]
     for text in (values, guide):
         assert "RunTaskRole" in text and "CodeServerTaskRole" in text
+
+
+def test_every_task_running_lip_knows_the_roles_the_template_creates(tmp_path: Path) -> None:
+    """`lip_kms_key_use` confirms a key policy that names LIP's roles instead of the
+    account only when LIP_ROLE_ARNS lists them: every ECS task running LIP's code (the
+    runs evaluate the checks; the code server, daemon and webserver load the same
+    settings) gets the roles this template creates, each under the process that runs
+    as it, and the stack outputs the same value for `lip check` on a workstation."""
+    resolve = Resolver(template(), PARAMETERS)
+    expected = tuple((process, role_arn(role)) for process, role in ROLES.items())
+    tasks: dict[str, dict[str, str]] = {}
+    for name, resource in template()["Resources"].items():
+        if resource["Type"] != "AWS::ECS::TaskDefinition":
+            continue
+        for container in resolve(resource["Properties"])["ContainerDefinitions"]:
+            env = {e["Name"]: str(e["Value"]) for e in container.get("Environment", [])}
+            if env.get("LIP_BACKEND") == "aws":
+                tasks[name] = env
+    assert {"RunTaskDefinition", "CodeServerTaskDefinition"} <= set(tasks)
+    for name, env in tasks.items():
+        assert "LIP_ROLE_ARNS" in env, f"{name} does not set LIP_ROLE_ARNS"
+        settings = Settings.from_env({**env, "LIP_HOME": str(tmp_path)})
+        assert settings.sam.lip_roles == expected, name
+    output = resolve(template()["Outputs"]["LipRoleArns"]["Value"])
+    assert output == tasks["RunTaskDefinition"]["LIP_ROLE_ARNS"]
 
 
 def test_the_guide_names_what_the_receiver_needs_as_a_server() -> None:

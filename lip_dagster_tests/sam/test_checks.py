@@ -435,3 +435,117 @@ def test_an_unreadable_key_policy_fails_the_check_naming_the_read(
     outcome = stack.failing()["sam_kms_key_policy"]
     assert "reading the key policy" in outcome.summary
     assert "AccessDeniedException" in outcome.summary
+
+
+# ------------------------------------------- a key naming LIP's deployed roles
+
+
+def _deployed_roles(deployment: Deployment) -> dict[str, str]:
+    """LIP's run, code server and receiver roles (the template's RunTaskRole,
+    CodeServerTaskRole and ReceiverRole), by the process each runs."""
+    return {
+        "run": deployment.role("lip-run"),
+        "sensors": deployment.role("lip-code-server"),
+        "receiver": deployment.role("lip-receiver"),
+    }
+
+
+def _role_arns(roles: dict[str, str]) -> str:
+    return ",".join(f"{process}={arn}" for process, arn in roles.items())
+
+
+def _grant(sid: str, role: str, actions: list[str], via: str) -> dict[str, Any]:
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Principal": {"AWS": role},
+        "Action": actions,
+        "Resource": "*",
+        "Condition": {"StringEquals": {"kms:ViaService": f"{via}.us-east-1.amazonaws.com"}},
+    }
+
+
+def _grants_by_name(roles: dict[str, str]) -> list[dict[str, Any]]:
+    """What a security team writes for LIP's roles when it keeps the account's IAM
+    policies out of its key: each role, only what its process does with the key
+    (the receiver never writes the lake, so it gets no data key)."""
+    return [
+        _grant("LipRunLake", roles["run"], ["kms:GenerateDataKey", "kms:Decrypt"], "s3"),
+        _grant("LipRunSecrets", roles["run"], ["kms:Decrypt"], "secretsmanager"),
+        _grant(
+            "LipCodeServerQuarantine",
+            roles["sensors"],
+            ["kms:GenerateDataKey", "kms:Decrypt"],
+            "s3",
+        ),
+        _grant("LipReceiverSecrets", roles["receiver"], ["kms:Decrypt"], "secretsmanager"),
+    ]
+
+
+def test_a_key_naming_the_deployed_roles_passes_once_lip_knows_them(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A working deployment whose key policy names LIP's roles instead of the account:
+    unconfirmable without LIP_ROLE_ARNS (the check fails, as before), confirmed with
+    it, so the check no longer pages forever."""
+    roles = _deployed_roles(deployment)
+    stack = _customer_stack(deployment, _grants_by_name(roles))
+    assert list(stack.failing()) == ["lip_kms_key_use"]
+    monkeypatch.setenv("LIP_ROLE_ARNS", _role_arns(roles))
+    stack.backend = deployment.backend()
+    assert stack.failing() == {}
+    outcome = next(o for o in stack.checks() if o.name == "lip_kms_key_use")
+    assert all(arn in outcome.summary for arn in roles.values())
+
+
+def test_a_key_naming_only_the_run_role_fails_naming_the_roles_it_leaves_out(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roles = _deployed_roles(deployment)
+    monkeypatch.setenv("LIP_ROLE_ARNS", _role_arns(roles))
+    only_run = [s for s in _grants_by_name(roles) if s["Principal"]["AWS"] == roles["run"]]
+    outcome = _customer_stack(deployment, only_run).failing()["lip_kms_key_use"]
+    assert f"{roles['sensors']} (sensors): kms:GenerateDataKey through S3" in outcome.summary
+    assert f"{roles['receiver']} (receiver): kms:Decrypt through Secrets Manager" in (
+        outcome.summary
+    )
+    # the receiver never writes the lake: no data key is asked of it
+    assert "(receiver): kms:GenerateDataKey" not in outcome.summary
+    assert f"{roles['run']} (run)" not in outcome.summary
+    assert outcome.fix is not None
+    assert roles["receiver"] in outcome.fix and roles["sensors"] in outcome.fix
+    assert "LIP does not know" not in outcome.fix
+
+
+def test_a_deny_of_a_listed_role_fails_naming_the_role_and_the_statement(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The account's IAM policies get the key, but a statement denies the receiver's
+    role by name: every webhook delivery would fail reading its secret."""
+    roles = _deployed_roles(deployment)
+    monkeypatch.setenv("LIP_ROLE_ARNS", _role_arns(roles))
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    deny = {
+        "Sid": "NoInternetFacingDecrypt",
+        "Effect": "Deny",
+        "Principal": {"AWS": roles["receiver"]},
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+    }
+    outcome = _customer_stack(deployment, [_iam_delegation(account), deny]).failing()[
+        "lip_kms_key_use"
+    ]
+    assert "NoInternetFacingDecrypt" in outcome.summary
+    assert roles["receiver"] in outcome.summary
+    assert outcome.fix is not None and "NoInternetFacingDecrypt" in outcome.fix
+
+
+def test_listed_roles_with_the_accounts_grant_pass(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The template sets LIP_ROLE_ARNS on every deployment: a key with AWS's default
+    statement (the deployment grants its roles the key through their IAM policies)
+    still passes."""
+    monkeypatch.setenv("LIP_ROLE_ARNS", _role_arns(_deployed_roles(deployment)))
+    account = deployment.client("sts").get_caller_identity()["Account"]
+    assert _customer_stack(deployment, [_iam_delegation(account)]).failing() == {}
