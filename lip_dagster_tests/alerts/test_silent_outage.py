@@ -75,18 +75,22 @@ def test_a_run_failed_by_its_blocking_check_pages_once_as_that_check(
     route_alerts_to(stub, monkeypatch)
     d = defs()
     instance = dg.DagsterInstance.ephemeral()
+    # one hour throughout: the polls target the hour these events are in, however
+    # long the test takes and whatever the time of day
     now = datetime.now(UTC)
     hour_start = now.replace(minute=0, second=0, microsecond=0)
-    demo_world.add_events("slack", "logs", 5, start=hour_start, end=now)
-    assert poll(d, instance, "slack").success
+    demo_world.add_events("slack", "logs", 5, start=hour_start, end=now + timedelta(microseconds=1))
+    partition = now.strftime("%Y-%m-%d-%H:00")
+    assert poll(d, instance, "slack", partition).success
     # a broken object in the lake turns the content check red on the next run
     lake = d.resources["lip"].lake
-    hour_path = datetime.now(UTC).strftime("year=%Y/month=%m/day=%d/hour=%H")
+    hour_path = now.strftime("year=%Y/month=%m/day=%d/hour=%H")
     keys = [k for k in lake.list_keys("slack") if hour_path in k]
     assert keys
     for key in keys:
         (lake.root / key).write_bytes(b"not gzip")
-    assert poll(d, instance, "slack").success is False  # the blocking check fails the run
+    # the blocking check fails the run
+    assert poll(d, instance, "slack", partition).success is False
     cursor = None
     for _ in range(3):
         cursor = tick(d, instance, cursor).cursor
