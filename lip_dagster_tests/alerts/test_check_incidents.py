@@ -100,13 +100,19 @@ def test_a_run_that_fails_before_its_checks_neither_resolves_nor_repages(
     route_alerts_to(stub, monkeypatch)
     d, instance = defs(), dg.DagsterInstance.ephemeral()
     lake = d.resources["lip"].lake
-    hour_path = datetime.now(UTC).strftime("year=%Y/month=%m/day=%d/hour=%H")
-    assert poll(d, instance, "slack").success
+    # one hour throughout, with events of its own: the simulator's history ends when
+    # it started, maybe in the hour before, and the hour may change during the test
+    now = datetime.now(UTC)
+    hour_start = now.replace(minute=0, second=0, microsecond=0)
+    demo_world.add_events("slack", "logs", 5, start=hour_start, end=now + timedelta(microseconds=1))
+    partition = now.strftime("%Y-%m-%d-%H:00")
+    hour_path = now.strftime("year=%Y/month=%m/day=%d/hour=%H")
+    assert poll(d, instance, "slack", partition).success
     bad = [k for k in lake.list_keys("slack") if hour_path in k]
     assert bad
     for key in bad:
         (lake.root / key).write_bytes(b"not gzip")
-    assert not poll(d, instance, "slack").success  # the blocking content check fails
+    assert not poll(d, instance, "slack", partition).success  # the blocking content check fails
     cursor = tick(d, instance, None).cursor
     assert "check|slack:lake_content" in opened(stub)
 
@@ -115,9 +121,10 @@ def test_a_run_that_fails_before_its_checks_neither_resolves_nor_repages(
 
     with monkeypatch.context() as m:
         m.setattr(PollingSource, "poll", token_refused)
-        assert not poll(d, instance, "slack").success  # fails before the checks ran
+        assert not poll(d, instance, "slack", partition).success  # fails before the checks ran
     cursor = tick(d, instance, cursor).cursor
-    assert not poll(d, instance, "slack").success  # the token is fixed, the object still bad
+    # the token is fixed, the object still bad
+    assert not poll(d, instance, "slack", partition).success
     cursor = tick(d, instance, cursor).cursor
     assert opened(stub).count("check|slack:lake_content") == 1
     assert "check|slack:lake_content" not in resolved(stub)
@@ -125,7 +132,7 @@ def test_a_run_that_fails_before_its_checks_neither_resolves_nor_repages(
     # the bad objects are removed and the hour is run again: the check passes, resolved
     for key in bad:
         (lake.root / key).unlink()
-    assert poll(d, instance, "slack").success
+    assert poll(d, instance, "slack", partition).success
     tick(d, instance, cursor)
     assert resolved(stub).count("check|slack:lake_content") == 1
     assert opened(stub).count("check|slack:lake_content") == 1
