@@ -23,6 +23,7 @@ from lip_dagster.simulator.webhooks import WebhookSimulator
 from lip_dagster.webhook.arrival import ArrivalState
 from lip_dagster.webhook.demo import _merge_secrets, drain_once, start_webhook_demo
 from lip_dagster.webhook.receiver import app_for_backend
+from lip_dagster_tests.clock import now_with_hour_left
 from lip_dagster_tests.webhook.conftest import Client
 from lip_dagster_tests.webhook.test_drain import lake_ids
 
@@ -139,7 +140,7 @@ def test_sensor_on_sqs_ages_the_buffer_from_its_cursor(world, boto_session, moto
 
 
 def test_a_drain_run_materializes_every_hour_it_wrote(world) -> None:
-    now = datetime.now(UTC)
+    now = now_with_hour_left()  # the drains target the current hour, by the clock
     okta = world.sim.okta_deliveries(90, per_delivery=10, start=now - timedelta(hours=3), end=now)
     deliver(world, okta + world.sim.github_deliveries(4))
     result = run_drain(world, "okta_hooks")
@@ -167,6 +168,7 @@ def test_a_drain_run_materializes_every_hour_it_wrote(world) -> None:
 def test_a_backfill_of_a_past_hour_is_refused_and_leaves_the_buffer_alone(world) -> None:
     """A webhook hour has nothing to fetch: a backfill that drained the live buffer
     would succeed with nothing in its hour and look like a filled gap."""
+    now_with_hour_left()  # "the current hour" by the clock, here and in the drain
     deliver(world, world.sim.okta_deliveries(5, per_delivery=1))
     past = hour_of(datetime.now(UTC) - timedelta(days=1))
     instance = dg.DagsterInstance.ephemeral()
