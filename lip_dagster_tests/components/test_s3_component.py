@@ -450,12 +450,12 @@ def test_objects_no_run_can_land_are_quarantined_and_the_source_stays_red(
 
 
 def ui_backfill(
-    built: dg.Definitions, asset: str, instance: dg.DagsterInstance
+    built: dg.Definitions, asset: str, instance: dg.DagsterInstance, hour: str | None = None
 ) -> dg.ExecuteInProcessResult:
-    """Materialize an hour three hours back from the UI (a backfill): no keys, no
-    ``lip/mode`` tag."""
+    """Materialize ``hour`` (by default an hour three hours back) from the UI (a
+    backfill): no keys, no ``lip/mode`` tag."""
     return built.resolve_implicit_job_def_def_for_assets([dg.AssetKey(asset)]).execute_in_process(
-        partition_key=hour_of(datetime.now(UTC) - timedelta(hours=3)),
+        partition_key=hour or hour_of(datetime.now(UTC) - timedelta(hours=3)),
         asset_selection=[dg.AssetKey(asset)],
         instance=instance,
         raise_on_error=False,
@@ -488,12 +488,13 @@ def test_a_backfill_of_a_lake_layout_source_fails_instead_of_turning_green(
 ) -> None:
     _, built = lake_layout_partner(monkeypatch)
     instance = dg.DagsterInstance.ephemeral()
-    run = ui_backfill(built, "partner", instance)
+    hour = hour_of(datetime.now(UTC) - timedelta(hours=3))
+    run = ui_backfill(built, "partner", instance, hour)
     assert not run.success
     assert instance.fetch_materializations(dg.AssetKey("partner"), limit=5).records == []
     message = step_failure(run)
     assert "partner_arrivals" in message
-    assert hour_of(datetime.now(UTC) - timedelta(hours=3)) in message
+    assert hour in message
 
 
 def test_a_long_settle_window_survives_the_sensor_cursor(
