@@ -56,6 +56,14 @@ def mark_not_live(context: dg.AssetExecutionContext, name: str, refused: bool = 
     context.instance.add_run_tags(context.run.run_id, {tag: name})
 
 
+def requested_at(context: dg.AssetExecutionContext) -> datetime:
+    """When the run was asked for (its record's creation), not when it started: a
+    UI "Materialize" of the current hour clicked at 10:59:50 starts after 11:00 once
+    its task is up, and the hour it asked for was current when it asked."""
+    record = context.instance.get_run_record_by_id(context.run.run_id)
+    return record.create_timestamp if record is not None else datetime.now(UTC)
+
+
 def retry_policy(max_retries: int = 2, delay: int = 30) -> dg.RetryPolicy | None:
     """Step retries for transient failures that outlast the HTTP retries (a vendor
     outage of a few minutes); bounded, exponential, jittered. 0 means none."""

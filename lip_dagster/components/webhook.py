@@ -98,7 +98,7 @@ class WebhookSource(dg.Component, WebhookSourceSpec, dg.Resolvable):
         ) -> dg.MaterializeResult:
             live = common.is_live(context.run.tags)
             pk = context.partition_key if context.has_partition_key else None
-            refused = not live and pk is not None and pk < hour_of(datetime.now(UTC))
+            refused = not live and pk is not None and pk < hour_of(common.requested_at(context))
             if not live:
                 common.mark_not_live(context, name, refused=refused)
             if refused:

@@ -184,6 +184,31 @@ def test_a_backfill_of_a_past_hour_is_refused_and_leaves_the_buffer_alone(world)
     assert world.backend.buffer.depth("okta_hooks").messages == 0
 
 
+def test_a_materialize_of_the_current_hour_that_starts_in_the_next_one_still_drains(
+    world, monkeypatch
+) -> None:
+    """A UI "Materialize" of the current hour clicked at 10:59:50 starts after 11:00
+    once its task is up (ECS takes a minute): the hour it asked for was current when
+    it was asked, so the drain runs instead of being refused as a past backfill."""
+    import lip_dagster.components.webhook as component
+
+    now_with_hour_left()
+    deliver(world, world.sim.okta_deliveries(3, per_delivery=1))
+    clicked = hour_of(datetime.now(UTC))
+
+    class NextHour(datetime):
+        @classmethod
+        def now(cls, tz=None):  # the run starts an hour on: past the boundary
+            return datetime.now(tz) + timedelta(hours=1)
+
+    monkeypatch.setattr(component, "datetime", NextHour)
+    instance = dg.DagsterInstance.ephemeral()
+    job = world.defs.resolve_job_def("okta_hooks_drain")
+    r = job.execute_in_process(partition_key=clicked, instance=instance, raise_on_error=False)
+    assert r.success
+    assert world.backend.buffer.depth("okta_hooks").messages == 0
+
+
 def test_a_failed_landing_fails_the_run_and_loses_nothing(world, monkeypatch) -> None:
     deliver(world, world.sim.jamf_deliveries(12))
 
