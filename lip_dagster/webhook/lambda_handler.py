@@ -9,9 +9,15 @@ dependency, so there is none (no Mangum).
 - Bodies arrive base64-encoded when ``isBase64Encoded`` is true (binary media
   types, and always on HTTP APIs for non-text bodies); they are decoded before the
   app sees them, so signatures are checked over the bytes the vendor sent.
-- A stage in the path (``/prod/webhooks/github`` on an HTTP API with a named stage)
-  is removed: the app's routes start at ``/webhooks``. A REST API's ``path`` holds
-  no stage, and is taken as it is.
+- What API Gateway puts in front of the route is removed: the app's routes start at
+  ``/webhooks``. The route that matched (``resource`` of a REST API, ``routeKey`` of an
+  HTTP API) filled in with ``pathParameters`` is the path the app sees whenever the
+  event's path ends with it: that cuts a stage (``/prod/webhooks/github`` on an HTTP
+  API with a named stage) and a custom domain's base path mapping (``/lip/webhooks/
+  github`` in a REST API's ``path``), and nothing of a path that holds neither (an
+  HTTP API on a custom domain, whose ``rawPath`` has no stage even when the stage is
+  named ``webhooks``). Without a usable route (``$default``) only an HTTP API's named
+  stage is cut; a REST API's ``path`` never holds the stage.
 - The app, its backend (``LIP_BACKEND=aws`` and the other settings) and an event
   loop are built on the first invocation and reused while the container lives.
 - A container serves one request at a time, so there is no group to coalesce the
@@ -50,6 +56,24 @@ def _query_v1(event: Mapping[str, Any]) -> bytes:
     return urlencode(list((event.get("queryStringParameters") or {}).items())).encode()
 
 
+def _route_path(template: str, params: Any) -> str | None:
+    """The path the route ``template`` (``/webhooks/{source}``, ``/{proxy+}``) matched,
+    its parameters filled in from the event's ``pathParameters``; None without a
+    template or a parameter. API Gateway adds the stage or a custom domain's base path
+    in front of it, never inside."""
+    if not template.startswith("/"):
+        return None
+    segments: list[str] = []
+    for segment in template.split("/"):
+        if segment.startswith("{") and segment.endswith("}"):
+            value = (params or {}).get(segment[1:-1].removesuffix("+"))
+            if not isinstance(value, str) or not value:
+                return None
+            segment = value
+        segments.append(segment)
+    return "/".join(segments)
+
+
 def to_asgi(event: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
     """The ASGI HTTP scope and the request body of an API Gateway event (1.0 or
     2.0). Raises ``ValueError`` for an event that is neither."""
@@ -70,12 +94,17 @@ def to_asgi(event: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
         client = (ctx.get("identity") or {}).get("sourceIp")
     if not method:
         raise ValueError("not an API Gateway proxy event (no HTTP method)")
-    stage = ctx.get("stage")
-    # Only an HTTP API's rawPath holds a named stage; a REST API's ``path`` never does
-    # (its requestContext.path does), so cutting it there would cut a stage named
-    # like the route ("webhooks") off the route itself.
     v2 = event.get("version") == "2.0"
-    if v2 and stage and stage != "$default" and path.startswith(f"/{stage}/"):
+    route_key = str(event.get("routeKey") or "")
+    template = route_key.partition(" ")[2] if v2 else str(event.get("resource") or "")
+    matched = _route_path(template, event.get("pathParameters"))
+    stage = ctx.get("stage")
+    if matched is not None and path.endswith(matched):
+        path = matched
+    elif v2 and stage and stage != "$default" and path.startswith(f"/{stage}/"):
+        # Only an HTTP API's rawPath holds a named stage; a REST API's ``path`` never
+        # does (its requestContext.path does), so cutting it there would cut a stage
+        # named like the route ("webhooks") off the route itself.
         path = path[len(stage) + 1 :]
     raw = event.get("body") or ""
     if event.get("isBase64Encoded"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -58,8 +59,26 @@ def v2_event(d: Delivery, *, stage: str = "live") -> dict:
     }
 
 
+_loops: dict[int, tuple[Starlette, asyncio.AbstractEventLoop]] = {}
+
+
 def run(app: Starlette, event: dict) -> dict:
-    return asyncio.run(invoke(app, event))
+    """One invocation, on one event loop per app as the handler keeps one per
+    container: the receiver's committer answers on the loop a group came in on, so a
+    fresh loop per call could leave the next call's answer on a closed one."""
+    if id(app) not in _loops:
+        _loops[id(app)] = (app, asyncio.new_event_loop())
+    return _loops[id(app)][1].run_until_complete(invoke(app, event))
+
+
+@pytest.fixture(autouse=True)
+def _close_loops() -> Iterator[None]:
+    yield
+    while _loops:
+        _, (app, loop) = _loops.popitem()
+        loop.run_until_complete(app.state.receiver.intake.flush_marks())
+        app.state.receiver.intake.close()
+        loop.close()
 
 
 @pytest.mark.parametrize("b64", [True, False])
@@ -158,3 +177,54 @@ def test_the_lambda_entry_point_builds_the_app_from_the_environment(
     assert dedupe.get("jamf", [key])[key].status == "accepted"
     again = lambda_handler.handler(v2_event(d, stage="$default"), None)  # warm container
     assert again["headers"]["x-lip-duplicates"] == "1"
+
+
+def _on_custom_domain(name: str, d: Delivery) -> dict:
+    """``name``'s custom-domain event carrying ``d``: its path, route and stage as API
+    Gateway sets them, the vendor's headers and body."""
+    event = fixture(f"apigateway/{name}")
+    body = base64.b64encode(d.body).decode()
+    if event.get("version") == "2.0":
+        event["headers"].update({k.lower(): v for k, v in d.headers.items()})
+        event["headers"]["content-length"] = str(len(d.body))
+        event["routeKey"] = event["requestContext"]["routeKey"] = f"{d.method} /webhooks/{{source}}"
+        event["requestContext"]["http"]["method"] = d.method
+    else:
+        event["headers"].update(d.headers)
+        event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
+        event["httpMethod"] = event["requestContext"]["httpMethod"] = d.method
+    event.update(body=body, isBase64Encoded=True)
+    return event
+
+
+def test_a_rest_api_behind_a_custom_domain_base_path_takes_the_delivery(
+    app: Starlette, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    """A REST API on ``https://hooks.example.com/lip`` (a base path mapping, as in
+    front of AWS WAF): API Gateway puts the base path in ``path``
+    (``/lip/webhooks/github``). Taken as it is, every delivery was a 404, which
+    GitHub does not retry."""
+    d = sim.github_deliveries(1)[0]
+    event = _on_custom_domain("rest_api_custom_domain_event.json", d)
+    assert event["path"] == "/lip/webhooks/github"
+    resp = run(app, event)
+    assert resp["statusCode"] == 204, resp
+    assert backend.buffer.depth("github").messages == 1
+
+
+def test_an_http_api_stage_named_like_the_route_on_a_custom_domain_is_not_cut(
+    app: Starlette, sim: WebhookSimulator, backend: EmbeddedBackend
+) -> None:
+    """Through a custom domain, an HTTP API's ``rawPath`` holds neither the API
+    mapping nor the stage: a stage named ``webhooks`` must not turn
+    ``/webhooks/okta_hooks`` into ``/okta_hooks``, a 404 Okta never retries."""
+    d = sim.okta_deliveries(3, per_delivery=3)[0]
+    event = _on_custom_domain("http_api_custom_domain_event_v2.json", d)
+    assert event["rawPath"] == "/webhooks/okta_hooks"
+    assert event["requestContext"]["stage"] == "webhooks"
+    resp = run(app, event)
+    assert resp["statusCode"] == 204 and resp["headers"]["x-lip-accepted"] == "3", resp
+    # the same stage through the execute-api address keeps its segment in rawPath
+    d = sim.okta_deliveries(2, per_delivery=2)[0]
+    assert run(app, v2_event(d, stage="webhooks"))["statusCode"] == 204
+    assert backend.buffer.depth("okta_hooks").messages == 2
