@@ -22,7 +22,9 @@ dependency, so there is none (no Mangum).
   loop are built on the first invocation and reused while the container lives.
 - A container serves one request at a time, so there is no group to coalesce the
   receiver's ``accepted`` marks over: they are written before the handler returns
-  (a frozen container would otherwise hold them until its next request).
+  (a frozen container would otherwise hold them until its next request), for at
+  most ``MARK_WAIT_SECONDS``: a throttled dedupe table leaves them to the next
+  request rather than keep the vendor waiting for what is already buffered.
 """
 
 from __future__ import annotations
@@ -30,13 +32,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from starlette.types import ASGIApp, Message
 
+if TYPE_CHECKING:
+    from lip_dagster.webhook.intake import Intake
+
 __all__ = ["handler", "invoke", "to_asgi"]
+
+log = logging.getLogger(__name__)
+
+MARK_WAIT_SECONDS = 1.0
+"""How long an answer waits for its ids' dedupe marks: a throttled table must not keep
+a vendor (Okta: 3 s) past its timeout for what is already buffered."""
 
 _app: ASGIApp | None = None
 _loop: asyncio.AbstractEventLoop | None = None
@@ -180,6 +192,16 @@ async def invoke(app: ASGIApp, event: Mapping[str, Any]) -> dict[str, Any]:
     return response
 
 
+async def _marks_within(intake: Intake, seconds: float) -> bool:
+    """Whether every buffered id was marked within ``seconds``; on False the marking
+    goes on, on this loop, whenever it runs again."""
+    try:
+        await asyncio.wait_for(asyncio.shield(intake.flush_marks()), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda entry point."""
     global _app, _loop
@@ -193,5 +215,12 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     response = _loop.run_until_complete(invoke(_app, event))
     receiver = getattr(getattr(_app, "state", None), "receiver", None)
     if receiver is not None:
-        _loop.run_until_complete(receiver.intake.flush_marks())
+        if not _loop.run_until_complete(_marks_within(receiver.intake, MARK_WAIT_SECONDS)):
+            # the events are buffered; marks only recognise redeliveries. Left to
+            # finish on this container's next request (its loop runs them then)
+            log.warning(
+                "dedupe marks not written within %.1f s (a slow dedupe table); "
+                "answering now, they finish on the next request",
+                MARK_WAIT_SECONDS,
+            )
     return response

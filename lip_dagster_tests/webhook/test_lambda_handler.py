@@ -179,6 +179,56 @@ def test_the_lambda_entry_point_builds_the_app_from_the_environment(
     assert again["headers"]["x-lip-duplicates"] == "1"
 
 
+def test_a_slow_dedupe_table_does_not_hold_the_vendors_answer(
+    lip_home: Path, sim: WebhookSimulator, monkeypatch
+) -> None:
+    """Marks only recognise redeliveries; the events are buffered before the answer.
+    A throttled dedupe table must not keep Okta (3 s) waiting past its timeout for
+    them: the answer goes after at most a second, and the marks finish on the
+    container's next request (or, if it is never thawed, a redelivery is buffered
+    twice and dropped on landing)."""
+    import threading
+    import time
+
+    from lip_dagster.state.local_secrets import secret_env_var
+    from lip_dagster.state.sqlite import SqliteDedupeStore
+
+    for name, value in sim.credentials().items():
+        monkeypatch.setenv(secret_env_var(name), value)
+    monkeypatch.setattr(lambda_handler, "_app", None)
+    monkeypatch.setattr(lambda_handler, "_loop", None)
+    throttled = threading.Event()
+    accept = SqliteDedupeStore.accept
+
+    def slow_accept(self, source, keys):  # a table answering only once it is let go
+        throttled.wait(timeout=30)
+        return accept(self, source, keys)
+
+    monkeypatch.setattr(SqliteDedupeStore, "accept", slow_accept)
+    first, second = sim.okta_deliveries(2, per_delivery=1)
+    t0 = time.monotonic()
+    resp = lambda_handler.handler(v2_event(first, stage="$default"), None)
+    answered_in = time.monotonic() - t0
+    throttled.set()
+    assert resp["statusCode"] == 204 and resp["headers"]["x-lip-accepted"] == "1"
+    assert answered_in < 3.0  # inside Okta's timeout
+    # the next request of the warm container finishes the marks left behind
+    assert lambda_handler.handler(v2_event(second, stage="$default"), None)["statusCode"] == 204
+    from lip_dagster.config import Settings
+    from lip_dagster.lake.identity_keys import event_key
+    from lip_dagster.resources import EmbeddedBackend
+    from lip_dagster.webhook.vendors import OKTA_EVENT_IDENTITY
+
+    dedupe = EmbeddedBackend(Settings.from_env()).dedupe
+    keys = [
+        event_key(d.events[0], OKTA_EVENT_IDENTITY, dedupe.key_resolution).dedupe_key
+        for d in (first, second)
+    ]
+    assert {k: m.status for k, m in dedupe.get("okta_hooks", keys).items()} == dict.fromkeys(
+        keys, "accepted"
+    )
+
+
 def _on_custom_domain(name: str, d: Delivery) -> dict:
     """``name``'s custom-domain event carrying ``d``: its path, route and stage as API
     Gateway sets them, the vendor's headers and body."""
