@@ -105,3 +105,33 @@ def test_a_failing_maintenance_run_pages_and_resolves_once_it_succeeds(
         assert notice["message"].startswith("resolved: ")  # not "closed, not resolved"
     finally:
         stub.close()
+
+
+def test_the_dagster_instance_forgets_old_schedule_and_sensor_ticks(tmp_path: Path) -> None:
+    """Ten sensors tick every 30-60 s and the polls every 5-10 minutes. Dagster keeps
+    every schedule tick, and every sensor tick that requested a run or failed, for
+    ever unless told otherwise: in the demo's SQLite storage (and in production's
+    PostgreSQL) that is thousands of rows a day, each with the sensor's cursor, never
+    deleted. Both instance files give every kind of tick an age limit."""
+    import shutil
+
+    import yaml
+    from dagster._core.definitions.run_request import InstigatorType
+
+    repo = Path(__file__).resolve().parents[1]
+    # the demo's instance, loaded from its file as the daemon loads it (which also
+    # checks the section against Dagster's schema)
+    shutil.copy(repo / "dagster.yaml", tmp_path / "dagster.yaml")
+    demo = dg.DagsterInstance.from_config(str(tmp_path))
+    # production's names PostgreSQL, which a test cannot open: its retention section
+    ecs = yaml.safe_load((repo / "deploy" / "ecs" / "dagster.yaml").read_text())
+    prod = dg.DagsterInstance.ephemeral(settings={"retention": ecs.get("retention") or {}})
+    try:
+        for instance in (demo, prod):
+            for kind in (InstigatorType.SCHEDULE, InstigatorType.SENSOR):
+                days = instance.get_tick_retention_settings(kind)
+                assert days
+                assert all(0 < d <= 90 for d in days.values()), (kind, days)
+    finally:
+        demo.dispose()
+        prod.dispose()
