@@ -135,3 +135,42 @@ def test_the_dagster_instance_forgets_old_schedule_and_sensor_ticks(tmp_path: Pa
     finally:
         demo.dispose()
         prod.dispose()
+
+
+def test_the_daily_job_deletes_temporary_files_a_killed_write_left_behind(
+    lip_home: Path,
+) -> None:
+    """A lake object or quarantine item is written to a temporary file first; a process
+    killed mid-write (OOM, a deploy, run monitoring) leaves that file behind, up to an
+    object's size each time, and nothing else ever deletes it. The daily job deletes
+    those older than a day; a write under way (a fresh file) is left alone."""
+    import os
+
+    backend = EmbeddedBackend(Settings.from_env())
+    lake_tmp = backend.settings.tmp_dir
+    quarantine_tmp = backend.settings.quarantine_dir / ".tmp"
+    for d in (lake_tmp, quarantine_tmp):
+        d.mkdir(parents=True, exist_ok=True)
+    day_ago = (datetime.now(UTC) - timedelta(hours=25)).timestamp()
+    left: list[Path] = []
+    for d in (lake_tmp, quarantine_tmp):
+        stale = d / ".put-killed1.tmp"
+        stale.write_bytes(b"x" * 4096)
+        os.utime(stale, (day_ago, day_ago))
+        left.append(stale)
+    writing = lake_tmp / ".put-inflight.tmp"
+    writing.write_bytes(b"y")
+    unrelated = lake_tmp / "notes.txt"  # not ours: never deleted
+    unrelated.write_bytes(b"z")
+    os.utime(unrelated, (day_ago, day_ago))
+
+    result = (
+        defs()
+        .resolve_job_def("lip_state_maintenance")
+        .execute_in_process(resources={"lip": backend})
+    )
+
+    assert result.success
+    assert not any(p.exists() for p in left)
+    assert writing.exists() and unrelated.exists()
+    assert result.output_for_node("prune_temporary_files") == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -20,6 +21,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from lip_dagster.errors import LakeReadError, LakeWriteError
 from lip_dagster.lake.layout import parse_object_key, validate_source_name
+
+STALE_TEMPORARY_SECONDS = 24 * 3600.0
+"""Age past which a temporary file of ``write_atomically`` is a leftover: a write takes
+seconds, so a file this old belongs to a process that was killed before it could
+delete it (``finally`` does not run on SIGKILL or a power cut)."""
+
+_TEMPORARY_GLOB = ".put-*.tmp"
 
 
 class LakeBackend(ABC):
@@ -52,6 +60,33 @@ class LakeBackend(ABC):
         """The KMS key an object is encrypted with (None where not applicable)."""
         return None
 
+    def prune_temporary(self, older_than_seconds: float = STALE_TEMPORARY_SECONDS) -> int:
+        """Delete what writes killed mid-way left behind, older than
+        ``older_than_seconds``; returns how many. Nothing to do where a put leaves
+        nothing behind (S3: an upload that never completed creates no object)."""
+        return 0
+
+
+def prune_temporary_files(tmp_dir: Path, older_than_seconds: float) -> int:
+    """Delete ``write_atomically``'s temporary files in ``tmp_dir`` last modified more
+    than ``older_than_seconds`` ago; returns how many. Only names it makes are
+    touched. A file deleted under a write still in progress (a write hung for a day)
+    makes that write fail, and its run retry, rather than land anything wrong."""
+    if not tmp_dir.is_dir():
+        return 0
+    cutoff = time.time() - older_than_seconds
+    deleted = 0
+    for path in tmp_dir.glob(_TEMPORARY_GLOB):
+        try:
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
+                continue
+            path.unlink()
+        except FileNotFoundError:  # deleted meanwhile, by its own write or another prune
+            continue
+        deleted += 1
+    return deleted
+
 
 def write_atomically(dest: Path, data: bytes, tmp_dir: Path, *, replace: bool = True) -> bool:
     """Write ``data`` to a temporary file in ``tmp_dir`` (same filesystem as ``dest``),
@@ -65,6 +100,7 @@ def write_atomically(dest: Path, data: bytes, tmp_dir: Path, *, replace: bool = 
     landed once this returns, and a power cut that kept the mark but lost the
     directory entry would lose the events for good."""
     created = _make_dirs(dest.parent)
+    # the name prune_temporary_files looks for
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=".put-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -162,6 +198,14 @@ class LocalLake(LakeBackend):
 
     def describe(self) -> str:
         return str(self.root)
+
+    def prune_temporary(self, older_than_seconds: float = STALE_TEMPORARY_SECONDS) -> int:
+        try:
+            return prune_temporary_files(self.tmp_dir, older_than_seconds)
+        except OSError as exc:
+            raise LakeWriteError(
+                f"could not delete stale temporary files in {self.tmp_dir}: {exc.strerror}"
+            ) from exc
 
 
 class S3Lake(LakeBackend):
@@ -275,6 +319,10 @@ class Quarantine(ABC):
     @abstractmethod
     def count(self, source: str) -> int: ...
 
+    def prune_temporary(self, older_than_seconds: float = STALE_TEMPORARY_SECONDS) -> int:
+        """As ``LakeBackend.prune_temporary``: nothing to do on S3."""
+        return 0
+
 
 QUARANTINE_NAME_CHARS = 120
 """How much of the caller's name (a vendor key, ``notification``) a quarantine name
@@ -351,6 +399,14 @@ class LocalQuarantine(Quarantine):
     def count(self, source: str) -> int:
         d = self.root / validate_source_name(source)
         return len(list(d.glob("*.data"))) if d.is_dir() else 0
+
+    def prune_temporary(self, older_than_seconds: float = STALE_TEMPORARY_SECONDS) -> int:
+        try:
+            return prune_temporary_files(self.tmp_dir, older_than_seconds)
+        except OSError as exc:
+            raise LakeWriteError(
+                f"could not delete stale temporary files in {self.tmp_dir}: {exc.strerror}"
+            ) from exc
 
 
 class S3Quarantine(Quarantine):
