@@ -76,15 +76,20 @@ def prune_temporary_files(tmp_dir: Path, older_than_seconds: float) -> int:
         return 0
     cutoff = time.time() - older_than_seconds
     deleted = 0
-    for path in tmp_dir.glob(_TEMPORARY_GLOB):
-        try:
-            st = path.lstat()
-            if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
+    try:
+        for path in tmp_dir.glob(_TEMPORARY_GLOB):
+            try:
+                st = path.lstat()
+                if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
+                    continue
+                path.unlink()
+            except FileNotFoundError:  # deleted meanwhile, by its own write or another prune
                 continue
-            path.unlink()
-        except FileNotFoundError:  # deleted meanwhile, by its own write or another prune
-            continue
-        deleted += 1
+            deleted += 1
+    except OSError as exc:
+        raise LakeWriteError(
+            f"could not delete stale temporary files in {tmp_dir}: {exc.strerror}"
+        ) from exc
     return deleted
 
 
@@ -200,12 +205,7 @@ class LocalLake(LakeBackend):
         return str(self.root)
 
     def prune_temporary(self, older_than_seconds: float = STALE_TEMPORARY_SECONDS) -> int:
-        try:
-            return prune_temporary_files(self.tmp_dir, older_than_seconds)
-        except OSError as exc:
-            raise LakeWriteError(
-                f"could not delete stale temporary files in {self.tmp_dir}: {exc.strerror}"
-            ) from exc
+        return prune_temporary_files(self.tmp_dir, older_than_seconds)
 
 
 class S3Lake(LakeBackend):
@@ -401,12 +401,7 @@ class LocalQuarantine(Quarantine):
         return len(list(d.glob("*.data"))) if d.is_dir() else 0
 
     def prune_temporary(self, older_than_seconds: float = STALE_TEMPORARY_SECONDS) -> int:
-        try:
-            return prune_temporary_files(self.tmp_dir, older_than_seconds)
-        except OSError as exc:
-            raise LakeWriteError(
-                f"could not delete stale temporary files in {self.tmp_dir}: {exc.strerror}"
-            ) from exc
+        return prune_temporary_files(self.tmp_dir, older_than_seconds)
 
 
 class S3Quarantine(Quarantine):
