@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from lip_dagster.errors import LipError, attach_report, attached_report
+from lip_dagster.errors import LipError, StateError, attach_report, attached_report
 from lip_dagster.lake.backends import Quarantine
 from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.lake.layout import hour_of
@@ -210,7 +210,21 @@ def interrupted_report(exc: BaseException) -> DrainReport | None:
 def replay(buffer: Buffer, source: str) -> int:
     """Move every dead-lettered message of ``source`` back to its buffer (after the
     cause of the failures is fixed); returns how many. Landing them again is safe:
-    the writer drops any event an earlier attempt did land."""
+    the writer drops any event an earlier attempt did land.
+
+    Raises ``StateError`` when dead letters remain afterwards: on SQS a replay cannot
+    see those a replay killed part way, or a look at them, still hides (up to a
+    minute), and a drain still failing adds new ones. Reporting success then would
+    tell on-call the deliveries are on their way to the lake while they sit in the
+    dead-letter queue, counting towards its retention."""
     moved = buffer.redrive(source)
     log.info("%s: %d dead-lettered messages moved back to the buffer", source, moved)
+    left = buffer.depth(source).dead_letters
+    if left:
+        raise StateError(
+            f"{source}: {moved} dead-lettered messages moved back to the buffer, {left} "
+            "still in the dead-letter queue (hidden for up to a minute by a replay that "
+            "was stopped or a look at them, or dead-lettered since by a drain still "
+            "failing): run the replay again in a minute"
+        )
     return moved

@@ -476,3 +476,36 @@ def test_a_batch_slower_than_half_the_visibility_timeout_is_logged(
         d.run()
     w.close()
     assert "over half the visibility timeout" in caplog.text
+
+
+def test_a_replay_that_leaves_dead_letters_behind_does_not_report_success(
+    boto_session, moto_endpoint: str
+) -> None:
+    """A replay interrupted after it received dead letters (or a look at them) hides
+    them in the SQS dead-letter queue for up to a minute: a replay run meanwhile
+    cannot see them. It must not say it brought everything back."""
+    from lip_dagster.state.aws import SqsBuffer
+
+    buffer = SqsBuffer(
+        session=boto_session,
+        endpoint_url=moto_endpoint,
+        prefix="t-replay-",
+        max_receives=1,
+        dlq_wait_seconds=0,
+    )
+    buffer.ensure("okta_hooks")
+    buffer.send("okta_hooks", [b"a", b"b"])
+    assert len(buffer.receive("okta_hooks", 10, 0)) == 2
+    assert buffer.receive("okta_hooks", 10, 0) == []  # the second receive buries them
+    assert buffer.depth("okta_hooks").dead_letters == 2
+    # what a replay killed between its receive from the DLQ and its send leaves
+    _, dlq_url = buffer._queues("okta_hooks")
+    taken = buffer._client.receive_message(
+        QueueUrl=dlq_url, MaxNumberOfMessages=1, VisibilityTimeout=60
+    )["Messages"]
+    assert len(taken) == 1
+    with pytest.raises(StateError, match="1 still in the dead-letter queue"):
+        replay(buffer, "okta_hooks")
+    depth = buffer.depth("okta_hooks")
+    assert (depth.messages, depth.dead_letters) == (1, 1)
+    buffer.close()
