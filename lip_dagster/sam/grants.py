@@ -8,6 +8,7 @@ long as it grants the same access, whatever its statement ids.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,37 +181,43 @@ def key_statements(t: SamTarget) -> dict[str, dict[str, Any]]:
 def key_decrypt(t: SamTarget, policy: dict[str, Any] | None, key_arn: str) -> Evaluation:
     """May the SAM's role decrypt with the key when S3 asks on its behalf?"""
     role = str(t.sam.role_arn)
-    context = {
-        "kms:ViaService": t.s3_service(),
-        "kms:CallerAccount": (parse_arn(role) or {}).get("account", ""),
-    }
+    context = _via_context(t, "s3", (parse_arn(role) or {}).get("account", ""))
     return evaluate(policy, Request("kms:Decrypt", key_arn, role, context=context))
 
 
 _VIA_NAMES = {"s3": "S3", "secretsmanager": "Secrets Manager", "sqs": "SQS"}
 
 
-def _key_uses() -> tuple[tuple[str, str], ...]:
-    """What LIP's deployed processes ask of a source's key through another service
-    (``permissions.py``): S3 generating a data key for a lake or quarantine put and
-    decrypting it, Secrets Manager decrypting a source's secret."""
-    seen: dict[tuple[str, str], None] = {}
+def _deployed_key_uses() -> Iterator[tuple[str, str, str]]:
+    """(action, via, process) for what LIP's deployed processes ask of a source's key
+    through another service (``permissions.py``): S3 generating a data key for a lake
+    or quarantine put and decrypting it, Secrets Manager decrypting a source's secret.
+    Provisioning is an administrator's, never a deployed role's."""
     for p in PERMISSIONS:
-        if p.resource == "source-key" and p.via and set(p.by) - {"provision"}:
-            seen[(p.action, p.via)] = None
-    return tuple(seen)
+        if p.resource == "source-key" and p.via:
+            for process in p.by:
+                if process != "provision":
+                    yield p.action, p.via, process
+
+
+def _key_uses() -> tuple[tuple[str, str], ...]:
+    """Every (action, via) any deployed process asks of the key."""
+    return tuple(dict.fromkeys((action, via) for action, via, _ in _deployed_key_uses()))
 
 
 def _uses_by_process() -> dict[str, tuple[tuple[str, str], ...]]:
     """``_key_uses`` per deployed process: what a role running it needs of the key
     (the receiver only decrypts its secrets; it never writes the lake)."""
     out: dict[str, dict[tuple[str, str], None]] = {}
-    for p in PERMISSIONS:
-        if p.resource == "source-key" and p.via:
-            for process in p.by:
-                if process != "provision":
-                    out.setdefault(process, {})[(p.action, p.via)] = None
+    for action, via, process in _deployed_key_uses():
+        out.setdefault(process, {})[(action, via)] = None
     return {process: tuple(uses) for process, uses in out.items()}
+
+
+def _via_context(t: SamTarget, via: str, account: str) -> dict[str, str]:
+    """The request context of a key use made through ``via`` by a principal of
+    ``account``."""
+    return {"kms:ViaService": t.via_service(via), "kms:CallerAccount": account}
 
 
 def _use_label(action: str, via: str) -> str:
@@ -221,20 +228,24 @@ def _use_label(action: str, via: str) -> str:
 class RoleUse:
     """One of LIP's deployed roles (``LIP_ROLE_ARNS``) against a key policy.
 
-    ``processes``: what runs as the role; ``missing``: the uses those processes need
-    that the policy grants the role neither by name nor through the account's IAM
-    policies; ``needs``: (action, via) of each of those; ``denied``: the statements
-    that deny (or might deny) the role a use it needs."""
+    ``processes``: what runs as the role; ``needs``: (action, via) of each use those
+    processes need that the policy grants the role neither by name nor through the
+    account's IAM policies; ``denied``: the statements that deny (or might deny) the
+    role a use it needs."""
 
     role: str
     processes: tuple[str, ...]
-    missing: tuple[str, ...]
+    needs: tuple[tuple[str, str], ...]
     denied: tuple[str, ...]
-    needs: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
         return f"{self.role} ({', '.join(self.processes)})"
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """``needs`` as a user reads them (``kms:Decrypt through S3``)."""
+        return tuple(_use_label(action, via) for action, via in self.needs)
 
 
 @dataclass(frozen=True)
@@ -278,14 +289,10 @@ def _listed_roles_use(t: SamTarget, policy: dict[str, Any] | None, key_arn: str)
         account = (parse_arn(role) or {}).get("account", "")
         root = f"arn:aws:iam::{account}:root"
         needed = dict.fromkeys(u for p in procs for u in uses.get(p, ()))
-        missing: list[str] = []
         needs: list[tuple[str, str]] = []
         denied: list[str] = []
         for action, via in needed:
-            context = {
-                "kms:ViaService": f"{via}.{t.region}.amazonaws.com",
-                "kms:CallerAccount": account,
-            }
+            context = _via_context(t, via, account)
             by_name = evaluate(policy, Request(action, key_arn, role, context=context))
             # through IAM the role still signs: a grant conditioned on its ARN holds
             by_iam = evaluate(
@@ -293,10 +300,9 @@ def _listed_roles_use(t: SamTarget, policy: dict[str, Any] | None, key_arn: str)
                 Request(action, key_arn, root, context={**context, "aws:PrincipalArn": role}),
             )
             if not (by_name.allowed_by or by_iam.allowed_by):
-                missing.append(_use_label(action, via))
                 needs.append((action, via))
             denied += [s for s in by_name.denied_by + by_name.maybe_denied_by if s not in denied]
-        results.append(RoleUse(role, tuple(procs), tuple(missing), tuple(denied), tuple(needs)))
+        results.append(RoleUse(role, tuple(procs), tuple(needs), tuple(denied)))
         denied_all += [s for s in denied if s not in denied_all]
     return KeyUse((), tuple(denied_all), t.caller_role_arn, deployed=tuple(results))
 
@@ -317,7 +323,7 @@ def role_statements(t: SamTarget, use: KeyUse) -> list[dict[str, Any]]:
             "Principal": {"AWS": roles[0] if len(roles) == 1 else roles},
             "Action": list(actions) if len(actions) > 1 else actions[0],
             "Resource": "*",
-            "Condition": {"StringEquals": {"kms:ViaService": f"{via}.{t.region}.amazonaws.com"}},
+            "Condition": {"StringEquals": {"kms:ViaService": t.via_service(via)}},
         }
         for (via, actions), roles in grouped.items()
     ]
@@ -344,10 +350,7 @@ def key_use(t: SamTarget, policy: dict[str, Any] | None, key_arn: str) -> KeyUse
     denied: list[str] = []
     for action, via in _key_uses():
         label = _use_label(action, via)
-        context = {
-            "kms:ViaService": f"{via}.{t.region}.amazonaws.com",
-            "kms:CallerAccount": t.account,
-        }
+        context = _via_context(t, via, t.account)
         by_iam = evaluate(policy, Request(action, key_arn, root, context=context))
         if not by_iam.allowed_by:
             missing.append(label)

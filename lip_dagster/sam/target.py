@@ -123,7 +123,12 @@ class SamTarget:
 
     def s3_service(self) -> str:
         """The ``kms:ViaService`` value of KMS calls S3 makes for a reader."""
-        return f"s3.{self.region}.amazonaws.com"
+        return self.via_service("s3")
+
+    def via_service(self, service: str) -> str:
+        """The ``kms:ViaService`` value of KMS calls ``service`` (``s3``,
+        ``secretsmanager``) makes in this region on a caller's behalf."""
+        return f"{service}.{self.region}.amazonaws.com"
 
     # --------------------------------------------------------------- clients
 
