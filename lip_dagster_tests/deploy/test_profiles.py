@@ -89,6 +89,77 @@ def test_every_profile_keeps_one_run_per_source() -> None:
     )
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping. PyYAML (and the daemon,
+    and the Helm chart's renderer) silently keep the last one, so a second
+    ``retention:`` block overrides the first without a word: what an operator
+    reads first is not what runs."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            assert key not in seen, f"key {key!r} twice, line {key_node.start_mark.line + 1}"
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# CloudFormation's short forms (!Ref, !Sub, ...): any tag, read as its plain value
+_StrictLoader.add_multi_constructor(
+    "!",
+    lambda loader, _tag, node: (
+        loader.construct_scalar(node)
+        if isinstance(node, yaml.ScalarNode)
+        else loader.construct_sequence(node)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_mapping(node)
+    ),
+)
+
+
+def _yaml_files() -> list[Path]:
+    return sorted(
+        p
+        for pattern in ("*.yaml", "*.yml")
+        for p in REPO.rglob(pattern)
+        if not {".venv", ".git", ".lip", "node_modules"} & set(p.relative_to(REPO).parts)
+    )
+
+
+def test_no_configuration_file_gives_a_key_twice() -> None:
+    files = _yaml_files()
+    assert DEPLOY / "ecs" / "dagster.yaml" in files and REPO / "dagster.yaml" in files
+    for path in files:
+        try:
+            yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+        except AssertionError as err:
+            raise AssertionError(f"{path.relative_to(REPO)}: {err}") from None
+    # the check is live: a repeated section is refused
+    try:
+        yaml.load("retention: {a: 1}\nretention: {a: 2}\n", Loader=_StrictLoader)  # noqa: S506
+    except AssertionError:
+        pass
+    else:
+        raise AssertionError("a repeated key was accepted")
+
+
+def _snake(values: Any) -> Any:
+    """The Helm chart's camelCase keys as the instance file's snake_case ones."""
+    if not isinstance(values, dict):
+        return values
+    return {re.sub(r"(?<!^)([A-Z])", r"_\1", k).lower(): _snake(v) for k, v in values.items()}
+
+
+def test_every_production_profile_deletes_old_ticks_at_the_same_ages() -> None:
+    """Without a retention section the daemon keeps ticks for ever; the Helm chart
+    renders it into the instance only when ``retention.enabled`` is true."""
+    ecs = yaml.safe_load((DEPLOY / "ecs" / "dagster.yaml").read_text())
+    k8s = yaml.safe_load((DEPLOY / "k8s" / "values.yaml").read_text())
+    chart = dict(k8s["retention"])
+    assert chart.pop("enabled") is True
+    assert _snake(chart) == ecs["retention"]
+
+
 def test_the_image_copies_what_exists_and_serves_the_workspace_location() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
