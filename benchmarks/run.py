@@ -28,6 +28,12 @@ def main() -> int:
                 f"{r['baseline_requests_per_s']:,.0f}, p50 {r['p50_ms']:.1f} ms, "
                 f"p99 {r['p99_ms']:.1f} ms"
             )
+        if "parse_only_requests_per_s" in r:
+            print(
+                f"{r['name']}: a handler that only reads and parses the body "
+                f"{r['parse_only_requests_per_s']:,.0f} req/s ({r['parse_only_ratio']:.2f}x "
+                f"bare); LIP {r['vs_parse_only']:.2f}x that"
+            )
         if "p95_s" in r:
             print(
                 f"{r['name']}: p50 {r['p50_s']:.0f} s, p95 {r['p95_s']:.0f} s, "
