@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from lip_dagster.lake.envelope import EventIdentity
 from lip_dagster.lake.layout import hour_of, object_key
 from lip_dagster.lake.writer import LakeWriter, PendingWrite
 from lip_dagster.simulator.generators import okta_events
+from lip_dagster.state.base import DedupeKey, DedupeStore, IdState
 from lip_dagster.state.sqlite import SqliteDedupeStore
 
 OKTA = EventIdentity(id_fields=("uuid",), time_field="published")
@@ -68,11 +70,45 @@ def naive_land(events: list[dict[str, Any]], put: Any) -> tuple[int, int]:
     return raw_total, gz_total
 
 
-def lip_land(events: list[dict[str, Any]], lake: LakeBackend, state: Path) -> tuple[int, int]:
+class _NoCommitLog(DedupeStore):
+    """A commit log that remembers nothing: every id is new, every mark forgotten.
+    Never a product setting (it gives up exactly once); the breakdown row runs the
+    writer on it to show what the commit log costs and what is left without it."""
+
+    key_resolution = "second"
+
+    def accept(self, source: str, keys: Sequence[DedupeKey]) -> list[bool]:
+        return [True] * len(keys)
+
+    def claim(
+        self, source: str, keys: Sequence[DedupeKey], object_key: str
+    ) -> dict[DedupeKey, IdState]:
+        return {}
+
+    def reclaim(self, *args: Any, **kwargs: Any) -> list[DedupeKey]:
+        return []
+
+    def mark_landed(self, source: str, keys: Sequence[DedupeKey], object_key: str) -> None:
+        return None
+
+    def get(self, source: str, keys: Sequence[DedupeKey]) -> dict[DedupeKey, IdState]:
+        return {}
+
+    def prune(self, now: float | None = None) -> int:
+        return 0
+
+    def close(self) -> None:
+        return None
+
+
+def lip_land(
+    events: list[dict[str, Any]], lake: LakeBackend, state: Path | None
+) -> tuple[int, int]:
     """Pages handed over the way ``BasePoller`` does: page N+1 is submitted before
     page N's result is awaited (where the poller would commit N's cursor), so at
-    most two pages are in flight; every page has settled when this returns."""
-    dedupe = SqliteDedupeStore(state)
+    most two pages are in flight; every page has settled when this returns.
+    ``state`` None: the writer runs on ``_NoCommitLog`` (the breakdown row only)."""
+    dedupe: DedupeStore = SqliteDedupeStore(state) if state is not None else _NoCommitLog()
     writer = LakeWriter(lake, dedupe)
     raw = gz = 0
     in_flight: deque[PendingWrite] = deque()
@@ -115,6 +151,7 @@ def encode_only(events: list[dict[str, Any]], ours: bool) -> tuple[float, int, i
 
 BUSY = "landing to directory, 100,000 events an hour"
 ONE_CORE = "landing to directory, pinned to one core"
+NO_LOG = "landing to directory, one core, commit log off (breakdown only)"
 S3 = "landing to S3 (local moto server)"
 S3_ONE_CORE = "landing to S3, pinned to one core, moto on the other"
 
@@ -154,6 +191,10 @@ def run(n_events: int = 200_000, moto_endpoint: str | None = None) -> list[dict[
     # stated for one core; this row is the one to hold against it.
     one = {min(cpus)}
     targets.append((ONE_CORE, None, one))
+    # What the exactly-once commit log costs: the same one-core pair with the writer
+    # on a commit log that remembers nothing. Not a target row: no deployment runs
+    # without the log (DESIGN §4); it shows how far the rest of the path gets.
+    targets.append((NO_LOG, None, one))
     if moto_endpoint:
         targets.append((S3, moto_endpoint, cpus))
     # Last, the same events re-stamped into two hours: a busy source's hours hold
@@ -222,7 +263,7 @@ def _pair(
         os.sched_setaffinity(0, allowed)  # threads started from here on inherit it
         try:
             t0 = time.perf_counter()
-            raw, gz = lip_land(events, lake, tmp / "state.db")
+            raw, gz = lip_land(events, lake, None if name == NO_LOG else tmp / "state.db")
             ours = time.perf_counter() - t0
             t0 = time.perf_counter()
             naive_raw, naive_gz = naive_land(events, naive_put)
@@ -247,6 +288,8 @@ def _pair(
         "bytes_gzip": gz,
         "target": "ratio >= 5, size_reduction >= 0.80",
     }
+    if name == NO_LOG:
+        row["target"] = "none: the cost of the commit log, beside the one-core row"
     directory = {S3: "landing to directory", S3_ONE_CORE: ONE_CORE}.get(name)
     if directory in rate_of:
         row["vs_directory"] = rate / rate_of[directory]
