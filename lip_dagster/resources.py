@@ -4,7 +4,7 @@
 a directory plus SQLite and needs nothing running; ``AwsBackend`` is S3 + KMS,
 DynamoDB, SQS and Secrets Manager (every client takes ``endpoint_url``). Nothing else
 in LIP asks which one is in use: assets and sensors receive a ``Backend`` as the
-Dagster resource ``lip``.
+Dagster resource ``lip``, and the Lambda receiver asks only ``outlives_machine``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lip_dagster.config import Settings
 from lip_dagster.lake.backends import (
@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 class Backend(ABC):
     """Everything a run needs to land events and keep state."""
+
+    outlives_machine: ClassVar[bool]
+    """Whether what this backend holds (lake, buffer, dedupe marks) is still there, for
+    another machine to read, once this one is gone. A receiver on a machine that is
+    thrown away (a Lambda container) must not take events into one that is not."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -116,6 +121,8 @@ class EmbeddedBackend(Backend):
     ``$LIP_HOME/state.db``; temporary files in ``$LIP_HOME/tmp`` (same filesystem,
     outside the lake root)."""
 
+    outlives_machine = False
+
     @property
     def lake_location(self) -> str:
         return str(self.settings.lake_dir)
@@ -169,6 +176,8 @@ class EmbeddedBackend(Backend):
 
 class AwsBackend(Backend):
     """S3 + KMS lake, DynamoDB cursors and dedupe, SQS buffers, Secrets Manager."""
+
+    outlives_machine = True
 
     @property
     def _aws(self) -> Any:

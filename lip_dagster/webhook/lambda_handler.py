@@ -20,6 +20,13 @@ dependency, so there is none (no Mangum).
   stage is cut; a REST API's ``path`` never holds the stage.
 - The app, its backend (``LIP_BACKEND=aws`` and the other settings) and an event
   loop are built on the first invocation and reused while the container lives.
+- A backend that does not outlive the machine (the embedded one, SQLite under
+  ``LIP_HOME``, which the image puts in /tmp) is refused with a ``ConfigError`` before
+  anything is written: events answered 2xx would go with the container, where no
+  drain reads them. Each invocation fails until the function's settings are fixed, so
+  API Gateway answers 5xx and vendors retry; nothing is accepted meanwhile. Failing
+  at import instead would change nothing a vendor sees (Lambda runs a failed init
+  again on every request) and would make the module need a deployment to import.
 - A container serves one request at a time, so there is no group to coalesce the
   receiver's ``accepted`` marks over: they are written before the handler returns
   (a frozen container would otherwise hold them until its next request), for at
@@ -38,6 +45,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from starlette.types import ASGIApp, Message
+
+from lip_dagster.errors import ConfigError
 
 if TYPE_CHECKING:
     from lip_dagster.webhook.intake import Intake
@@ -202,14 +211,33 @@ async def _marks_within(intake: Intake, seconds: float) -> bool:
     return True
 
 
+def _app_from_env() -> ASGIApp:
+    """The receiver on the backend the environment chooses, if that backend keeps
+    what it accepts beyond this container."""
+    from lip_dagster.resources import backend_from_env
+    from lip_dagster.webhook.receiver import app_for_backend
+
+    backend = backend_from_env()
+    if not backend.outlives_machine:
+        raise ConfigError(
+            f"the webhook receiver on Lambda needs LIP_BACKEND=aws (got "
+            f"{backend.settings.backend!r}, the default when unset), with LIP_AWS_REGION "
+            "(or AWS_DEFAULT_REGION), and LIP_AWS_RESOURCE_PREFIX and LIP_SECRETS_PREFIX "
+            "if the deployment's queues, tables and secrets do not use the defaults. "
+            f"The {backend.settings.backend} backend would keep accepted events on the "
+            f"container's own disk (SQLite under LIP_HOME={backend.settings.home}): "
+            "Lambda discards it with the container and no drain run reads it, so "
+            "every request is refused (5xx, vendors retry) until the function's "
+            "environment sets the AWS backend"
+        )
+    return app_for_backend(backend, mark_delay=0.0)
+
+
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda entry point."""
     global _app, _loop
     if _app is None:
-        from lip_dagster.resources import backend_from_env
-        from lip_dagster.webhook.receiver import app_for_backend
-
-        _app = app_for_backend(backend_from_env(), mark_delay=0.0)
+        _app = _app_from_env()
     if _loop is None or _loop.is_closed():
         _loop = asyncio.new_event_loop()
     response = _loop.run_until_complete(invoke(_app, event))

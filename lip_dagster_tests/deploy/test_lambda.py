@@ -207,3 +207,38 @@ def test_a_redelivery_is_acknowledged_and_the_drain_lands_each_event_once_in_s3(
     assert len(ids) == 3 == len(set(ids))
     assert all(orjson.loads(line)["_lip"]["pattern"] == "webhook" for line in lines)
     assert aws.buffered("jamf") == 0
+
+
+def test_a_slow_dedupe_table_does_not_hold_the_vendors_answer(
+    aws: AwsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marks only recognise redeliveries; the events are in SQS before the answer. A
+    throttled dedupe table must not keep Okta (3 s) waiting past its timeout for
+    them: the answer goes after at most a second, and the marks finish on the
+    container's next request (or, if it is never thawed, a redelivery is buffered
+    twice and dropped on landing)."""
+    import threading
+    import time
+
+    from lip_dagster.state.aws import DynamoDedupeStore
+
+    throttled = threading.Event()
+    accept = DynamoDedupeStore.accept
+
+    def slow_accept(self, source, keys):  # a table answering only once it is let go
+        throttled.wait(timeout=30)
+        return accept(self, source, keys)
+
+    monkeypatch.setattr(DynamoDedupeStore, "accept", slow_accept)
+    first, second = aws.sim.okta_deliveries(2, per_delivery=1)
+    t0 = time.monotonic()
+    resp = lambda_handler.handler(http_api_event(first), None)
+    answered_in = time.monotonic() - t0
+    throttled.set()
+    assert resp["statusCode"] == 204 and resp["headers"]["x-lip-accepted"] == "1"
+    assert answered_in < 3.0  # inside Okta's timeout
+    assert aws.buffered("okta_hooks") == 1
+    # the next request of the warm container finishes the marks left behind
+    assert lambda_handler.handler(http_api_event(second), None)["statusCode"] == 204
+    items = aws.client("dynamodb").scan(TableName=f"lip-{aws.run}-okta_hooks-dedupe")["Items"]
+    assert sorted(i["status"]["S"] for i in items) == ["accepted", "accepted"]

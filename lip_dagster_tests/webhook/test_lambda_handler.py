@@ -154,84 +154,35 @@ def test_a_header_beyond_latin_1_is_taken_as_uvicorn_takes_it(
     assert run(app, event)["statusCode"] == 204
 
 
-def test_the_lambda_entry_point_builds_the_app_from_the_environment(
+def test_the_lambda_entry_point_refuses_to_keep_events_in_the_containers_tmp(
     lip_home: Path, sim: WebhookSimulator, monkeypatch
 ) -> None:
-    for name, value in sim.credentials().items():
-        from lip_dagster.state.local_secrets import secret_env_var
-
-        monkeypatch.setenv(secret_env_var(name), value)
-    monkeypatch.setattr(lambda_handler, "_app", None)
-    monkeypatch.setattr(lambda_handler, "_loop", None)
-    d = sim.jamf_deliveries(1)[0]
-    resp = lambda_handler.handler(v2_event(d, stage="$default"), None)
-    assert resp["statusCode"] == 204
-    # one request per container: its ids are marked before the handler returns
-    from lip_dagster.config import Settings
-    from lip_dagster.lake.identity_keys import event_key
-    from lip_dagster.resources import EmbeddedBackend
-    from lip_dagster.webhook.vendors import JAMF_IDENTITY
-
-    dedupe = EmbeddedBackend(Settings.from_env()).dedupe
-    key = event_key(d.events[0], JAMF_IDENTITY, dedupe.key_resolution).dedupe_key
-    assert dedupe.get("jamf", [key])[key].status == "accepted"
-    again = lambda_handler.handler(v2_event(d, stage="$default"), None)  # warm container
-    assert again["headers"]["x-lip-duplicates"] == "1"
-
-
-def test_a_slow_dedupe_table_does_not_hold_the_vendors_answer(
-    lip_home: Path, sim: WebhookSimulator, monkeypatch
-) -> None:
-    """Marks only recognise redeliveries; the events are buffered before the answer.
-    A throttled dedupe table must not keep Okta (3 s) waiting past its timeout for
-    them: the answer goes after at most a second, and the marks finish on the
-    container's next request (or, if it is never thawed, a redelivery is buffered
-    twice and dropped on landing)."""
-    import threading
-    import time
-
+    """Deployed without ``LIP_BACKEND=aws`` (the image sets ``LIP_HOME=/tmp/lip``,
+    which Lambda lets it write), the receiver would buffer what it accepts in SQLite in
+    the container's /tmp: answered 2xx, gone with the container, never drained. It
+    refuses instead, naming the settings, so API Gateway answers 5xx and the vendor
+    retries; nothing is written, on the cold start or after."""
+    from lip_dagster.errors import ConfigError
     from lip_dagster.state.local_secrets import secret_env_var
-    from lip_dagster.state.sqlite import SqliteDedupeStore
 
     for name, value in sim.credentials().items():
         monkeypatch.setenv(secret_env_var(name), value)
+    monkeypatch.delenv("LIP_BACKEND", raising=False)
     monkeypatch.setattr(lambda_handler, "_app", None)
     monkeypatch.setattr(lambda_handler, "_loop", None)
-    throttled = threading.Event()
-    accept = SqliteDedupeStore.accept
-
-    def slow_accept(self, source, keys):  # a table answering only once it is let go
-        throttled.wait(timeout=30)
-        return accept(self, source, keys)
-
-    monkeypatch.setattr(SqliteDedupeStore, "accept", slow_accept)
-    first, second = sim.okta_deliveries(2, per_delivery=1)
-    t0 = time.monotonic()
-    resp = lambda_handler.handler(v2_event(first, stage="$default"), None)
-    answered_in = time.monotonic() - t0
-    throttled.set()
-    assert resp["statusCode"] == 204 and resp["headers"]["x-lip-accepted"] == "1"
-    assert answered_in < 3.0  # inside Okta's timeout
-    # the next request of the warm container finishes the marks left behind
-    assert lambda_handler.handler(v2_event(second, stage="$default"), None)["statusCode"] == 204
-    from lip_dagster.config import Settings
-    from lip_dagster.lake.identity_keys import event_key
-    from lip_dagster.resources import EmbeddedBackend
-    from lip_dagster.webhook.vendors import OKTA_EVENT_IDENTITY
-
-    dedupe = EmbeddedBackend(Settings.from_env()).dedupe
-    keys = [
-        event_key(d.events[0], OKTA_EVENT_IDENTITY, dedupe.key_resolution).dedupe_key
-        for d in (first, second)
-    ]
-    assert {k: m.status for k, m in dedupe.get("okta_hooks", keys).items()} == dict.fromkeys(
-        keys, "accepted"
-    )
+    d = sim.okta_deliveries(2, per_delivery=2)[0]
+    for _ in range(2):  # the cold start, then the same container's next request
+        with pytest.raises(ConfigError) as refused:
+            lambda_handler.handler(_gateway_event("http_api_proxy_event_v2.json", d), None)
+        message = str(refused.value)
+        assert "LIP_BACKEND=aws" in message and "LIP_AWS_REGION" in message
+        assert "container" in message and str(lip_home) in message
+    assert list(lip_home.iterdir()) == []  # no state.db holding the events
 
 
-def _on_custom_domain(name: str, d: Delivery) -> dict:
-    """``name``'s custom-domain event carrying ``d``: its path, route and stage as API
-    Gateway sets them, the vendor's headers and body."""
+def _gateway_event(name: str, d: Delivery) -> dict:
+    """``name``'s event carrying ``d``: its path, route and stage as API Gateway sets
+    them, the vendor's headers and body."""
     event = fixture(f"apigateway/{name}")
     body = base64.b64encode(d.body).decode()
     if event.get("version") == "2.0":
@@ -255,7 +206,7 @@ def test_a_rest_api_behind_a_custom_domain_base_path_takes_the_delivery(
     (``/lip/webhooks/github``). Taken as it is, every delivery was a 404, which
     GitHub does not retry."""
     d = sim.github_deliveries(1)[0]
-    event = _on_custom_domain("rest_api_custom_domain_event.json", d)
+    event = _gateway_event("rest_api_custom_domain_event.json", d)
     assert event["path"] == "/lip/webhooks/github"
     resp = run(app, event)
     assert resp["statusCode"] == 204, resp
@@ -269,7 +220,7 @@ def test_an_http_api_stage_named_like_the_route_on_a_custom_domain_is_not_cut(
     mapping nor the stage: a stage named ``webhooks`` must not turn
     ``/webhooks/okta_hooks`` into ``/okta_hooks``, a 404 Okta never retries."""
     d = sim.okta_deliveries(3, per_delivery=3)[0]
-    event = _on_custom_domain("http_api_custom_domain_event_v2.json", d)
+    event = _gateway_event("http_api_custom_domain_event_v2.json", d)
     assert event["rawPath"] == "/webhooks/okta_hooks"
     assert event["requestContext"]["stage"] == "webhooks"
     resp = run(app, event)
