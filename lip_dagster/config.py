@@ -244,6 +244,7 @@ class Settings:
     max_object_bytes: int
     max_object_events: int
     dedupe_ttl_days: int
+    run_log_days: int
     buffer_max_receives: int
     secret_ttl_seconds: int
     aws: AwsSettings | None
@@ -320,6 +321,7 @@ class Settings:
             max_object_bytes=_int(env, "LIP_MAX_OBJECT_BYTES", 5_000_000, minimum=1024),
             max_object_events=_int(env, "LIP_MAX_OBJECT_EVENTS", 100_000),
             dedupe_ttl_days=_int(env, "LIP_DEDUPE_TTL_DAYS", 30),
+            run_log_days=_int(env, "LIP_RUN_LOG_DAYS", 30),
             buffer_max_receives=_int(env, "LIP_BUFFER_MAX_RECEIVES", 5),
             secret_ttl_seconds=_int(env, "LIP_SECRET_TTL_SECONDS", 300, minimum=0),
             aws=aws,

@@ -23,6 +23,7 @@ def test_defaults_are_the_embedded_backend(tmp_path) -> None:
         ({"LIP_MAX_OBJECT_BYTES": "5MB"}, "LIP_MAX_OBJECT_BYTES"),
         ({"LIP_MAX_OBJECT_EVENTS": "0"}, "LIP_MAX_OBJECT_EVENTS"),
         ({"LIP_DEDUPE_TTL_DAYS": "-1"}, "LIP_DEDUPE_TTL_DAYS"),
+        ({"LIP_RUN_LOG_DAYS": "0"}, "LIP_RUN_LOG_DAYS"),
         ({"LIP_BACKEND": "aws", "LIP_AWS_REGION": "eu-west-1"}, "LIP_S3_BUCKET"),
         ({"LIP_BACKEND": "aws", "LIP_S3_BUCKET": "b"}, "LIP_AWS_REGION"),
         (

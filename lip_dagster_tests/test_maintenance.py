@@ -3,6 +3,7 @@ TTL window instead of holding every id ever landed."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -174,3 +175,85 @@ def test_the_daily_job_deletes_temporary_files_a_killed_write_left_behind(
     assert not any(p.exists() for p in left)
     assert writing.exists() and unrelated.exists()
     assert result.output_for_node("prune_temporary_files") == 2
+
+
+def test_old_runs_lose_their_step_logs_and_keep_their_partitions_and_checks(
+    tmp_path: Path,
+) -> None:
+    """On the embedded instance every run leaves a SQLite file of its own (140 KB or
+    more) for ever: ~140 MB a day for the demo's polls. The daily job deletes those
+    of runs that ended over LIP_RUN_LOG_DAYS ago. What an operator reads of an old
+    run stays: the run in the run list, its partition materialized (so no backfill
+    of "missing" partitions lands it again), its check result."""
+    import shutil
+
+    from lip_dagster.maintenance import prune_run_logs
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copy(repo / "dagster.yaml", tmp_path / "dagster.yaml")
+    hourly = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00")
+
+    @dg.asset(name="okta", partitions_def=hourly)
+    def okta(context) -> dg.MaterializeResult:
+        for _ in range(10):
+            context.log.info("landed a page")
+        return dg.MaterializeResult(metadata={"events": 1000})
+
+    @dg.asset_check(asset=okta, name="okta_lake_layout")
+    def layout() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
+
+    hours = [f"2026-11-01-{h:02d}:00" for h in range(3)]
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        run_ids = [
+            dg.materialize([okta, layout], instance=instance, partition_key=h).run_id for h in hours
+        ]
+        shards = [tmp_path / "history" / "runs" / f"{r}.db" for r in run_ids]
+        assert all(s.exists() for s in shards)
+        assert instance.all_logs(run_ids[0])
+
+        # runs that ended minutes ago keep everything
+        assert prune_run_logs(instance, keep_days=30).runs == 0
+        assert all(s.exists() for s in shards)
+
+        later = time.time() + 31 * 86400
+        done = prune_run_logs(instance, keep_days=30, now=later)
+        assert done.runs == 3
+        assert done.bytes_freed >= 3 * 100_000
+        assert not any(s.exists() for s in shards)
+        assert not any((tmp_path / "storage" / r).exists() for r in run_ids)
+
+        key = dg.AssetKey("okta")
+        assert instance.get_materialized_partitions(key) == set(hours)
+        latest = instance.get_latest_materialization_event(key)
+        assert latest is not None and latest.run_id == run_ids[-1]
+        records = instance.get_run_records(dg.RunsFilter(run_ids=run_ids))
+        assert {r.dagster_run.status for r in records} == {dg.DagsterRunStatus.SUCCESS}
+        check = dg.AssetCheckKey(key, "okta_lake_layout")
+        summary = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])
+        assert summary[check].status.value == "SUCCEEDED"
+        # a second pass finds nothing left to delete
+        assert prune_run_logs(instance, keep_days=30, now=later).runs == 0
+        # the run's page, in a process that had not opened it before: no log lines
+        # (Dagster makes the run an empty file again, which the next pass deletes)
+        fresh = dg.DagsterInstance.from_config(str(tmp_path))
+        try:
+            assert fresh.all_logs(run_ids[0]) == []
+        finally:
+            fresh.dispose()
+        assert prune_run_logs(instance, keep_days=30, now=later).runs == 1
+        assert not shards[0].exists()
+    finally:
+        instance.dispose()
+
+
+def test_run_logs_on_a_database_instance_are_left_alone() -> None:
+    """PostgreSQL (and the in-memory instance of a test run) keep events as rows of
+    one table: no file per run to delete, and the job says so instead of failing."""
+    from lip_dagster.maintenance import prune_run_logs
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        done = prune_run_logs(instance, keep_days=1, now=time.time() + 10 * 86400)
+    assert done.runs == 0
+    assert done.skipped_because and "InMemoryEventLogStorage" in done.skipped_because

@@ -49,6 +49,7 @@ def test_every_variable_lip_reads_is_in_the_readme_table() -> None:
         ("LIP_MAX_OBJECT_BYTES", "max_object_bytes"),
         ("LIP_MAX_OBJECT_EVENTS", "max_object_events"),
         ("LIP_DEDUPE_TTL_DAYS", "dedupe_ttl_days"),
+        ("LIP_RUN_LOG_DAYS", "run_log_days"),
         ("LIP_BUFFER_MAX_RECEIVES", "buffer_max_receives"),
         ("LIP_SECRET_TTL_SECONDS", "secret_ttl_seconds"),
     ],
