@@ -46,6 +46,26 @@ def aws_settings(endpoint: str, home: Path, run: str) -> Settings:
     )
 
 
+class ShortPollSampling:
+    """An SQS client whose short polls find nothing, as SQS's may. A short poll
+    (``WaitTimeSeconds`` 0) asks only a sample of the SQS hosts, so it can answer
+    empty while the queue holds messages, most often when it holds few; a long poll
+    asks every host (AWS, "Amazon SQS short and long polling"). moto always answers
+    from the whole queue, so this stands in for the sampling: long polls and every
+    other call go to the real client."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def receive_message(self, **request: Any) -> dict[str, Any]:
+        if not request.get("WaitTimeSeconds"):
+            return {}
+        return dict(self._client.receive_message(**request))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
 class _AtomicDynamoDB:
     """DynamoDB applies each conditional write atomically; moto checks the condition
     and then writes, without a lock, so two concurrent requests can both pass the

@@ -425,8 +425,14 @@ class ArrivalQueue(ABC):
 
 
 class SqsArrivalQueue(ArrivalQueue):
-    """An SQS queue, through a client from ``AwsBackend.client("sqs")``. Receives
-    never long-poll: a sensor tick must stay short."""
+    """An SQS queue, through a client from ``AwsBackend.client("sqs")``.
+
+    The first round trip of a receive long-polls for ``wait_seconds``: a short poll
+    samples some SQS hosts and may answer empty while notifications wait, and a `lip
+    run` without keys would then land nothing and succeed. A long poll answers as soon
+    as a message is there, so only a tick of an empty queue waits, briefly."""
+
+    wait_seconds: int = 1
 
     def __init__(self, client: Any, queue_url: str) -> None:
         self.client = client
@@ -440,7 +446,9 @@ class SqsArrivalQueue(ArrivalQueue):
                     QueueUrl=self.queue_url,
                     MaxNumberOfMessages=min(10, max_messages - len(out)),
                     VisibilityTimeout=visibility_timeout,
-                    WaitTimeSeconds=0,
+                    # once some are in hand, messages a short poll misses wait for
+                    # the next tick
+                    WaitTimeSeconds=0 if out else self.wait_seconds,
                 )
                 msgs = resp.get("Messages", [])
                 for m in msgs:

@@ -828,6 +828,9 @@ class SqsBuffer(_AwsStore, Buffer):
     - ``depth().oldest_age_seconds`` is None: SQS reports the age of the oldest
       message only through CloudWatch, and receiving to find out would count as a
       receive towards the DLQ.
+    - ``receive`` of an empty queue takes ``receive_wait_seconds`` (1 s): its first
+      round trip long-polls, as a short poll samples some SQS hosts and may answer
+      empty while messages wait.
     - ``dead_letters`` cannot peek: it receives from the DLQ, then makes the messages
       visible again at once, so a ``redrive`` right after still sees them.
     - Both queues drop a message 14 days (the SQS maximum) after it was first
@@ -845,6 +848,7 @@ class SqsBuffer(_AwsStore, Buffer):
         endpoint_url: str | None = None,
         prefix: str = DEFAULT_PREFIX,
         max_receives: int = 5,
+        receive_wait_seconds: int = 1,
         dlq_wait_seconds: int = 1,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
@@ -852,20 +856,27 @@ class SqsBuffer(_AwsStore, Buffer):
     ) -> None:
         if not 1 <= max_receives <= 1000:
             raise ConfigError(f"max_receives must be 1 to 1000 on SQS, not {max_receives!r}")
-        if not 0 <= dlq_wait_seconds <= 20:
-            raise ConfigError(f"dlq_wait_seconds must be 0 to 20, not {dlq_wait_seconds!r}")
+        for name, seconds in (
+            ("receive_wait_seconds", receive_wait_seconds),
+            ("dlq_wait_seconds", dlq_wait_seconds),
+        ):
+            if not 0 <= seconds <= 20:
+                raise ConfigError(f"{name} must be 0 to 20, not {seconds!r}")
         super().__init__(
             session=session,
             region_name=region_name,
             endpoint_url=endpoint_url,
             prefix=prefix,
             connect_timeout=connect_timeout,
-            read_timeout=max(read_timeout, dlq_wait_seconds + 5.0),
+            read_timeout=max(read_timeout, max(receive_wait_seconds, dlq_wait_seconds) + 5.0),
             max_attempts=max_attempts,
         )
         self.max_receives = max_receives
         # Short polls sample a subset of SQS hosts and can come back empty while
-        # messages exist; the DLQ is read rarely, so it long-polls briefly instead.
+        # messages exist. A long poll asks every host and answers as soon as a message
+        # is there, so it costs time only when the queue is empty: the first round
+        # trip of ``receive`` and every DLQ read (rare) long-poll briefly.
+        self._receive_wait = receive_wait_seconds
         self._dlq_wait = dlq_wait_seconds
         self._urls: dict[str, tuple[str, str]] = {}
         self._buffer_urls: dict[str, str] = {}  # the buffer queue alone, for ``send``
@@ -1162,7 +1173,10 @@ class SqsBuffer(_AwsStore, Buffer):
                 main_url,
                 min(10, max_messages - len(out)),
                 visibility,
-                0,
+                # An empty answer must mean an empty queue (a drain stops there), which
+                # only a long poll tells. Once messages are in hand, a short poll that
+                # misses some just leaves them for the caller's next receive.
+                0 if out else self._receive_wait,
                 f"receiving messages of source {source!r}",
             )
             out.extend(self._message(m) for m in raw)

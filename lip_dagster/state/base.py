@@ -263,7 +263,8 @@ class Buffer(ABC):
     ) -> list[BufferMessage]:
         """Up to ``max_messages`` visible messages, hidden for ``visibility_timeout``
         seconds. A message received more than ``max_receives`` times moves to the
-        dead-letter queue instead of being returned."""
+        dead-letter queue instead of being returned. An empty list means no message
+        was visible: a drain stops there."""
 
     @abstractmethod
     def delete(self, source: str, receipts: Sequence[str]) -> None:

@@ -21,6 +21,8 @@ from lip_dagster.components.s3 import S3Source, batch_outcomes
 from lip_dagster.config import Settings
 from lip_dagster.errors import ConfigError
 from lip_dagster.resources import AwsBackend
+from lip_dagster.s3stream.objects import SqsArrivalQueue
+from lip_dagster_tests.conftest import ShortPollSampling
 
 from .conftest import cloudtrail_records, fixture, github_events, gz, ndjson, trail_file
 
@@ -39,8 +41,12 @@ class World:
         home: Path,
         monkeypatch: pytest.MonkeyPatch,
         queue: bool,
+        wait_seconds: int = 0,
         **component: Any,
     ):
+        # moto answers a short poll from the whole queue, as SQS answers a long poll;
+        # a long poll of an empty queue would only add a second to every tick here
+        monkeypatch.setattr(SqsArrivalQueue, "wait_seconds", wait_seconds)
         run = uuid.uuid4().hex[:8]
         self.run = run
         self.vendor_bucket = f"vendor-{run}"
@@ -259,6 +265,27 @@ def test_a_sweep_lands_then_commits_the_listing_cursor(listed: World) -> None:
     assert report.objects == []  # nothing new
     before = {o["Key"]: o["ETag"] for o in w.s3.list_objects_v2(Bucket=w.vendor_bucket)["Contents"]}
     assert set(before) == set(keys)  # the vendor's objects are all still there
+
+
+def test_a_run_without_keys_lands_what_the_queue_holds_though_short_polls_find_none(
+    aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQS may answer a short poll empty while a few notifications wait: `lip run`
+    then landed nothing and succeeded, as if nothing new had arrived."""
+    w = World(aws_env, tmp_path, monkeypatch, queue=True, wait_seconds=1)
+    keys = [f"{TRAIL}p{i}_20260301T10{i:02d}Z_G.json.gz" for i in range(2)]
+    for i, k in enumerate(keys):
+        w.put(k, trail_file(cloudtrail_records(3, seed=40 + i)))
+    client = w.backend.client
+    monkeypatch.setattr(
+        w.backend,
+        "client",
+        lambda service: ShortPollSampling(client(service)) if service == "sqs" else client(service),
+    )
+    report, _ = w.component.land(w.backend, [])
+    assert report.result.events == 6
+    assert sorted({r["_lip"]["origin"] for r in w.lake_lines()}) == keys
+    assert w.queued() == 0  # the notifications (and S3's test event) acknowledged
 
 
 def test_two_sources_on_one_queue_refuse_instead_of_deleting_each_others_notifications(

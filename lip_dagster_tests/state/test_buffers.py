@@ -38,10 +38,13 @@ def make(request: pytest.FixtureRequest, tmp_path: Path, max_receives: int) -> C
         return Case(
             SqliteBuffer(tmp_path / "state.db", max_receives=max_receives), source, "sqlite", 0.3
         )
+    # moto answers a short poll from the whole queue, as SQS answers a long poll: a
+    # long poll here would only make every empty receive take a second
     sqs = SqsBuffer(
         session=request.getfixturevalue("boto_session"),
         endpoint_url=request.getfixturevalue("moto_endpoint"),
         max_receives=max_receives,
+        receive_wait_seconds=0,
         dlq_wait_seconds=0,
     )
     sqs.ensure(source)
@@ -204,6 +207,7 @@ def test_a_dead_letter_sqs_keeps_hidden_is_said_in_the_log(
         session=request.getfixturevalue("boto_session"),
         endpoint_url=request.getfixturevalue("moto_endpoint"),
         max_receives=1,
+        receive_wait_seconds=0,
         dlq_wait_seconds=0,
     )
     buffer.ensure(source)

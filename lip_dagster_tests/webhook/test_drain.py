@@ -29,6 +29,7 @@ from lip_dagster.webhook.drain import DrainConfig, Drainer, replay
 from lip_dagster.webhook.message import encode
 from lip_dagster.webhook.receiver import create_app
 from lip_dagster.webhook.vendors import JAMF_IDENTITY, OKTA_EVENT_IDENTITY
+from lip_dagster_tests.conftest import ShortPollSampling
 
 from .conftest import Client, fixture
 
@@ -412,7 +413,11 @@ def test_visibility_timeout_and_dlq_on_sqs(
     from lip_dagster.state.aws import SqsBuffer
 
     buffer = SqsBuffer(
-        session=boto_session, endpoint_url=moto_endpoint, prefix="t-drain-", max_receives=2
+        session=boto_session,
+        endpoint_url=moto_endpoint,
+        prefix="t-drain-",
+        max_receives=2,
+        receive_wait_seconds=0,  # moto's short polls see the whole queue
     )
     buffer.ensure("okta_hooks")
     events = [e for d in sim.okta_deliveries(30, per_delivery=10) for e in d.events]
@@ -443,6 +448,37 @@ def test_visibility_timeout_and_dlq_on_sqs(
     assert report.result.events == 30 and report.error is None
     assert sum(lake_ids(tmp_path / "lake").values()) == 30
     assert buffer.depth("okta_hooks").messages == 0
+
+
+def test_a_drain_on_sqs_lands_every_buffered_delivery_though_short_polls_find_none(
+    boto_session, moto_endpoint: str, tmp_path: Path, sim: WebhookSimulator
+) -> None:
+    """SQS may answer a short poll empty while a few messages wait; a drain that took
+    that for an empty buffer ended early and left the hour's deliveries for the next
+    one."""
+    from lip_dagster.state.aws import SqsBuffer
+
+    buffer = SqsBuffer(session=boto_session, endpoint_url=moto_endpoint, prefix="t-sample-")
+    buffer.ensure("okta_hooks")
+    events = [e for d in sim.okta_deliveries(15, per_delivery=5) for e in d.events]
+    bodies = [m for i in range(0, 15, 5) for m in encode("okta_hooks", T0, events[i : i + 5])]
+    buffer.send("okta_hooks", bodies)
+    buffer._client = ShortPollSampling(buffer._client)
+    writer = LakeWriter(
+        LocalLake(tmp_path / "lake", tmp_path / "tmp"), SqliteDedupeStore(tmp_path / "state.db")
+    )
+    drain = Drainer(
+        DrainConfig("okta_hooks", OKTA_EVENT_IDENTITY, 10, 30, 30),
+        buffer=buffer,
+        writer=writer,
+        quarantine=LocalQuarantine(tmp_path / "q"),
+    )
+    report = drain.run()
+    writer.close()
+    assert (report.stopped, report.result.events) == ("empty", 15)
+    assert sum(lake_ids(tmp_path / "lake").values()) == 15
+    assert buffer.depth("okta_hooks").messages == 0
+    buffer.close()
 
 
 # ------------------------------------------------------------ backpressure
@@ -491,6 +527,7 @@ def test_a_replay_that_leaves_dead_letters_behind_does_not_report_success(
         endpoint_url=moto_endpoint,
         prefix="t-replay-",
         max_receives=1,
+        receive_wait_seconds=0,
         dlq_wait_seconds=0,
     )
     buffer.ensure("okta_hooks")
