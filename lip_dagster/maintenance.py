@@ -16,8 +16,8 @@ would ever delete. On S3 an interrupted upload leaves no object, and both stores
 And it deletes the step logs of runs that ended more than ``LIP_RUN_LOG_DAYS`` ago
 from a SQLite Dagster instance (the embedded deployment's). There every run writes its
 own event log file (140 KB or more, mostly SQLite's fixed cost per file) and a
-directory of captured output, kept for ever: about 140 MB a day for the demo's
-schedules. What the UI, freshness, asset checks and ``lip status`` read of an old run
+directory of captured output, kept for ever: about 176 KB a run, 176 MB a day for
+the demo's schedules. What the UI, freshness, asset checks and ``lip status`` read of an old run
 is not in those files: its run record (runs.db) and its materializations, check
 results and status changes, which Dagster copies into the instance's index
 (index.db) as it writes them. Those stay, so partitions stay materialized and the
@@ -29,7 +29,6 @@ cost; they are left alone (docs/runbook.md, "Disk use").
 """
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 
 from lip_dagster.resources import Backend
+from lip_dagster.state._common import chunks
 
 JOB_NAME = "lip_state_maintenance"
 # Early morning UTC, off the hour: away from the hourly polls that start on the hour.
@@ -82,10 +82,6 @@ class RunLogPrune:
     skipped_because: str | None = None
 
 
-def _batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
 def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -103,7 +99,7 @@ def prune_run_logs(
     cutoff = (time.time() if now is None else now) - keep_days * 86400
     output = instance.compute_log_manager
     runs = freed = 0
-    for batch in _batches(sorted(storage.get_all_run_ids()), _RUN_ID_BATCH):
+    for batch in chunks(sorted(storage.get_all_run_ids()), _RUN_ID_BATCH):
         records = instance.get_run_records(dg.RunsFilter(run_ids=list(batch), statuses=_ENDED))
         for record in records:
             if record.end_time is None or record.end_time > cutoff:

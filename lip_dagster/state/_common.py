@@ -4,11 +4,21 @@ reads the same on SQLite and DynamoDB."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from lip_dagster.errors import CursorConflict, StateError
 
 _FRACTION_RE = re.compile(r"(\.\d{6})\d+")
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size``: a store's batch limit
+    (DynamoDB 25 writes, SQS 10 entries, SQLite's bound parameters)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _instant(ts: str) -> datetime | None:

@@ -44,7 +44,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoRegionError, Waite
 
 from lip_dagster.errors import ConfigError, SecretNotFound, StateError
 from lip_dagster.lake.layout import validate_source_name
-from lip_dagster.state._common import cursor_conflict, later_high_water
+from lip_dagster.state._common import chunks, cursor_conflict, later_high_water
 from lip_dagster.state.base import (
     Buffer,
     BufferDepth,
@@ -139,11 +139,6 @@ def _aws(what: str) -> Iterator[None]:
 
 def _backoff(attempt: int) -> None:
     time.sleep(min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0))
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class _AwsStore:
@@ -749,7 +744,7 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
                 "(throttled); the batch will be retried by the next run"
             )
 
-        self._run(write, list(_chunks(requests, 25)))
+        self._run(write, list(chunks(requests, 25)))
 
     def get(self, source: str, keys: Sequence[DedupeKey]) -> dict[DedupeKey, IdState]:
         table = self.table_name(source)
@@ -779,7 +774,7 @@ class DynamoDedupeStore(_DynamoStore, DedupeStore):
             )
 
         found: dict[DedupeKey, IdState] = {}
-        for items in self._run(read, list(_chunks(ids, 100))):
+        for items in self._run(read, list(chunks(ids, 100))):
             for item in items:
                 found[self._key(item["id"]["S"])] = self._state(item)
         return found
@@ -1195,7 +1190,7 @@ class SqsBuffer(_AwsStore, Buffer):
         )
 
     def _delete(self, url: str, receipts: Sequence[str], what: str) -> None:
-        for chunk in _chunks(receipts, 10):
+        for chunk in chunks(receipts, 10):
             pending = list(range(len(chunk)))
             for attempt in range(_UNPROCESSED_ATTEMPTS):
                 with _aws(what):
@@ -1248,7 +1243,7 @@ class SqsBuffer(_AwsStore, Buffer):
             seen.update((m["MessageId"], m) for m in fresh)
         handles = [m["ReceiptHandle"] for m in seen.values()]
         hidden = 0
-        for chunk in _chunks(handles, 10):
+        for chunk in chunks(handles, 10):
             with _aws(what):
                 resp = self._client.change_message_visibility_batch(
                     QueueUrl=dlq_url,

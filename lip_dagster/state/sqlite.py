@@ -42,7 +42,7 @@ import orjson
 
 from lip_dagster.errors import StateError
 from lip_dagster.lake.layout import validate_source_name
-from lip_dagster.state._common import cursor_conflict, later_high_water
+from lip_dagster.state._common import chunks, cursor_conflict, later_high_water
 from lip_dagster.state.base import (
     Buffer,
     BufferDepth,
@@ -381,11 +381,6 @@ def _keys_json(keys: Sequence[DedupeKey]) -> str | None:
     return None if b"\\u0000" in payload else payload.decode()
 
 
-def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 # ----------------------------------------------------------------------------- cursor
 
 _CURSOR_SCHEMA = (
@@ -688,7 +683,7 @@ class SqliteDedupeStore(DedupeStore):
         for key in keys:
             by_bucket.setdefault(key.bucket, []).append(key.event_id)
         for bucket, ids in by_bucket.items():
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids, _CHUNK):
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
                     f"SELECT d.event_id, {_EFFECTIVE_STATUS}, d.object_id, "  # noqa: S608
